@@ -1,0 +1,2 @@
+// Replaced by the configuration parser.
+namespace parley::config {}

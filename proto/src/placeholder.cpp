@@ -1,0 +1,2 @@
+// Replaced by the protocol codec.
+namespace parley::proto {}

@@ -1,0 +1,2 @@
+// Replaced by the routing core (issue 3).
+namespace parley::routing {}

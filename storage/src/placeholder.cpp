@@ -1,0 +1,2 @@
+// Replaced by the storage backends (issue 4).
+namespace parley::storage {}

@@ -1,0 +1,35 @@
+#pragma once
+// Environment the ctest registration passes to every test (tests/CMakeLists.txt).
+#include <filesystem>
+#include <string>
+
+namespace parley::test {
+
+// URL of the throwaway PostgreSQL cluster the `pg_cluster` ctest fixture
+// started. Fails the calling test (not skips) when the fixture did not run.
+std::string postgres_url();
+
+// A PostgreSQL database of its own for one test: created empty on the fixture's
+// cluster, so tests never see each other's rows. Returns its URL.
+std::string fresh_postgres_database(const std::string& name_hint);
+
+// Path of the parleyd binary under test.
+std::filesystem::path parleyd_path();
+
+// Path of the source tree (for example configs under deploy/).
+std::filesystem::path source_dir();
+
+// A new empty directory under the system temp dir, removed by the destructor.
+class temp_dir {
+public:
+    temp_dir();
+    ~temp_dir();
+    temp_dir(const temp_dir&) = delete;
+    temp_dir& operator=(const temp_dir&) = delete;
+    const std::filesystem::path& path() const { return path_; }
+
+private:
+    std::filesystem::path path_;
+};
+
+}  // namespace parley::test
