@@ -1,0 +1,109 @@
+#pragma once
+// Parley's configuration: plain structs with defaults, filled by one parse
+// function per section. Every problem is collected (file, key, reason) so an
+// operator sees all of them at once; unknown keys are errors, not warnings.
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace parley::config {
+
+struct server_config {
+    std::string listen_address = "0.0.0.0";
+    std::uint16_t port = 8080;
+    unsigned threads = 0;  // 0: one per hardware thread
+    std::string public_url;  // how clients reach us; printed at start-up
+    std::chrono::seconds shutdown_timeout{20};
+};
+
+struct log_config {
+    std::string level = "info";  // trace|debug|info|warn|error|critical|off
+};
+
+enum class durability { commit, relaxed };
+
+struct storage_config {
+    std::string url = "sqlite:///var/lib/parley/parley.db";
+    enum durability durability = durability::commit;
+    unsigned batch_max = 1000;
+    std::chrono::milliseconds batch_delay{2};
+    unsigned queue_max = 100'000;
+    unsigned retention_days = 90;
+    std::chrono::seconds prune_interval{3600};
+};
+
+// Protocol limits (protocol.md section 1). All configurable, all enforced.
+struct limits_config {
+    std::size_t max_frame_bytes = 64 * 1024;
+    std::size_t max_text_chars = 4000;
+    std::chrono::seconds hello_timeout{10};
+    std::chrono::seconds handshake_timeout{10};
+    std::chrono::seconds ping_interval{20};
+    std::chrono::seconds peer_silence_timeout{60};
+    unsigned frames_per_second = 20;  // token bucket refill
+    unsigned frame_burst = 40;        // token bucket size
+    unsigned abuse_close_after = 200;  // rate-limited frames before close 1008
+    std::size_t outbound_max_bytes = 1024 * 1024;
+    std::size_t outbound_max_frames = 1024;
+    unsigned max_connections = 19'000;
+    std::size_t http_body_max_bytes = 1024 * 1024;
+};
+
+struct routing_config {
+    std::chrono::seconds offer_timeout{45};
+    unsigned max_attempts = 2;
+    std::chrono::seconds grace_period{60};
+    std::chrono::seconds conversation_idle_timeout{600};
+    unsigned auto_away_after_missed = 0;  // 0: off
+};
+
+struct tenant_config {
+    std::string id;
+    std::string name;
+    std::string admin_token;    // bearer token of the admin API
+    std::string agent_secret;   // HS256 key of agent JWTs
+    std::string widget_secret;  // HS256 key of visitor JWTs and resume tokens
+    bool allow_anonymous = true;
+};
+
+struct config {
+    std::string source_file;  // where it came from, for messages
+    server_config server;
+    log_config log;
+    storage_config storage;
+    limits_config limits;
+    routing_config routing;
+    std::map<std::string, tenant_config> tenants;
+};
+
+struct problem {
+    std::string file;
+    std::string key;  // dotted path, e.g. "limits.max_frame_bytes"
+    std::string reason;
+    std::string to_string() const;
+};
+
+struct parse_result {
+    config value;
+    std::vector<problem> problems;  // empty: valid
+    bool ok() const { return problems.empty(); }
+};
+
+// Parses the TOML file at `path`, then applies environment overrides for
+// secrets and URLs (see deploy/parley.toml): PARLEY_STORAGE_URL,
+// PARLEY_TENANT_<ID>_ADMIN_TOKEN, _AGENT_SECRET, _WIDGET_SECRET (ID upper-cased,
+// '-' as '_'). `environment` is injected so tests need not touch the process's.
+parse_result parse_file(const std::string& path,
+                        const std::map<std::string, std::string>& environment);
+
+// Same, from TOML text; `file_name` is only used in problem reports.
+parse_result parse_text(const std::string& toml_text, const std::string& file_name,
+                        const std::map<std::string, std::string>& environment);
+
+// The process environment as a map, for parse_file.
+std::map<std::string, std::string> process_environment();
+
+}  // namespace parley::config

@@ -1,0 +1,291 @@
+#include "parley/config/config.h"
+
+#include <algorithm>
+#include <cctype>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <toml.hpp>
+
+extern char** environ;
+
+namespace parley::config {
+namespace {
+
+// Reads the keys of one TOML table into struct fields. Every key read is
+// remembered so that finish() can report the ones nobody asked for: a typo in
+// a config key must fail start-up, not be silently ignored.
+class section_reader {
+public:
+    section_reader(const toml::value* table, std::string prefix, const std::string& file,
+                   std::vector<problem>& problems)
+        : table_(table), prefix_(std::move(prefix)), file_(file), problems_(problems) {}
+
+    ~section_reader() { finish(); }
+    section_reader(const section_reader&) = delete;
+    section_reader& operator=(const section_reader&) = delete;
+
+    template <typename Integer>
+    void integer(const std::string& key, Integer& out, std::int64_t min, std::int64_t max) {
+        const toml::value* v = find(key);
+        if (v == nullptr) return;
+        if (!v->is_integer()) return report(key, "must be an integer");
+        auto n = v->as_integer();
+        if (n < min || n > max)
+            return report(key, "must be between " + std::to_string(min) + " and " +
+                                   std::to_string(max) + ", got " + std::to_string(n));
+        out = static_cast<Integer>(n);
+    }
+
+    template <typename Duration>
+    void duration(const std::string& key, Duration& out, std::int64_t min, std::int64_t max) {
+        std::int64_t count = out.count();
+        integer(key, count, min, max);
+        out = Duration{count};
+    }
+
+    void string(const std::string& key, std::string& out, std::size_t max_length = 4096,
+                const std::set<std::string>& allowed = {}) {
+        const toml::value* v = find(key);
+        if (v == nullptr) return;
+        if (!v->is_string()) return report(key, "must be a string");
+        const std::string& s = v->as_string().str;
+        if (s.size() > max_length)
+            return report(key, "must be at most " + std::to_string(max_length) + " bytes");
+        if (!allowed.empty() && allowed.count(s) == 0) {
+            std::string list;
+            for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+            return report(key, "must be one of " + list + ", got \"" + s + "\"");
+        }
+        out = s;
+    }
+
+    void boolean(const std::string& key, bool& out) {
+        const toml::value* v = find(key);
+        if (v == nullptr) return;
+        if (!v->is_boolean()) return report(key, "must be true or false");
+        out = v->as_boolean();
+    }
+
+    void report(const std::string& key, const std::string& reason) {
+        problems_.push_back({file_, path(key), reason});
+    }
+
+    std::string path(const std::string& key) const { return prefix_.empty() ? key : prefix_ + "." + key; }
+
+private:
+    const toml::value* find(const std::string& key) {
+        seen_.insert(key);
+        if (table_ == nullptr) return nullptr;
+        const auto& t = table_->as_table();
+        auto it = t.find(key);
+        return it == t.end() ? nullptr : &it->second;
+    }
+
+    void finish() {
+        if (table_ == nullptr) return;
+        for (const auto& [key, value] : table_->as_table())
+            if (seen_.count(key) == 0) report(key, "unknown key");
+    }
+
+    const toml::value* table_;
+    std::string prefix_;
+    const std::string& file_;
+    std::vector<problem>& problems_;
+    std::set<std::string> seen_;
+};
+
+// Returns the sub-table `key` of `root`, or nullptr when absent; reports a
+// problem when present but not a table.
+const toml::value* sub_table(const toml::value& root, const std::string& key, const std::string& file,
+                             std::vector<problem>& problems) {
+    const auto& t = root.as_table();
+    auto it = t.find(key);
+    if (it == t.end()) return nullptr;
+    if (!it->second.is_table()) {
+        problems.push_back({file, key, "must be a table ([" + key + "])"});
+        return nullptr;
+    }
+    return &it->second;
+}
+
+void parse_server(const toml::value* t, const std::string& file, std::vector<problem>& p, server_config& c) {
+    section_reader r(t, "server", file, p);
+    r.string("listen_address", c.listen_address, 255);
+    r.integer("port", c.port, 0, 65535);
+    r.integer("threads", c.threads, 0, 256);
+    r.string("public_url", c.public_url, 1024);
+    r.duration("shutdown_timeout_s", c.shutdown_timeout, 1, 3600);
+}
+
+void parse_log(const toml::value* t, const std::string& file, std::vector<problem>& p, log_config& c) {
+    section_reader r(t, "log", file, p);
+    r.string("level", c.level, 16, {"trace", "debug", "info", "warn", "error", "critical", "off"});
+}
+
+void parse_storage(const toml::value* t, const std::string& file, std::vector<problem>& p, storage_config& c) {
+    section_reader r(t, "storage", file, p);
+    r.string("url", c.url, 4096);
+    std::string durability_name = c.durability == durability::commit ? "commit" : "relaxed";
+    r.string("durability", durability_name, 16, {"commit", "relaxed"});
+    c.durability = durability_name == "relaxed" ? durability::relaxed : durability::commit;
+    r.integer("batch_max", c.batch_max, 1, 100'000);
+    r.duration("batch_delay_ms", c.batch_delay, 0, 1000);
+    r.integer("queue_max", c.queue_max, 1, 10'000'000);
+    r.integer("retention_days", c.retention_days, 1, 36'500);
+    r.duration("prune_interval_s", c.prune_interval, 1, 7 * 24 * 3600);
+}
+
+void parse_limits(const toml::value* t, const std::string& file, std::vector<problem>& p, limits_config& c) {
+    section_reader r(t, "limits", file, p);
+    r.integer("max_frame_bytes", c.max_frame_bytes, 1024, 16 * 1024 * 1024);
+    r.integer("max_text_chars", c.max_text_chars, 1, 1'000'000);
+    r.duration("hello_timeout_s", c.hello_timeout, 1, 3600);
+    r.duration("handshake_timeout_s", c.handshake_timeout, 1, 3600);
+    r.duration("ping_interval_s", c.ping_interval, 1, 3600);
+    r.duration("peer_silence_timeout_s", c.peer_silence_timeout, 2, 3600);
+    r.integer("frames_per_second", c.frames_per_second, 1, 100'000);
+    r.integer("frame_burst", c.frame_burst, 1, 1'000'000);
+    r.integer("abuse_close_after", c.abuse_close_after, 1, 1'000'000);
+    r.integer("outbound_max_bytes", c.outbound_max_bytes, 4096, 1LL << 32);
+    r.integer("outbound_max_frames", c.outbound_max_frames, 1, 1'000'000);
+    r.integer("max_connections", c.max_connections, 1, 10'000'000);
+    r.integer("http_body_max_bytes", c.http_body_max_bytes, 1024, 64 * 1024 * 1024);
+    if (t != nullptr && c.peer_silence_timeout <= c.ping_interval)
+        r.report("peer_silence_timeout_s", "must be longer than ping_interval_s");
+}
+
+void parse_routing(const toml::value* t, const std::string& file, std::vector<problem>& p, routing_config& c) {
+    section_reader r(t, "routing", file, p);
+    r.duration("offer_timeout_s", c.offer_timeout, 1, 3600);
+    r.integer("max_attempts", c.max_attempts, 1, 100);
+    r.duration("grace_period_s", c.grace_period, 0, 24 * 3600);
+    r.duration("conversation_idle_timeout_s", c.conversation_idle_timeout, 1, 7 * 24 * 3600);
+    r.integer("auto_away_after_missed", c.auto_away_after_missed, 0, 1000);
+}
+
+bool valid_tenant_id(const std::string& id) {
+    if (id.empty() || id.size() > 64) return false;
+    return std::all_of(id.begin(), id.end(), [](unsigned char ch) {
+        return std::isalnum(ch) || ch == '-' || ch == '_';
+    });
+}
+
+std::string env_name(const std::string& tenant_id, const std::string& suffix) {
+    std::string name = "PARLEY_TENANT_";
+    for (unsigned char ch : tenant_id) name += ch == '-' ? '_' : static_cast<char>(std::toupper(ch));
+    return name + "_" + suffix;
+}
+
+void parse_tenants(const toml::value* t, const std::string& file, std::vector<problem>& p,
+                   const std::map<std::string, std::string>& env, std::map<std::string, tenant_config>& out) {
+    if (t == nullptr) return;
+    for (const auto& [id, value] : t->as_table()) {
+        std::string prefix = "tenants." + id;
+        if (!valid_tenant_id(id)) {
+            p.push_back({file, prefix, "tenant id must be 1..64 letters, digits, '-' or '_'"});
+            continue;
+        }
+        if (!value.is_table()) {
+            p.push_back({file, prefix, "must be a table ([tenants." + id + "])"});
+            continue;
+        }
+        tenant_config tenant;
+        tenant.id = id;
+        tenant.name = id;
+        {
+            section_reader r(&value, prefix, file, p);
+            r.string("name", tenant.name, 200);
+            r.string("admin_token", tenant.admin_token, 1024);
+            r.string("agent_secret", tenant.agent_secret, 1024);
+            r.string("widget_secret", tenant.widget_secret, 1024);
+            r.boolean("allow_anonymous", tenant.allow_anonymous);
+        }
+        // Secrets from the environment win, so they need not be written in the file.
+        auto override_from_env = [&](const char* suffix, std::string& field) {
+            auto it = env.find(env_name(id, suffix));
+            if (it != env.end()) field = it->second;
+        };
+        override_from_env("ADMIN_TOKEN", tenant.admin_token);
+        override_from_env("AGENT_SECRET", tenant.agent_secret);
+        override_from_env("WIDGET_SECRET", tenant.widget_secret);
+        auto require_secret = [&](const char* key, const std::string& value_of, const char* suffix) {
+            if (value_of.size() < 16)
+                p.push_back({file, prefix + "." + key,
+                             "must be set (here or in " + env_name(id, suffix) + ") to at least 16 characters"});
+        };
+        require_secret("admin_token", tenant.admin_token, "ADMIN_TOKEN");
+        require_secret("agent_secret", tenant.agent_secret, "AGENT_SECRET");
+        require_secret("widget_secret", tenant.widget_secret, "WIDGET_SECRET");
+        out[id] = std::move(tenant);
+    }
+}
+
+void validate_storage_url(const std::string& file, std::vector<problem>& p, const std::string& url) {
+    auto starts_with = [&](const char* prefix) { return url.rfind(prefix, 0) == 0; };
+    if (starts_with("postgresql://") || starts_with("postgres://")) return;
+    if (starts_with("sqlite://")) {
+        if (url.size() <= 9) p.push_back({file, "storage.url", "sqlite URL needs a path: sqlite:///var/lib/parley/parley.db"});
+        return;
+    }
+    p.push_back({file, "storage.url", "must start with postgresql://, postgres:// or sqlite://"});
+}
+
+}  // namespace
+
+std::string problem::to_string() const { return file + ": " + key + ": " + reason; }
+
+parse_result parse_text(const std::string& toml_text, const std::string& file_name,
+                        const std::map<std::string, std::string>& environment) {
+    parse_result result;
+    result.value.source_file = file_name;
+    auto& problems = result.problems;
+    toml::value root;
+    try {
+        std::istringstream in(toml_text);
+        root = toml::parse(in, file_name);
+    } catch (const std::exception& e) {
+        problems.push_back({file_name, "(syntax)", e.what()});
+        return result;
+    }
+    config& c = result.value;
+    static const std::set<std::string> sections{"server", "log", "storage", "limits", "routing", "tenants"};
+    for (const auto& [key, value] : root.as_table())
+        if (sections.count(key) == 0) problems.push_back({file_name, key, "unknown section or key"});
+
+    parse_server(sub_table(root, "server", file_name, problems), file_name, problems, c.server);
+    parse_log(sub_table(root, "log", file_name, problems), file_name, problems, c.log);
+    parse_storage(sub_table(root, "storage", file_name, problems), file_name, problems, c.storage);
+    parse_limits(sub_table(root, "limits", file_name, problems), file_name, problems, c.limits);
+    parse_routing(sub_table(root, "routing", file_name, problems), file_name, problems, c.routing);
+    parse_tenants(sub_table(root, "tenants", file_name, problems), file_name, problems, environment, c.tenants);
+
+    if (auto it = environment.find("PARLEY_STORAGE_URL"); it != environment.end()) c.storage.url = it->second;
+    validate_storage_url(file_name, problems, c.storage.url);
+    if (c.tenants.empty()) problems.push_back({file_name, "tenants", "at least one [tenants.<id>] is required"});
+    return result;
+}
+
+parse_result parse_file(const std::string& path, const std::map<std::string, std::string>& environment) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        parse_result result;
+        result.problems.push_back({path, "(file)", "cannot be read"});
+        return result;
+    }
+    std::ostringstream text;
+    text << in.rdbuf();
+    return parse_text(text.str(), path, environment);
+}
+
+std::map<std::string, std::string> process_environment() {
+    std::map<std::string, std::string> env;
+    for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+        std::string_view kv(*entry);
+        auto eq = kv.find('=');
+        if (eq != std::string_view::npos) env.emplace(kv.substr(0, eq), kv.substr(eq + 1));
+    }
+    return env;
+}
+
+}  // namespace parley::config

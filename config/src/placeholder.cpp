@@ -1,2 +1,0 @@
-// Replaced by the configuration parser.
-namespace parley::config {}

@@ -1,0 +1,31 @@
+#pragma once
+// The running daemon: io_context and its threads, the listener, signal handling.
+#include <memory>
+#include <string>
+
+#include "parley/config/config.h"
+
+namespace parley::server {
+
+struct app_options {
+    // When set, the bound port is written here once listening (tests bind port 0).
+    std::string port_file;
+};
+
+class app {
+public:
+    app(config::config cfg, app_options options);
+    ~app();
+    app(const app&) = delete;
+    app& operator=(const app&) = delete;
+
+    // Serves until SIGTERM/SIGINT or request_stop(); returns the process exit code.
+    int run();
+    void request_stop();
+
+private:
+    struct impl;
+    std::unique_ptr<impl> impl_;
+};
+
+}  // namespace parley::server

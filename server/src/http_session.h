@@ -1,0 +1,36 @@
+#pragma once
+// One HTTP connection: reads requests (bounded size, bounded time), answers the
+// plain HTTP endpoints, and upgrades /v1/visitor and /v1/agent to WebSocket.
+#include <memory>
+#include <optional>
+
+#include "net.h"
+#include "shared_state.h"
+
+namespace parley::server {
+
+class http_session : public std::enable_shared_from_this<http_session> {
+public:
+    http_session(tcp::socket&& socket, std::shared_ptr<shared_state> state);
+    ~http_session();
+
+    void run();
+
+private:
+    void do_read();
+    void on_read(error_code ec, std::size_t bytes);
+    void on_write(bool keep_alive, error_code ec, std::size_t bytes);
+    void fail(error_code ec, const char* what);
+
+    beast::tcp_stream stream_;
+    beast::flat_buffer buffer_;
+    std::shared_ptr<shared_state> state_;
+    std::optional<http::request_parser<http::string_body>> parser_;
+    std::shared_ptr<http::response<http::string_body>> response_;
+};
+
+// Answers one plain HTTP request (no upgrade). Exposed for unit tests.
+http::response<http::string_body> handle_http_request(shared_state& state,
+                                                      const http::request<http::string_body>& request);
+
+}  // namespace parley::server

@@ -1,0 +1,103 @@
+#include <catch2/catch.hpp>
+#include <fstream>
+
+#include "parley/config/config.h"
+#include "support/test_env.h"
+
+using parley::config::parse_text;
+
+namespace {
+
+const std::string tenant_block =
+    "[tenants.acme]\nadmin_token = \"admin-token-0123456789\"\n"
+    "agent_secret = \"agent-secret-0123456789\"\nwidget_secret = \"widget-secret-0123456789\"\n";
+
+bool has_problem(const parley::config::parse_result& r, const std::string& key, const std::string& reason_part) {
+    for (const auto& p : r.problems)
+        if (p.key == key && p.reason.find(reason_part) != std::string::npos && p.file == "test.toml") return true;
+    return false;
+}
+
+}  // namespace
+
+TEST_CASE("a minimal config takes every default", "[config]") {
+    auto r = parse_text(tenant_block, "test.toml", {});
+    REQUIRE(r.ok());
+    CHECK(r.value.server.port == 8080);
+    CHECK(r.value.storage.url == "sqlite:///var/lib/parley/parley.db");
+    CHECK(r.value.storage.durability == parley::config::durability::commit);
+    CHECK(r.value.limits.max_frame_bytes == 65536);
+    CHECK(r.value.limits.max_text_chars == 4000);
+    CHECK(r.value.limits.hello_timeout == std::chrono::seconds(10));
+    CHECK(r.value.routing.offer_timeout == std::chrono::seconds(45));
+    CHECK(r.value.routing.max_attempts == 2);
+    CHECK(r.value.storage.retention_days == 90);
+    REQUIRE(r.value.tenants.count("acme") == 1);
+    CHECK(r.value.tenants.at("acme").agent_secret == "agent-secret-0123456789");
+}
+
+TEST_CASE("the example config in deploy/ is valid", "[config]") {
+    auto r = parley::config::parse_file((parley::test::source_dir() / "deploy/parley.toml").string(), {});
+    for (const auto& p : r.problems) UNSCOPED_INFO(p.to_string());
+    CHECK(r.ok());
+}
+
+TEST_CASE("every problem is reported at once with file and key", "[config]") {
+    auto r = parse_text("[server]\nport = 70000\nthred = 3\n[storage]\ndurability = \"sometimes\"\n"
+                        "url = \"mysql://x\"\n[limits]\nmax_frame_bytes = \"big\"\n[unknown_section]\n" +
+                            tenant_block,
+                        "test.toml", {});
+    CHECK_FALSE(r.ok());
+    CHECK(has_problem(r, "server.port", "between 0 and 65535"));
+    CHECK(has_problem(r, "server.thred", "unknown key"));
+    CHECK(has_problem(r, "storage.durability", "one of commit, relaxed"));
+    CHECK(has_problem(r, "storage.url", "must start with"));
+    CHECK(has_problem(r, "limits.max_frame_bytes", "integer"));
+    CHECK(has_problem(r, "unknown_section", "unknown"));
+    CHECK(r.problems.size() == 6);
+}
+
+TEST_CASE("syntax errors name the file", "[config]") {
+    auto r = parse_text("[server\nport = 1\n", "test.toml", {});
+    REQUIRE(r.problems.size() == 1);
+    CHECK(r.problems[0].file == "test.toml");
+    CHECK(r.problems[0].key == "(syntax)");
+}
+
+TEST_CASE("secrets are required, and the environment supplies or overrides them", "[config]") {
+    const std::string no_secrets = "[tenants.my-shop]\nname = \"Shop\"\nadmin_token = \"file-admin-token-0123\"\n";
+    auto missing = parse_text(no_secrets, "test.toml", {});
+    CHECK(has_problem(missing, "tenants.my-shop.agent_secret", "PARLEY_TENANT_MY_SHOP_AGENT_SECRET"));
+    CHECK(has_problem(missing, "tenants.my-shop.widget_secret", "at least 16"));
+
+    auto supplied = parse_text(no_secrets, "test.toml",
+                               {{"PARLEY_TENANT_MY_SHOP_AGENT_SECRET", "env-agent-secret-0123456"},
+                                {"PARLEY_TENANT_MY_SHOP_WIDGET_SECRET", "env-widget-secret-0123456"},
+                                {"PARLEY_TENANT_MY_SHOP_ADMIN_TOKEN", "env-admin-token-0123456"},
+                                {"PARLEY_STORAGE_URL", "postgresql://u:p@db/parley"}});
+    REQUIRE(supplied.ok());
+    const auto& t = supplied.value.tenants.at("my-shop");
+    CHECK(t.name == "Shop");
+    CHECK(t.admin_token == "env-admin-token-0123456");
+    CHECK(t.agent_secret == "env-agent-secret-0123456");
+    CHECK(supplied.value.storage.url == "postgresql://u:p@db/parley");
+}
+
+TEST_CASE("a config without tenants is refused", "[config]") {
+    auto r = parse_text("[server]\nport = 1\n", "test.toml", {});
+    CHECK(has_problem(r, "tenants", "at least one"));
+}
+
+TEST_CASE("bad tenant ids and cross-field limits are refused", "[config]") {
+    auto r = parse_text("[tenants.\"bad id!\"]\nname = \"x\"\n[limits]\nping_interval_s = 30\npeer_silence_timeout_s = 20\n",
+                        "test.toml", {});
+    CHECK(has_problem(r, "tenants.bad id!", "tenant id"));
+    CHECK(has_problem(r, "limits.peer_silence_timeout_s", "longer than ping_interval_s"));
+}
+
+TEST_CASE("a missing file is a clear error", "[config]") {
+    auto r = parley::config::parse_file("/nonexistent/parley.toml", {});
+    REQUIRE(r.problems.size() == 1);
+    CHECK(r.problems[0].file == "/nonexistent/parley.toml");
+    CHECK(r.problems[0].reason == "cannot be read");
+}

@@ -1,0 +1,51 @@
+#include <jwt.h>
+
+#include <catch2/catch.hpp>
+
+#include "parley/server/auth.h"
+
+using namespace parley::server;
+using namespace std::chrono;
+
+namespace {
+const std::string secret = "agent-secret-0123456789";
+const auto now = system_clock::time_point{seconds{1'800'000'000}};
+
+std::string unsigned_token(const std::string& tenant, const std::string& sub) {
+    jwt_t* raw = nullptr;
+    jwt_new(&raw);
+    jwt_add_grant(raw, "sub", sub.c_str());
+    jwt_add_grant(raw, "tenant", tenant.c_str());
+    jwt_add_grant_int(raw, "exp", 1'900'000'000);
+    jwt_set_alg(raw, JWT_ALG_NONE, nullptr, 0);
+    char* s = jwt_encode_str(raw);
+    std::string token(s);
+    std::free(s);
+    jwt_free(raw);
+    return token;
+}
+}  // namespace
+
+TEST_CASE("a minted agent token verifies with its claims", "[auth]") {
+    auto token = mint_agent_token(secret, "acme", "a_1", hours(1), now);
+    auto v = verify_agent_token(secret, token, now + minutes(59), "acme");
+    REQUIRE(v.claims);
+    CHECK(v.claims->agent_id == "a_1");
+    CHECK(v.claims->tenant == "acme");
+    CHECK(v.claims->expires_at_s == 1'800'003'600);
+}
+
+TEST_CASE("expired, foreign, forged and unsigned tokens are refused", "[auth]") {
+    auto token = mint_agent_token(secret, "acme", "a_1", hours(1), now);
+    CHECK(verify_agent_token(secret, token, now + hours(1), "acme").error == token_error::expired);
+    CHECK_FALSE(verify_agent_token(secret, token, now + hours(2)).claims);
+    CHECK(verify_agent_token(secret, token, now, "other").error == token_error::wrong_tenant);
+    CHECK(verify_agent_token("another-secret-0123456", token, now).error == token_error::bad_signature);
+    CHECK(verify_agent_token(secret, "not-a-token", now).error == token_error::malformed);
+    CHECK(verify_agent_token(secret, "", now).error == token_error::malformed);
+    CHECK_FALSE(verify_agent_token(secret, unsigned_token("acme", "a_1"), now).claims);
+    // Flip one character of the signature.
+    auto tampered = token;
+    tampered.back() = tampered.back() == 'A' ? 'B' : 'A';
+    CHECK_FALSE(verify_agent_token(secret, tampered, now).claims);
+}

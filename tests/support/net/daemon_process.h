@@ -1,0 +1,56 @@
+#pragma once
+// The real parleyd binary as a child process, for integration tests: started on
+// port 0 with a config written to a temp dir; its stderr goes to a log file the
+// test can read when it fails.
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "support/test_env.h"
+
+namespace parley::test {
+
+class daemon_process {
+public:
+    // Writes `config_toml` to <dir>/parley.toml, starts `parleyd serve` with it on
+    // port 0 and waits (up to `startup_timeout`) until it reports its port.
+    daemon_process(const std::filesystem::path& dir, const std::string& config_toml,
+                   std::vector<std::string> extra_args = {},
+                   std::chrono::milliseconds startup_timeout = std::chrono::seconds(30));
+    ~daemon_process();  // SIGKILLs the process if still running
+    daemon_process(const daemon_process&) = delete;
+    daemon_process& operator=(const daemon_process&) = delete;
+
+    std::uint16_t port() const { return port_; }
+    pid_t pid() const { return pid_; }
+
+    void signal(int signal_number) const;
+    // Waits for exit; returns the exit status (or 128+signal), nullopt on timeout.
+    std::optional<int> wait_exit(std::chrono::milliseconds timeout);
+    std::string log() const;  // everything the daemon wrote to stdout/stderr
+
+private:
+    std::filesystem::path log_path_;
+    pid_t pid_ = -1;
+    std::uint16_t port_ = 0;
+    std::optional<int> exit_status_;
+};
+
+// Runs parleyd with `args` to completion; returns exit status and combined output.
+struct command_result {
+    int exit_status;
+    std::string output;
+};
+command_result run_parleyd(const std::vector<std::string>& args, std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+// A minimal valid configuration for tests: one tenant `t1` (and `t2` when
+// asked), SQLite store in `dir`, short timeouts where tests need them.
+std::string test_config(const std::filesystem::path& dir, const std::string& storage_url = {},
+                        const std::string& extra_toml = {});
+
+}  // namespace parley::test
