@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
     parley::server::app_options options;
     int port_override = -1;
     serve->add_option("--port", port_override, "override server.port (0: any free port)")->check(CLI::Range(0, 65535));
+    serve->add_flag("--seed-demo", options.seed_demo, "create a demo agent and route for tenant \"demo\" if missing");
     serve->add_option("--port-file", options.port_file, "write the bound port to this file once listening");
 
     auto* check = cli.add_subcommand("check-config", "validate the configuration and print every problem");

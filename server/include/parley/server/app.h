@@ -10,6 +10,8 @@ namespace parley::server {
 struct app_options {
     // When set, the bound port is written here once listening (tests bind port 0).
     std::string port_file;
+    // Creates the demo tenant's agent and route at start-up when missing (quick start).
+    bool seed_demo = false;
 };
 
 class app {

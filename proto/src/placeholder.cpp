@@ -1,2 +1,0 @@
-// Replaced by the protocol codec.
-namespace parley::proto {}
