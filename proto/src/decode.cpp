@@ -84,13 +84,16 @@ client_request parse_set_score(field_reader& reader, role, const limits&) {
     return score;
 }
 
+// Wire names of conversation_filter, in declaration order.
+constexpr std::array<std::string_view, 2> filter_names{"active", "all"};
+
 // Page sizes: protocol.md caps them at 100; 20 fits one inbox screen.
 constexpr std::int64_t default_page_limit = 20;
 constexpr std::int64_t max_page_limit = 100;
 
 client_request parse_list_conversations(field_reader& reader, role, const limits&) {
     requests::list_conversations list;
-    list.filter = static_cast<conversation_filter>(reader.optional_choice("filter", {"active", "all"}, 0));
+    list.filter = static_cast<conversation_filter>(reader.optional_choice("filter", filter_names, 0));
     list.limit = static_cast<int>(reader.optional_integer("limit", 1, max_page_limit, default_page_limit));
     list.cursor = reader.optional_string("cursor", detail::cursor_rule);
     return list;
@@ -209,9 +212,7 @@ bool is_valid_route_name(std::string_view name) {
     return true;
 }
 
-std::string_view to_string(conversation_filter filter) {
-    return filter == conversation_filter::active ? "active" : "all";
-}
+std::string_view to_string(conversation_filter filter) { return filter_names[static_cast<std::size_t>(filter)]; }
 
 std::string_view to_string(error_code code) {
     switch (code) {

@@ -109,7 +109,7 @@ std::string integer_phrase(std::int64_t min, std::int64_t max) {
     return "an integer " + std::to_string(min) + ".." + std::to_string(max);
 }
 
-std::string choices_phrase(std::initializer_list<std::string_view> choices) {
+std::string choices_phrase(std::span<const std::string_view> choices) {
     std::string phrase = "one of: ";
     bool first = true;
     for (const auto choice : choices) {
@@ -250,7 +250,7 @@ std::int64_t field_reader::optional_integer(std::string_view name, std::int64_t 
 }
 
 std::size_t field_reader::check_choice(const nlohmann::json& value, const std::string& path,
-                                       std::initializer_list<std::string_view> choices) {
+                                       std::span<const std::string_view> choices) {
     if (value.is_string()) {
         const auto& text = value.get_ref<const std::string&>();
         std::size_t index = 0;
@@ -263,13 +263,13 @@ std::size_t field_reader::check_choice(const nlohmann::json& value, const std::s
     return 0;
 }
 
-std::size_t field_reader::required_choice(std::string_view name, std::initializer_list<std::string_view> choices) {
+std::size_t field_reader::required_choice(std::string_view name, std::span<const std::string_view> choices) {
     const auto* value = require(name);
     if (!value) return 0;
     return check_choice(*value, path_of(name), choices);
 }
 
-std::size_t field_reader::optional_choice(std::string_view name, std::initializer_list<std::string_view> choices,
+std::size_t field_reader::optional_choice(std::string_view name, std::span<const std::string_view> choices,
                                           std::size_t fallback) {
     const auto* value = find(name);
     if (!value || failed()) return fallback;
@@ -315,16 +315,10 @@ const nlohmann::json* field_reader::optional_array(std::string_view name) {
     return value;
 }
 
-namespace {
-
 bool looks_like_email(std::string_view text) {
-    // Deliberately loose: CRM data is messy and only the server's display
-    // and account routing (domain after the last '@') depend on it.
     const auto at = text.rfind('@');
     return at != std::string_view::npos && at > 0 && at + 1 < text.size();
 }
-
-}  // namespace
 
 visitor_profile read_visitor_profile(field_reader& reader) {
     // Empty strings count as "not supplied": CRM exports send "" for blanks.

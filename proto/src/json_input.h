@@ -4,7 +4,7 @@
 // protocol_error naming the field.
 #include <cstddef>
 #include <cstdint>
-#include <initializer_list>
+#include <span>
 #include <limits>
 #include <optional>
 #include <string>
@@ -23,6 +23,10 @@ bool is_valid_utf8(std::string_view text);
 
 // Number of code points in `text`, which must be valid UTF-8.
 std::size_t count_code_points(std::string_view text);
+
+// Loose email check (something@something): CRM data is messy, and only
+// display and account routing (the domain after the last '@') rely on it.
+bool looks_like_email(std::string_view text);
 
 // Deepest nesting of arrays/objects in JSON text, ignoring brackets inside
 // strings. Scans without recursion so hostile input cannot exhaust the stack.
@@ -76,8 +80,8 @@ public:
 
     // Index of the value within `choices`; enums list their wire names in
     // declaration order so the index converts directly.
-    std::size_t required_choice(std::string_view name, std::initializer_list<std::string_view> choices);
-    std::size_t optional_choice(std::string_view name, std::initializer_list<std::string_view> choices,
+    std::size_t required_choice(std::string_view name, std::span<const std::string_view> choices);
+    std::size_t optional_choice(std::string_view name, std::span<const std::string_view> choices,
                                 std::size_t fallback);
 
     // nullptr when absent/null (optional_) or on a recorded error.
@@ -95,7 +99,7 @@ public:
 private:
     const nlohmann::json* require(std::string_view name);
     std::size_t check_choice(const nlohmann::json& value, const std::string& path,
-                             std::initializer_list<std::string_view> choices);
+                             std::span<const std::string_view> choices);
 
     const nlohmann::json& object_;
     std::string prefix_;

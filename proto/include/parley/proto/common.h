@@ -63,6 +63,20 @@ private:
     std::variant<T, protocol_error> state_;
 };
 
+// A visitor's profile, as supplied by a widget or CRM sync and as shown in
+// visitor cards. A field is nullopt when it was absent, JSON null or ""
+// ("nobody supplied it").
+struct visitor_profile {
+    std::optional<std::string> name;        // <= 200 characters
+    std::optional<std::string> job_title;   // <= 200 characters
+    std::optional<std::string> email;       // <= 254 characters, contains '@'
+    std::optional<std::string> phone;       // <= 64 characters
+    std::optional<std::string> crm_status;  // <= 64 characters
+    std::optional<std::string> company;     // <= 200 characters
+
+    bool operator==(const visitor_profile&) const = default;
+};
+
 // Limits enforced while decoding. Defaults match protocol.md section 1 and
 // parley::config::limits_config; the server copies its configured values in.
 struct limits {

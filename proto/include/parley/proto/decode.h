@@ -13,19 +13,6 @@
 
 namespace parley::proto {
 
-// A visitor's profile as supplied by a widget or by CRM sync. A field is
-// nullopt when it was absent or JSON null ("nobody supplied it").
-struct visitor_profile {
-    std::optional<std::string> name;        // <= 200 characters
-    std::optional<std::string> job_title;   // <= 200 characters
-    std::optional<std::string> email;       // <= 254 characters, contains '@'
-    std::optional<std::string> phone;       // <= 64 characters
-    std::optional<std::string> crm_status;  // <= 64 characters
-    std::optional<std::string> company;     // <= 200 characters
-
-    bool operator==(const visitor_profile&) const = default;
-};
-
 enum class conversation_filter { active, all };
 
 namespace requests {
