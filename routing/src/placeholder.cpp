@@ -1,2 +1,0 @@
-// Replaced by the routing core (issue 3).
-namespace parley::routing {}
