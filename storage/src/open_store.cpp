@@ -1,0 +1,137 @@
+#include <libpq-fe.h>
+
+#include <filesystem>
+
+#include "parley/storage/store.h"
+#include "parley/storage/testing.h"
+#include "queries.h"
+#include "store_engine.h"
+
+namespace parley::storage {
+namespace {
+
+using detail::connection_factory;
+
+struct backend_choice {
+    std::string name;
+    connection_factory factory;
+};
+
+bool starts_with(const std::string& text, std::string_view prefix) { return text.rfind(prefix, 0) == 0; }
+
+result<backend_choice> choose_backend(const std::string& url, durability mode) {
+    if (starts_with(url, "postgresql://") || starts_with(url, "postgres://")) {
+        char* message = nullptr;
+        PQconninfoOption* parsed = PQconninfoParse(url.c_str(), &message);
+        if (parsed == nullptr) {
+            std::string reason = message ? message : "unparsable";
+            PQfreemem(message);
+            while (!reason.empty() && reason.back() == '\n') reason.pop_back();
+            return error{error_kind::bad_request, "bad storage URL: " + reason};
+        }
+        PQconninfoFree(parsed);
+        return backend_choice{"postgresql", [url] { return detail::open_postgres_connection(url); }};
+    }
+    if (starts_with(url, "sqlite://")) {
+        std::string path = url.substr(std::string_view("sqlite://").size());
+        if (path.empty() || path.front() != '/')
+            return error{error_kind::bad_request,
+                         "bad storage URL '" + url + "': SQLite needs an absolute path, sqlite:///path/to/file.db"};
+        if (path.find('?') != std::string::npos)
+            return error{error_kind::bad_request, "bad storage URL '" + url + "': query parameters are not supported"};
+        auto directory = std::filesystem::path(path).parent_path();
+        std::error_code ec;
+        if (!std::filesystem::is_directory(directory, ec))
+            return error{error_kind::bad_request,
+                         "bad storage URL '" + url + "': directory " + directory.string() + " does not exist"};
+        const bool durable = mode == durability::commit;
+        return backend_choice{"sqlite", [path, durable] { return detail::open_sqlite_connection(path, durable); }};
+    }
+    return error{error_kind::bad_request,
+                 "bad storage URL '" + url + "': expected postgresql://..., postgres://... or sqlite:///path"};
+}
+
+std::optional<error> check_options(const store_options& o) {
+    auto bad = [](std::string message) { return error{error_kind::bad_request, std::move(message)}; };
+    if (o.batch_max < 1) return bad("batch_max must be at least 1");
+    if (o.queue_max < 1) return bad("queue_max must be at least 1");
+    if (o.reader_threads < 1) return bad("reader_threads must be at least 1");
+    if (o.reader_queue_max < 1) return bad("reader_queue_max must be at least 1");
+    if (o.retention_days < 1) return bad("retention_days must be at least 1");
+    if (o.prune_batch < 1) return bad("prune_batch must be at least 1");
+    if (o.batch_delay.count() < 0) return bad("batch_delay must not be negative");
+    if (o.reconnect_backoff_min.count() < 1 || o.reconnect_backoff_max < o.reconnect_backoff_min)
+        return bad("reconnect backoff must satisfy 1 ms <= min <= max");
+    return std::nullopt;
+}
+
+// Connects once; errors become results.
+template <class T, class F>
+result<T> with_connection(const backend_choice& backend, F use) {
+    std::unique_ptr<detail::sql_connection> connection;
+    try {
+        connection = backend.factory();
+    } catch (...) {
+        auto why = detail::classify_connect_failure(std::current_exception());
+        why.message = "cannot connect to " + backend.name + " storage: " + why.message;
+        return why;
+    }
+    try {
+        return use(connection);
+    } catch (...) {
+        return connection->classify(std::current_exception());
+    }
+}
+
+}  // namespace
+
+int binary_schema_version() { return detail::known_schema_version(); }
+
+result<std::unique_ptr<store>> open_store(const std::string& url, const store_options& options) {
+    if (auto bad = check_options(options)) return *bad;
+    auto backend = choose_backend(url, options.durability);
+    if (!backend) return backend.failure();
+    return with_connection<std::unique_ptr<store>>(
+        backend.value(), [&](std::unique_ptr<detail::sql_connection>& connection) -> result<std::unique_ptr<store>> {
+            const int known = detail::known_schema_version();
+            if (options.migrate_on_open) {
+                detail::migrate(*connection);
+            } else {
+                const int version = detail::current_schema_version(*connection);
+                if (version > known)
+                    return error{error_kind::internal, "database schema version " + std::to_string(version) +
+                                                           " is newer than this parleyd supports (" +
+                                                           std::to_string(known) + ")"};
+                if (version < known)
+                    return error{error_kind::internal, "database schema version " + std::to_string(version) +
+                                                           " is older than this parleyd needs (" +
+                                                           std::to_string(known) + "); run `parleyd migrate`"};
+            }
+            return std::unique_ptr<store>(std::make_unique<detail::store_engine>(
+                backend.value().factory, backend.value().name, options, std::move(connection)));
+        });
+}
+
+result<int> migrate(const std::string& url) {
+    auto backend = choose_backend(url, durability::commit);
+    if (!backend) return backend.failure();
+    return with_connection<int>(backend.value(), [](std::unique_ptr<detail::sql_connection>& connection) {
+        return detail::migrate(*connection);
+    });
+}
+
+namespace testing {
+
+status force_schema_version(const std::string& url, int version) {
+    auto backend = choose_backend(url, durability::commit);
+    if (!backend) return backend.failure();
+    auto done = with_connection<int>(backend.value(), [version](std::unique_ptr<detail::sql_connection>& connection) {
+        detail::force_schema_version(*connection, version);
+        return version;
+    });
+    if (!done) return done.failure();
+    return {};
+}
+
+}  // namespace testing
+}  // namespace parley::storage

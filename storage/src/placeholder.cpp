@@ -1,2 +1,0 @@
-// Replaced by the storage backends (issue 4).
-namespace parley::storage {}

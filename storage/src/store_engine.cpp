@@ -1,0 +1,573 @@
+#include "store_engine.h"
+
+#include <spdlog/spdlog.h>
+
+#include <future>
+
+#include "queries.h"
+
+namespace parley::storage::detail {
+namespace {
+
+std::shared_ptr<spdlog::logger> logger() {
+    auto named = spdlog::get("store");
+    return named ? named : spdlog::default_logger();
+}
+
+error unavailable(std::string message) { return {error_kind::unavailable, std::move(message)}; }
+
+}  // namespace
+
+store_engine::store_engine(connection_factory factory, std::string backend_name, store_options options,
+                           std::unique_ptr<sql_connection> writer)
+    : factory_(std::move(factory)),
+      backend_name_(std::move(backend_name)),
+      options_(std::move(options)),
+      writer_(std::move(writer)) {
+    writer_thread_ = std::thread([this] { writer_loop(); });
+    for (std::size_t i = 0; i < options_.reader_threads; ++i) reader_threads_.emplace_back([this] { reader_loop(); });
+}
+
+store_engine::~store_engine() {
+    // Writers first: everything queued is committed (or failed when the
+    // database is down) before the store goes away.
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    writer_wake_.notify_all();
+    writer_thread_.join();
+    {
+        std::lock_guard lock(readers_mutex_);
+        readers_stopping_ = true;
+    }
+    readers_wake_.notify_all();
+    for (auto& reader : reader_threads_) reader.join();
+}
+
+// --- writes -------------------------------------------------------------------
+
+void store_engine::submit_write(write_job job) {
+    job.enqueued = clock::now();
+    const bool relaxed_message = job.message && options_.durability == durability::relaxed;
+    std::optional<append_outcome> acknowledged;
+    if (relaxed_message) acknowledged = append_outcome{job.message->seq, job.message->at, false, false};
+    callback<append_outcome> acknowledge;
+    {
+        std::unique_lock lock(mutex_);
+        if (stopping_ || queue_.size() >= options_.queue_max) {
+            const bool full = !stopping_;
+            lock.unlock();
+            if (full) {
+                std::lock_guard stats_lock(stats_mutex_);
+                ++stats_.rejected_queue_full;
+            }
+            complete(job, std::optional<error>(unavailable(full ? "storage queue is full" : "storage is shutting down")));
+            return;
+        }
+        if (relaxed_message) acknowledge = std::move(job.on_message);
+        const bool was_empty = queue_.empty();
+        queue_.push_back(std::move(job));
+        ++submitted_;
+        // The writer waits either for a first write or for a full batch.
+        if (was_empty || queue_.size() == options_.batch_max) writer_wake_.notify_one();
+    }
+    if (acknowledge) acknowledge(*acknowledged);
+}
+
+void store_engine::submit_generic(std::function<std::optional<error>(sql_connection&)> apply, callback<void> done) {
+    write_job job;
+    job.apply = std::move(apply);
+    job.on_done = std::move(done);
+    submit_write(std::move(job));
+}
+
+void store_engine::append_message(message_record message, callback<append_outcome> done) {
+    write_job job;
+    job.message = std::move(message);
+    job.on_message = std::move(done);
+    submit_write(std::move(job));
+}
+
+namespace {
+
+// Adapts a write that cannot fail logically.
+template <class F>
+auto always_ok(F write) {
+    return [write = std::move(write)](sql_connection& c) -> std::optional<error> {
+        write(c);
+        return std::nullopt;
+    };
+}
+
+template <class F>
+auto must_exist(F remove, std::string what) {
+    return [remove = std::move(remove), what = std::move(what)](sql_connection& c) -> std::optional<error> {
+        if (remove(c)) return std::nullopt;
+        return error{error_kind::not_found, "no " + what};
+    };
+}
+
+}  // namespace
+
+void store_engine::put_tenant(tenant_record tenant, callback<void> done) {
+    submit_generic(always_ok([r = std::move(tenant)](sql_connection& c) { detail::put_tenant(c, r); }), std::move(done));
+}
+
+void store_engine::put_agent(agent_record agent, callback<void> done) {
+    submit_generic(always_ok([r = std::move(agent)](sql_connection& c) { detail::put_agent(c, r); }), std::move(done));
+}
+
+void store_engine::delete_agent(std::string tenant_id, std::string agent_id, callback<void> done) {
+    std::string what = "agent " + agent_id;
+    submit_generic(must_exist([t = std::move(tenant_id), a = std::move(agent_id)](
+                                  sql_connection& c) { return detail::delete_agent(c, t, a); },
+                              std::move(what)),
+                   std::move(done));
+}
+
+void store_engine::put_route(route_record route, callback<void> done) {
+    submit_generic(always_ok([r = std::move(route)](sql_connection& c) { detail::put_route(c, r); }), std::move(done));
+}
+
+void store_engine::delete_route(std::string tenant_id, std::string name, callback<void> done) {
+    std::string what = "route " + name;
+    submit_generic(must_exist([t = std::move(tenant_id), n = std::move(name)](
+                                  sql_connection& c) { return detail::delete_route(c, t, n); },
+                              std::move(what)),
+                   std::move(done));
+}
+
+void store_engine::put_account(account_record account, callback<void> done) {
+    submit_generic(always_ok([r = std::move(account)](sql_connection& c) { detail::put_account(c, r); }),
+                   std::move(done));
+}
+
+void store_engine::delete_account(std::string tenant_id, std::string domain, callback<void> done) {
+    std::string what = "account " + domain;
+    submit_generic(must_exist([t = std::move(tenant_id), d = std::move(domain)](
+                                  sql_connection& c) { return detail::delete_account(c, t, d); },
+                              std::move(what)),
+                   std::move(done));
+}
+
+void store_engine::put_visitor(visitor_record visitor, callback<void> done) {
+    submit_generic(always_ok([r = std::move(visitor)](sql_connection& c) { detail::put_visitor(c, r); }),
+                   std::move(done));
+}
+
+void store_engine::save_conversation(conversation_record conversation, callback<void> done) {
+    submit_generic(always_ok([r = std::move(conversation)](sql_connection& c) { detail::save_conversation(c, r); }),
+                   std::move(done));
+}
+
+void store_engine::put_offer(offer_record offer, callback<void> done) {
+    submit_generic(always_ok([r = std::move(offer)](sql_connection& c) { detail::put_offer(c, r); }), std::move(done));
+}
+
+void store_engine::resolve_offer(std::string tenant_id, std::string offer_id, offer_outcome outcome, millis at,
+                                 callback<void> done) {
+    submit_generic(
+        [t = std::move(tenant_id), o = std::move(offer_id), outcome, at](sql_connection& c) -> std::optional<error> {
+            switch (detail::resolve_offer(c, t, o, outcome, at)) {
+                case error_kind::ok: return std::nullopt;
+                case error_kind::not_found: return error{error_kind::not_found, "no offer " + o};
+                default: return error{error_kind::conflict, "offer " + o + " is no longer pending"};
+            }
+        },
+        std::move(done));
+}
+
+void store_engine::append_activity(activity_record activity, callback<void> done) {
+    submit_generic(always_ok([r = std::move(activity)](sql_connection& c) { detail::append_activity(c, r); }),
+                   std::move(done));
+}
+
+void store_engine::set_override(availability_override value, callback<void> done) {
+    submit_generic(always_ok([r = std::move(value)](sql_connection& c) { detail::set_override(c, r); }),
+                   std::move(done));
+}
+
+void store_engine::clear_override(std::string tenant_id, std::string agent_id, callback<void> done) {
+    // Clearing an override that does not exist is not an error: the agent is on its schedule either way.
+    submit_generic(always_ok([t = std::move(tenant_id), a = std::move(agent_id)](sql_connection& c) {
+                       detail::clear_override(c, t, a);
+                   }),
+                   std::move(done));
+}
+
+void store_engine::complete(write_job& job, result<append_outcome> outcome) {
+    if (job.on_message) {
+        job.on_message(std::move(outcome));
+    } else if (!outcome.ok()) {
+        logger()->error("relaxed write of message {}/{} seq {} failed after acknowledgement: {}",
+                        job.message->tenant_id, job.message->conversation_id, job.message->seq,
+                        outcome.failure().message);
+    }
+}
+
+void store_engine::complete(write_job& job, std::optional<error> outcome) {
+    if (job.message) {
+        if (outcome)
+            complete(job, result<append_outcome>(std::move(*outcome)));
+        else
+            complete(job, result<append_outcome>(append_outcome{job.message->seq, job.message->at, false, true}));
+        return;
+    }
+    if (!job.on_done) return;
+    if (outcome)
+        job.on_done(status(std::move(*outcome)));
+    else
+        job.on_done(status());
+}
+
+void store_engine::mark_finished(std::size_t count) {
+    {
+        std::lock_guard lock(finished_mutex_);
+        finished_ += count;
+    }
+    finished_changed_.notify_all();
+}
+
+// Group commit: the writer takes everything queued (up to batch_max), waiting
+// at most batch_delay after the oldest write arrived for the batch to fill,
+// runs it as one transaction and only then completes the callbacks. When the
+// database is unreachable it keeps the writes queued, reconnects with
+// exponential backoff and fails writes older than unavailable_after.
+void store_engine::writer_loop() {
+    auto backoff = options_.reconnect_backoff_min;
+    for (;;) {
+        if (!writer_) {
+            try {
+                writer_ = factory_();
+                ready_ = true;
+                backoff = options_.reconnect_backoff_min;
+                {
+                    std::lock_guard lock(stats_mutex_);
+                    ++stats_.reconnects;
+                }
+                logger()->info("storage reconnected ({})", backend_name_);
+            } catch (...) {
+                auto why = classify_connect_failure(std::current_exception());
+                expire_waiting_jobs(clock::now());
+                std::unique_lock lock(mutex_);
+                if (stopping_) {
+                    lock.unlock();
+                    fail_all_queued(unavailable("storage shut down while the database was unreachable: " + why.message));
+                    return;
+                }
+                auto wait = backoff;
+                if (!queue_.empty()) {
+                    auto until_expiry = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        queue_.front().enqueued + options_.unavailable_after - clock::now());
+                    wait = std::clamp(until_expiry, std::chrono::milliseconds(1), backoff);
+                }
+                writer_wake_.wait_for(lock, wait, [this] { return stopping_; });
+                backoff = std::min(backoff * 2, options_.reconnect_backoff_max);
+                continue;
+            }
+        }
+
+        std::vector<write_job> batch;
+        {
+            std::unique_lock lock(mutex_);
+            if (queue_.empty()) {
+                if (stopping_) return;
+                if (!writer_wake_.wait_for(lock, options_.health_check_interval,
+                                           [this] { return stopping_ || !queue_.empty(); })) {
+                    lock.unlock();
+                    try {
+                        writer_->ping();
+                    } catch (...) {
+                        connection_lost(writer_->classify(std::current_exception()));
+                    }
+                    continue;
+                }
+                if (queue_.empty()) continue;
+            }
+            if (queue_.size() < options_.batch_max && !stopping_ && options_.batch_delay.count() > 0) {
+                auto deadline = queue_.front().enqueued + options_.batch_delay;
+                writer_wake_.wait_until(lock, deadline,
+                                        [this] { return stopping_ || queue_.size() >= options_.batch_max; });
+            }
+            const std::size_t take = std::min(queue_.size(), options_.batch_max);
+            batch.reserve(take);
+            for (std::size_t i = 0; i < take; ++i) {
+                batch.push_back(std::move(queue_.front()));
+                queue_.pop_front();
+            }
+        }
+        if (!run_batch(batch)) {
+            // Connection lost: the unfinished writes go back to the head of the
+            // queue, in order, to be retried after reconnecting.
+            std::lock_guard lock(mutex_);
+            for (auto it = batch.rbegin(); it != batch.rend(); ++it) queue_.push_front(std::move(*it));
+        }
+    }
+}
+
+// Runs `jobs` as one transaction and completes them. Returns false when the
+// connection was lost; `jobs` then holds exactly the writes still to be made.
+// Retrying them is safe: messages are deduplicated by their unique keys and
+// every other write is an upsert or a conditional update. (Only activities,
+// plain inserts, may be stored twice if a commit's outcome was unknown.)
+bool store_engine::run_batch(std::vector<write_job>& jobs) {
+    std::vector<result<append_outcome>> message_outcomes;
+    std::vector<std::optional<error>> other_outcomes(jobs.size());
+    std::vector<std::size_t> message_index(jobs.size(), 0);
+    try {
+        writer_->begin();
+        for (std::size_t i = 0; i < jobs.size();) {
+            if (!jobs[i].message) {
+                other_outcomes[i] = jobs[i].apply(*writer_);
+                ++i;
+                continue;
+            }
+            std::vector<const message_record*> run;
+            std::size_t j = i;
+            for (; j < jobs.size() && jobs[j].message; ++j) {
+                message_index[j] = message_outcomes.size() + run.size();
+                run.push_back(&*jobs[j].message);
+            }
+            for (auto& outcome : writer_->append_messages(run)) message_outcomes.push_back(std::move(outcome));
+            i = j;
+        }
+        writer_->commit();
+    } catch (...) {
+        writer_->rollback();
+        auto why = writer_->classify(std::current_exception());
+        if (why.kind == error_kind::unavailable) {
+            connection_lost(why);
+            return false;
+        }
+        if (jobs.size() == 1) {
+            complete(jobs[0], std::optional<error>(why));
+            mark_finished(1);
+            return true;
+        }
+        // One write broke the transaction: run them one by one so only it fails.
+        logger()->warn("storage batch of {} failed ({}); retrying writes one by one", jobs.size(), why.message);
+        for (std::size_t i = 0; i < jobs.size(); ++i) {
+            std::vector<write_job> single;
+            single.push_back(std::move(jobs[i]));
+            if (!run_batch(single)) {
+                std::vector<write_job> remaining;
+                remaining.push_back(std::move(single[0]));
+                for (std::size_t k = i + 1; k < jobs.size(); ++k) remaining.push_back(std::move(jobs[k]));
+                jobs = std::move(remaining);
+                return false;
+            }
+        }
+        return true;
+    }
+    {
+        std::lock_guard lock(stats_mutex_);
+        ++stats_.transactions_committed;
+        stats_.writes_committed += jobs.size();
+        stats_.largest_batch = std::max<std::uint64_t>(stats_.largest_batch, jobs.size());
+    }
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+        if (jobs[i].message)
+            complete(jobs[i], std::move(message_outcomes[message_index[i]]));
+        else
+            complete(jobs[i], std::move(other_outcomes[i]));
+    }
+    mark_finished(jobs.size());
+    return true;
+}
+
+void store_engine::connection_lost(const error& why) {
+    if (ready_.exchange(false)) logger()->error("storage unavailable ({}): {}", backend_name_, why.message);
+    writer_.reset();
+}
+
+void store_engine::expire_waiting_jobs(clock::time_point now) {
+    std::vector<write_job> expired;
+    {
+        std::lock_guard lock(mutex_);
+        while (!queue_.empty() && queue_.front().enqueued + options_.unavailable_after <= now) {
+            expired.push_back(std::move(queue_.front()));
+            queue_.pop_front();
+        }
+    }
+    if (expired.empty()) return;
+    {
+        std::lock_guard lock(stats_mutex_);
+        stats_.expired_unavailable += expired.size();
+    }
+    for (auto& job : expired)
+        complete(job, std::optional<error>(unavailable("database unreachable; write not stored, retry")));
+    mark_finished(expired.size());
+}
+
+void store_engine::fail_all_queued(const error& why) {
+    std::deque<write_job> failed;
+    {
+        std::lock_guard lock(mutex_);
+        failed.swap(queue_);
+    }
+    for (auto& job : failed) complete(job, std::optional<error>(why));
+    mark_finished(failed.size());
+}
+
+void store_engine::flush() {
+    std::uint64_t target = 0;
+    {
+        std::lock_guard lock(mutex_);
+        target = submitted_;
+    }
+    std::unique_lock lock(finished_mutex_);
+    finished_changed_.wait(lock, [&] { return finished_ >= target; });
+}
+
+bool store_engine::ready() const { return ready_.load(); }
+
+store_stats store_engine::stats() const {
+    store_stats copy;
+    {
+        std::lock_guard lock(stats_mutex_);
+        copy = stats_;
+    }
+    std::lock_guard lock(mutex_);
+    copy.queue_depth = queue_.size();
+    return copy;
+}
+
+// --- reads --------------------------------------------------------------------
+
+void store_engine::reader_loop() {
+    std::unique_ptr<sql_connection> connection;
+    for (;;) {
+        read_job job;
+        {
+            std::unique_lock lock(readers_mutex_);
+            readers_wake_.wait(lock, [this] { return readers_stopping_ || !read_queue_.empty(); });
+            if (read_queue_.empty()) return;
+            job = std::move(read_queue_.front());
+            read_queue_.pop_front();
+        }
+        if (!connection) {
+            try {
+                connection = factory_();
+            } catch (...) {
+                auto why = classify_connect_failure(std::current_exception());
+                job(nullptr, &why);
+                continue;
+            }
+        }
+        if (job(connection.get(), nullptr)) connection.reset();
+    }
+}
+
+template <class T, class Query>
+void store_engine::submit_read(callback<T> done, Query query) {
+    read_job job = [done, query = std::move(query)](sql_connection* c, const error* failure) -> bool {
+        if (failure) {
+            if (done) done(result<T>(*failure));
+            return false;
+        }
+        std::optional<result<T>> outcome;
+        bool broken = false;
+        try {
+            outcome.emplace(query(*c));
+        } catch (...) {
+            c->rollback();
+            auto why = c->classify(std::current_exception());
+            broken = why.kind == error_kind::unavailable;
+            outcome.emplace(std::move(why));
+        }
+        if (done) done(std::move(*outcome));
+        return broken;
+    };
+    {
+        std::unique_lock lock(readers_mutex_);
+        if (!readers_stopping_ && read_queue_.size() < options_.reader_queue_max) {
+            read_queue_.push_back(std::move(job));
+            lock.unlock();
+            readers_wake_.notify_one();
+            return;
+        }
+    }
+    if (done) done(result<T>(unavailable("storage read queue is full")));
+}
+
+template <class T, class Query>
+result<T> store_engine::run_sync(Query query) {
+    auto promise = std::make_shared<std::promise<result<T>>>();
+    auto future = promise->get_future();
+    submit_read<T>([promise](result<T> outcome) { promise->set_value(std::move(outcome)); }, std::move(query));
+    return future.get();
+}
+
+void store_engine::list_tenants(callback<std::vector<tenant_record>> done) {
+    submit_read(std::move(done), [](sql_connection& c) { return detail::list_tenants(c); });
+}
+
+void store_engine::list_agents(std::string tenant_id, callback<std::vector<agent_record>> done) {
+    submit_read(std::move(done), [t = std::move(tenant_id)](sql_connection& c) { return detail::list_agents(c, t); });
+}
+
+void store_engine::list_routes(std::string tenant_id, callback<std::vector<route_record>> done) {
+    submit_read(std::move(done), [t = std::move(tenant_id)](sql_connection& c) { return detail::list_routes(c, t); });
+}
+
+void store_engine::list_accounts(std::string tenant_id, callback<std::vector<account_record>> done) {
+    submit_read(std::move(done), [t = std::move(tenant_id)](sql_connection& c) { return detail::list_accounts(c, t); });
+}
+
+void store_engine::get_visitor(std::string tenant_id, std::string visitor_id, callback<visitor_record> done) {
+    submit_read(std::move(done), [t = std::move(tenant_id), v = std::move(visitor_id)](sql_connection& c) {
+        return detail::get_visitor(c, t, v);
+    });
+}
+
+void store_engine::get_conversation(std::string tenant_id, std::string conversation_id,
+                                    callback<conversation_record> done) {
+    submit_read(std::move(done), [t = std::move(tenant_id), id = std::move(conversation_id)](sql_connection& c) {
+        return detail::get_conversation(c, t, id);
+    });
+}
+
+void store_engine::list_conversations(conversation_query query, callback<conversation_page> done) {
+    submit_read(std::move(done), [q = std::move(query), days = options_.retention_days](sql_connection& c) {
+        return detail::list_conversations(c, q, days);
+    });
+}
+
+void store_engine::get_activity(activity_query query, callback<activity_page> done) {
+    submit_read(std::move(done), [q = std::move(query), days = options_.retention_days](sql_connection& c) {
+        return detail::get_activity(c, q, days);
+    });
+}
+
+void store_engine::get_transcript(std::string tenant_id, std::string conversation_id, millis now,
+                                  callback<std::vector<message_record>> done) {
+    submit_read(std::move(done), [t = std::move(tenant_id), id = std::move(conversation_id), now,
+                                  days = options_.retention_days](sql_connection& c) {
+        return detail::get_transcript(c, t, id, now, days);
+    });
+}
+
+void store_engine::messages_after(std::string tenant_id, std::string conversation_id, std::int64_t after_seq,
+                                  int limit, millis now, callback<std::vector<message_record>> done) {
+    submit_read(std::move(done), [t = std::move(tenant_id), id = std::move(conversation_id), after_seq, limit, now,
+                                  days = options_.retention_days](sql_connection& c) {
+        return detail::messages_after(c, t, id, after_seq, limit, now, days);
+    });
+}
+
+result<open_state> store_engine::load_open_state(std::optional<std::string> tenant_id, millis now) {
+    return run_sync<open_state>(
+        [t = std::move(tenant_id), now](sql_connection& c) { return detail::load_open_state(c, t, now); });
+}
+
+result<prune_report> store_engine::prune(millis now) {
+    return run_sync<prune_report>([now, days = options_.retention_days, batch = options_.prune_batch](
+                                      sql_connection& c) { return detail::prune(c, now, days, batch); });
+}
+
+result<int> store_engine::schema_version() {
+    return run_sync<int>([](sql_connection& c) { return detail::current_schema_version(c); });
+}
+
+}  // namespace parley::storage::detail
