@@ -1,0 +1,763 @@
+// The storage contract: every test here runs against SQLite (storage_sqlite_tests)
+// and PostgreSQL (storage_pg_tests), each test case on an empty database.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <thread>
+
+#include "parley/storage/store.h"
+#include "parley/storage/testing.h"
+#include "test_database.h"
+
+using namespace parley::storage;
+using parley::storage::test::make_test_database;
+using parley::storage::test::wait_for;
+
+namespace {
+
+constexpr millis day = 24LL * 3600 * 1000;
+constexpr millis now = 1'750'000'000'000;  // a fixed "now"; tests move time by passing other values
+
+std::unique_ptr<store> open_ok(const std::string& url, store_options options = {}) {
+    auto opened = open_store(url, options);
+    INFO((opened.ok() ? std::string() : opened.failure().message));
+    REQUIRE(opened.ok());
+    return std::move(opened).value();
+}
+
+void require_ok(const status& s) {
+    INFO((s.ok() ? std::string() : s.failure().message));
+    REQUIRE(s.ok());
+}
+
+status put_agent(store& s, agent_record a) { return wait_for<void>([&](auto done) { s.put_agent(a, done); }); }
+
+message_record text_message(const std::string& tenant, const std::string& conversation, std::int64_t seq, millis at,
+                            std::optional<std::string> client_msg_id = std::nullopt) {
+    message_record m;
+    m.tenant_id = tenant;
+    m.conversation_id = conversation;
+    m.seq = seq;
+    m.sender = seq % 2 ? sender_kind::visitor : sender_kind::agent;
+    if (m.sender == sender_kind::agent) m.agent_id = "a1";
+    m.body = "message " + std::to_string(seq) + " \"quoted\" \\ {braces}, commas";
+    m.client_msg_id = std::move(client_msg_id);
+    m.at = at;
+    return m;
+}
+
+result<append_outcome> append(store& s, message_record m) {
+    return wait_for<append_outcome>([&](auto done) { s.append_message(m, done); });
+}
+
+conversation_record conversation(const std::string& tenant, const std::string& id, millis started_at,
+                                 conversation_state state = conversation_state::active,
+                                 std::optional<std::string> agent = "a1") {
+    conversation_record c;
+    c.tenant_id = tenant;
+    c.id = id;
+    c.visitor_id = "v-" + id;
+    c.route = "sales";
+    c.state = state;
+    c.agent_id = std::move(agent);
+    c.started_at = started_at;
+    return c;
+}
+
+status save(store& s, conversation_record c) {
+    return wait_for<void>([&](auto done) { s.save_conversation(c, done); });
+}
+
+}  // namespace
+
+TEST_CASE("migrations are idempotent and a newer schema is refused", "[storage][migrations]") {
+    auto db = make_test_database("migrations");
+    {
+        auto s = open_ok(db.url);
+        CHECK(s->backend_name() == test::backend_name());
+        auto version = s->schema_version();
+        REQUIRE(version.ok());
+        CHECK(version.value() == binary_schema_version());
+        CHECK(s->ready());
+    }
+    // Applying again changes nothing.
+    auto again = migrate(db.url);
+    REQUIRE(again.ok());
+    CHECK(again.value() == binary_schema_version());
+    { open_ok(db.url); }
+
+    require_ok(testing::force_schema_version(db.url, binary_schema_version() + 1));
+    auto refused = open_store(db.url);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.failure().kind == error_kind::internal);
+    CHECK_THAT(refused.failure().message, Catch::Contains("newer than this parleyd"));
+    auto refused_migrate = migrate(db.url);
+    REQUIRE_FALSE(refused_migrate.ok());
+    CHECK_THAT(refused_migrate.failure().message, Catch::Contains("newer"));
+}
+
+TEST_CASE("a database without the schema is refused when migrating on open is off", "[storage][migrations]") {
+    auto db = make_test_database("nomigrate");
+    store_options options;
+    options.migrate_on_open = false;
+    auto refused = open_store(db.url, options);
+    REQUIRE_FALSE(refused.ok());
+    CHECK_THAT(refused.failure().message, Catch::Contains("parleyd migrate"));
+    REQUIRE(migrate(db.url).ok());
+    open_ok(db.url, options);
+}
+
+TEST_CASE("bad URLs and options are refused with a clear error", "[storage]") {
+    auto unknown = open_store("mysql://localhost/db");
+    REQUIRE_FALSE(unknown.ok());
+    CHECK(unknown.failure().kind == error_kind::bad_request);
+    CHECK_THAT(unknown.failure().message, Catch::Contains("postgresql://"));
+
+    auto relative = open_store("sqlite://relative.db");
+    REQUIRE_FALSE(relative.ok());
+    CHECK(relative.failure().kind == error_kind::bad_request);
+    CHECK_THAT(relative.failure().message, Catch::Contains("absolute path"));
+
+    auto missing_dir = open_store("sqlite:///nonexistent-dir-for-parley/x.db");
+    REQUIRE_FALSE(missing_dir.ok());
+    CHECK_THAT(missing_dir.failure().message, Catch::Contains("does not exist"));
+
+    auto bad_pg = open_store("postgresql://parley@127.0.0.1:1/db?no_such_option=1");
+    REQUIRE_FALSE(bad_pg.ok());
+    CHECK(bad_pg.failure().kind == error_kind::bad_request);
+
+    // Nobody listens on port 1: the database is unreachable, which is not the caller's fault.
+    auto unreachable = open_store("postgresql://parley@127.0.0.1:1/none?connect_timeout=2");
+    REQUIRE_FALSE(unreachable.ok());
+    CHECK(unreachable.failure().kind == error_kind::unavailable);
+
+    auto db = make_test_database("options");
+    store_options options;
+    options.batch_max = 0;
+    auto bad_options = open_store(db.url, options);
+    REQUIRE_FALSE(bad_options.ok());
+    CHECK(bad_options.failure().kind == error_kind::bad_request);
+}
+
+TEST_CASE("tenants, agents, routes and accounts: upsert, list, delete, per tenant", "[storage][admin]") {
+    auto db = make_test_database("admin");
+    auto s = open_ok(db.url);
+
+    require_ok(wait_for<void>([&](auto done) { s->put_tenant({"acme", {{"anonymous", true}}}, done); }));
+    require_ok(wait_for<void>([&](auto done) { s->put_tenant({"globex", {}}, done); }));
+    auto tenants = wait_for<std::vector<tenant_record>>([&](auto done) { s->list_tenants(done); });
+    REQUIRE(tenants.ok());
+    REQUIRE(tenants->size() == 2);
+    CHECK(tenants->at(0).id == "acme");
+    CHECK(tenants->at(0).settings["anonymous"] == true);
+
+    agent_record ada{"acme", "a1", "Ada", "ada@acme.io", 3, {"sales", "emea"},
+                     {{"tz", "Europe/Paris"}, {"blocks", {{{"day", "mon"}, {"start", "08:00"}, {"end", "12:00"}}}}},
+                     "https://cal/ada", std::nullopt};
+    require_ok(put_agent(*s, ada));
+    require_ok(put_agent(*s, {"acme", "a2", "Bo", std::nullopt, 10, {}, nullptr, std::nullopt, "https://img/bo"}));
+    require_ok(put_agent(*s, {"globex", "a1", "Other Ada", std::nullopt, 1, {}, nullptr, std::nullopt, std::nullopt}));
+    ada.name = "Ada L.";
+    ada.max_chats = 4;
+    require_ok(put_agent(*s, ada));  // upsert
+
+    auto agents = wait_for<std::vector<agent_record>>([&](auto done) { s->list_agents("acme", done); });
+    REQUIRE(agents.ok());
+    REQUIRE(agents->size() == 2);
+    const auto& first = agents->at(0);
+    CHECK(first.id == "a1");
+    CHECK(first.name == "Ada L.");
+    CHECK(first.max_chats == 4);
+    CHECK(first.email == std::optional<std::string>("ada@acme.io"));
+    CHECK(first.teams == std::vector<std::string>{"sales", "emea"});
+    CHECK(first.schedule["tz"] == "Europe/Paris");
+    CHECK(first.schedule["blocks"][0]["start"] == "08:00");
+    CHECK(first.calendar_url == std::optional<std::string>("https://cal/ada"));
+    CHECK_FALSE(first.avatar_url.has_value());
+    CHECK(agents->at(1).schedule.is_null());
+    CHECK(agents->at(1).avatar_url == std::optional<std::string>("https://img/bo"));
+
+    require_ok(wait_for<void>([&](auto done) { s->delete_agent("acme", "a2", done); }));
+    auto gone = wait_for<void>([&](auto done) { s->delete_agent("acme", "a2", done); });
+    CHECK(gone.kind() == error_kind::not_found);
+    // Deleting acme's a1 from another tenant is impossible: globex's a1 is its own row.
+    require_ok(wait_for<void>([&](auto done) { s->delete_agent("globex", "a1", done); }));
+    agents = wait_for<std::vector<agent_record>>([&](auto done) { s->list_agents("acme", done); });
+    REQUIRE(agents->size() == 1);
+    CHECK(agents->at(0).id == "a1");
+
+    route_record sales{"acme", "sales", {{"type", "round_robin"}, {"offer_timeout_s", 45}}};
+    require_ok(wait_for<void>([&](auto done) { s->put_route(sales, done); }));
+    sales.config["offer_timeout_s"] = 30;
+    require_ok(wait_for<void>([&](auto done) { s->put_route(sales, done); }));
+    auto routes = wait_for<std::vector<route_record>>([&](auto done) { s->list_routes("acme", done); });
+    REQUIRE(routes->size() == 1);
+    CHECK(routes->at(0).config["offer_timeout_s"] == 30);
+    CHECK(wait_for<std::vector<route_record>>([&](auto done) { s->list_routes("globex", done); })->empty());
+    require_ok(wait_for<void>([&](auto done) { s->delete_route("acme", "sales", done); }));
+    CHECK(wait_for<void>([&](auto done) { s->delete_route("acme", "sales", done); }).kind() == error_kind::not_found);
+
+    require_ok(wait_for<void>([&](auto done) { s->put_account({"acme", "bigcorp.com", "a1"}, done); }));
+    require_ok(wait_for<void>([&](auto done) { s->put_account({"acme", "bigcorp.com", "a3"}, done); }));
+    auto accounts = wait_for<std::vector<account_record>>([&](auto done) { s->list_accounts("acme", done); });
+    REQUIRE(accounts->size() == 1);
+    CHECK(accounts->at(0).agent_id == "a3");
+    CHECK(wait_for<std::vector<account_record>>([&](auto done) { s->list_accounts("globex", done); })->empty());
+    require_ok(wait_for<void>([&](auto done) { s->delete_account("acme", "bigcorp.com", done); }));
+    CHECK(wait_for<std::vector<account_record>>([&](auto done) { s->list_accounts("acme", done); })->empty());
+}
+
+TEST_CASE("visitors: unsupplied fields are null and partial updates keep the rest", "[storage][visitors]") {
+    auto db = make_test_database("visitors");
+    auto s = open_ok(db.url);
+    visitor_record v;
+    v.tenant_id = "acme";
+    v.id = "v1";
+    v.name = "Ada";
+    v.email = "ada@x.io";
+    require_ok(wait_for<void>([&](auto done) { s->put_visitor(v, done); }));
+
+    auto got = wait_for<visitor_record>([&](auto done) { s->get_visitor("acme", "v1", done); });
+    REQUIRE(got.ok());
+    CHECK(got->name == std::optional<std::string>("Ada"));
+    CHECK(got->email == std::optional<std::string>("ada@x.io"));
+    CHECK_FALSE(got->job_title.has_value());
+    CHECK_FALSE(got->phone.has_value());
+    CHECK_FALSE(got->crm_status.has_value());
+
+    visitor_record update;
+    update.tenant_id = "acme";
+    update.id = "v1";
+    update.crm_status = "Lead";
+    require_ok(wait_for<void>([&](auto done) { s->put_visitor(update, done); }));
+    got = wait_for<visitor_record>([&](auto done) { s->get_visitor("acme", "v1", done); });
+    CHECK(got->name == std::optional<std::string>("Ada"));
+    CHECK(got->crm_status == std::optional<std::string>("Lead"));
+
+    CHECK(wait_for<visitor_record>([&](auto done) { s->get_visitor("globex", "v1", done); }).kind() ==
+          error_kind::not_found);
+    CHECK(wait_for<visitor_record>([&](auto done) { s->get_visitor("acme", "nobody", done); }).kind() ==
+          error_kind::not_found);
+}
+
+TEST_CASE("messages: transcript in seq order, resume after seq, client_msg_id idempotency", "[storage][messages]") {
+    auto db = make_test_database("messages");
+    auto s = open_ok(db.url);
+    require_ok(save(*s, conversation("acme", "c1", now - 1000)));
+    require_ok(save(*s, conversation("globex", "c1", now - 1000)));
+
+    for (int seq = 1; seq <= 5; ++seq) {
+        auto stored = append(*s, text_message("acme", "c1", seq, now + seq, "m-" + std::to_string(seq)));
+        REQUIRE(stored.ok());
+        CHECK(stored->seq == seq);
+        CHECK(stored->at == now + seq);
+        CHECK_FALSE(stored->duplicate);
+        CHECK(stored->durable);
+    }
+    // A resend with the same client_msg_id (the server gave it a new seq) returns the stored seq.
+    auto resent = append(*s, text_message("acme", "c1", 6, now + 100, "m-3"));
+    REQUIRE(resent.ok());
+    CHECK(resent->duplicate);
+    CHECK(resent->seq == 3);
+    CHECK(resent->at == now + 3);
+    // A different message on a taken seq is a conflict.
+    auto clash = append(*s, text_message("acme", "c1", 2, now + 100, "m-other"));
+    CHECK(clash.kind() == error_kind::conflict);
+    // The same client_msg_id in another conversation or tenant is unrelated.
+    REQUIRE(append(*s, text_message("globex", "c1", 1, now, "m-3")).ok());
+
+    auto transcript =
+        wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "c1", now, done); });
+    REQUIRE(transcript.ok());
+    REQUIRE(transcript->size() == 5);
+    for (std::size_t i = 0; i < 5; ++i) CHECK(transcript->at(i).seq == static_cast<std::int64_t>(i + 1));
+    CHECK(transcript->at(1).sender == sender_kind::agent);
+    CHECK(transcript->at(1).agent_id == std::optional<std::string>("a1"));
+    CHECK(transcript->at(0).body == "message 1 \"quoted\" \\ {braces}, commas");
+    CHECK(transcript->at(0).client_msg_id == std::optional<std::string>("m-1"));
+
+    auto after = wait_for<std::vector<message_record>>(
+        [&](auto done) { s->messages_after("acme", "c1", 3, 100, now, done); });
+    REQUIRE(after.ok());
+    REQUIRE(after->size() == 2);
+    CHECK(after->at(0).seq == 4);
+    CHECK(after->at(1).seq == 5);
+    auto limited = wait_for<std::vector<message_record>>(
+        [&](auto done) { s->messages_after("acme", "c1", 0, 2, now, done); });
+    REQUIRE(limited->size() == 2);
+
+    auto other_tenant =
+        wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("globex", "c1", now, done); });
+    REQUIRE(other_tenant->size() == 1);
+    CHECK(wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("initech", "c1", now, done); })
+              .kind() == error_kind::not_found);
+
+    // Calendar messages keep their JSON body.
+    message_record calendar = text_message("acme", "c1", 6, now + 10);
+    calendar.kind = message_kind::calendar;
+    calendar.sender = sender_kind::agent;
+    calendar.body = R"({"agent_id":"a2","agent_name":"Bo","booking_url":"https://cal/bo"})";
+    REQUIRE(append(*s, calendar).ok());
+    auto last = wait_for<std::vector<message_record>>(
+        [&](auto done) { s->messages_after("acme", "c1", 5, 10, now, done); });
+    REQUIRE(last->size() == 1);
+    CHECK(last->at(0).kind == message_kind::calendar);
+    CHECK(nlohmann::json::parse(last->at(0).body)["agent_name"] == "Bo");
+}
+
+TEST_CASE("a batch with duplicates and conflicts settles every write correctly", "[storage][messages][group-commit]") {
+    auto db = make_test_database("batchdup");
+    store_options options;
+    options.batch_delay = std::chrono::milliseconds(200);  // everything below lands in one batch
+    auto s = open_ok(db.url, options);
+    std::vector<std::future<result<append_outcome>>> outcomes;
+    auto submit = [&](message_record m) {
+        auto promise = std::make_shared<std::promise<result<append_outcome>>>();
+        outcomes.push_back(promise->get_future());
+        s->append_message(std::move(m), [promise](result<append_outcome> r) { promise->set_value(std::move(r)); });
+    };
+    submit(text_message("acme", "c1", 1, now, "x"));
+    submit(text_message("acme", "c1", 2, now, "y"));
+    submit(text_message("acme", "c1", 3, now, "x"));  // duplicate of seq 1 inside the same batch
+    submit(text_message("acme", "c1", 2, now, "z"));  // seq 2 taken by another message
+    submit(text_message("acme", "c1", 4, now, std::nullopt));
+    CHECK(outcomes[0].get()->seq == 1);
+    CHECK(outcomes[1].get()->seq == 2);
+    auto duplicate = outcomes[2].get();
+    REQUIRE(duplicate.ok());
+    CHECK(duplicate->duplicate);
+    CHECK(duplicate->seq == 1);
+    CHECK(outcomes[3].get().kind() == error_kind::conflict);
+    CHECK(outcomes[4].get()->seq == 4);
+    auto transcript =
+        wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "c1", now, done); });
+    CHECK(transcript.kind() == error_kind::not_found);  // no conversation row: the transcript does not exist
+    auto after = wait_for<std::vector<message_record>>([&](auto done) { s->messages_after("acme", "c1", 0, 100, now, done); });
+    CHECK(after.kind() == error_kind::not_found);
+    require_ok(save(*s, conversation("acme", "c1", now)));
+    transcript = wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "c1", now, done); });
+    REQUIRE(transcript->size() == 3);
+    CHECK(transcript->at(1).client_msg_id == std::optional<std::string>("y"));
+}
+
+TEST_CASE("conversations: save, update, list active and all with cursor paging", "[storage][conversations]") {
+    auto db = make_test_database("conversations");
+    auto s = open_ok(db.url);
+    visitor_record v;
+    v.tenant_id = "acme";
+    v.id = "v-c0";
+    v.name = "Ada";
+    require_ok(wait_for<void>([&](auto done) { s->put_visitor(v, done); }));
+
+    // 25 conversations: c0..c24, started one minute apart; a1 has the even ones active.
+    for (int i = 0; i < 25; ++i) {
+        auto state = i % 2 ? conversation_state::ended : conversation_state::active;
+        auto c = conversation("acme", "c" + std::to_string(i), now - (25 - i) * 60'000, state,
+                              i % 4 == 0 ? "a1" : "a2");
+        if (state == conversation_state::ended) {
+            c.ended_at = c.started_at + 30'000;
+            c.end_reason = "visitor_ended";
+        }
+        require_ok(save(*s, c));
+    }
+    require_ok(save(*s, conversation("globex", "g1", now, conversation_state::active, "a1")));
+    require_ok(append(*s, text_message("acme", "c24", 1, now - 10)).ok() ? status() : status(error{}));
+    require_ok(append(*s, text_message("acme", "c24", 2, now - 5)).ok() ? status() : status(error{}));
+
+    // Update: score and end.
+    auto c0 = conversation("acme", "c0", now - 25 * 60'000, conversation_state::ended, "a1");
+    c0.score = 3;
+    c0.ended_at = now - 1000;
+    c0.end_reason = "agent_ended";
+    c0.tried_agents = {"a2", "a1"};
+    require_ok(save(*s, c0));
+    auto got = wait_for<conversation_record>([&](auto done) { s->get_conversation("acme", "c0", done); });
+    REQUIRE(got.ok());
+    CHECK(got->state == conversation_state::ended);
+    CHECK(got->score == std::optional<int>(3));
+    CHECK(got->end_reason == std::optional<std::string>("agent_ended"));
+    CHECK(got->tried_agents == std::vector<std::string>{"a2", "a1"});
+    CHECK(wait_for<conversation_record>([&](auto done) { s->get_conversation("globex", "c0", done); }).kind() ==
+          error_kind::not_found);
+
+    conversation_query active{"acme", "a1", conversation_filter::active, 100, std::nullopt, now};
+    auto mine = wait_for<conversation_page>([&](auto done) { s->list_conversations(active, done); });
+    REQUIRE(mine.ok());
+    // a1's active: c4, c8, c12, c16, c20, c24 (c0 ended above); newest first.
+    REQUIRE(mine->conversations.size() == 6);
+    CHECK(mine->conversations.front().conversation.id == "c24");
+    CHECK(mine->conversations.back().conversation.id == "c4");
+    CHECK_FALSE(mine->next_cursor.has_value());
+    REQUIRE(mine->conversations.front().last_message.has_value());
+    CHECK(mine->conversations.front().last_message->seq == 2);
+    CHECK(mine->conversations.front().conversation.last_seq == 2);
+
+    // All, in pages of 10: 25 conversations, no duplicates, newest first, never globex's.
+    conversation_query all{"acme", "a1", conversation_filter::all, 10, std::nullopt, now};
+    std::vector<std::string> seen;
+    for (int page = 0; page < 5; ++page) {
+        auto r = wait_for<conversation_page>([&](auto done) { s->list_conversations(all, done); });
+        REQUIRE(r.ok());
+        for (const auto& summary : r->conversations) seen.push_back(summary.conversation.id);
+        if (!r->next_cursor) break;
+        all.cursor = r->next_cursor;
+    }
+    REQUIRE(seen.size() == 25);
+    CHECK(seen.front() == "c24");
+    CHECK(seen.back() == "c0");
+    for (std::size_t i = 0; i < seen.size(); ++i) CHECK(seen[i] == "c" + std::to_string(24 - i));
+
+    all.cursor = std::nullopt;
+    all.limit = 100;
+    auto whole = wait_for<conversation_page>([&](auto done) { s->list_conversations(all, done); });
+    REQUIRE(whole->conversations.back().visitor.has_value());
+    CHECK(whole->conversations.back().visitor->name == std::optional<std::string>("Ada"));
+    CHECK_FALSE(whole->conversations.front().visitor.has_value());
+
+    all.limit = 101;
+    CHECK(wait_for<conversation_page>([&](auto done) { s->list_conversations(all, done); }).kind() ==
+          error_kind::bad_request);
+    all.limit = 10;
+    all.cursor = "garbage";
+    CHECK(wait_for<conversation_page>([&](auto done) { s->list_conversations(all, done); }).kind() ==
+          error_kind::bad_request);
+}
+
+TEST_CASE("offers: resolved once; a second answer is a conflict", "[storage][offers]") {
+    auto db = make_test_database("offers");
+    auto s = open_ok(db.url);
+    offer_record offer{"acme", "o1", "c1", "a1", now, now + 45'000, offer_outcome::pending, std::nullopt};
+    require_ok(wait_for<void>([&](auto done) { s->put_offer(offer, done); }));
+    require_ok(wait_for<void>([&](auto done) { s->resolve_offer("acme", "o1", offer_outcome::accepted, now + 5, done); }));
+    CHECK(wait_for<void>([&](auto done) { s->resolve_offer("acme", "o1", offer_outcome::expired, now + 6, done); })
+              .kind() == error_kind::conflict);
+    CHECK(wait_for<void>([&](auto done) { s->resolve_offer("acme", "nope", offer_outcome::declined, now, done); })
+              .kind() == error_kind::not_found);
+    CHECK(wait_for<void>([&](auto done) { s->resolve_offer("globex", "o1", offer_outcome::declined, now, done); })
+              .kind() == error_kind::not_found);
+}
+
+TEST_CASE("activities: newest first, cursor paging, only the retention window", "[storage][activities]") {
+    auto db = make_test_database("activities");
+    auto s = open_ok(db.url);
+    // 30 activities one day apart (ages 0..29 days), two at the same instant, plus one 100 days old.
+    for (int i = 0; i < 30; ++i) {
+        activity_record a{"acme", "v1", "visited_webpage", now - i * day, std::nullopt, {{"n", i}}, 0};
+        require_ok(wait_for<void>([&](auto done) { s->append_activity(a, done); }));
+    }
+    activity_record same{"acme", "v1", "chat_requested", now, "c1", {{"n", 100}}, 0};
+    require_ok(wait_for<void>([&](auto done) { s->append_activity(same, done); }));
+    activity_record old{"acme", "v1", "opened_email", now - 100 * day, std::nullopt, {}, 0};
+    require_ok(wait_for<void>([&](auto done) { s->append_activity(old, done); }));
+    activity_record other{"globex", "v1", "opened_email", now, std::nullopt, {}, 0};
+    require_ok(wait_for<void>([&](auto done) { s->append_activity(other, done); }));
+
+    activity_query q{"acme", "v1", 7, std::nullopt, now};
+    std::vector<activity_record> seen;
+    for (int page = 0; page < 10; ++page) {
+        auto r = wait_for<activity_page>([&](auto done) { s->get_activity(q, done); });
+        REQUIRE(r.ok());
+        CHECK(r->activities.size() <= 7);
+        seen.insert(seen.end(), r->activities.begin(), r->activities.end());
+        if (!r->next_cursor) break;
+        q.cursor = r->next_cursor;
+    }
+    REQUIRE(seen.size() == 31);  // the 100-day-old one is outside the window, globex's is another tenant
+    CHECK(seen.front().type == "chat_requested");  // same instant: the later insert first
+    CHECK(seen.front().conversation_id == std::optional<std::string>("c1"));
+    CHECK(seen[1].details["n"] == 0);
+    for (std::size_t i = 1; i < seen.size(); ++i) CHECK(seen[i - 1].at >= seen[i].at);
+    CHECK(seen.back().details["n"] == 29);
+
+    // Move time forward 70 days: only those at most 20 days old then remain (ages 0..20, plus the extra one).
+    activity_query later{"acme", "v1", 100, std::nullopt, now + 70 * day};
+    auto r = wait_for<activity_page>([&](auto done) { s->get_activity(later, done); });
+    CHECK(r->activities.size() == 22);
+}
+
+TEST_CASE("retention: old rows are invisible before the prune and deleted by it in batches", "[storage][retention]") {
+    auto db = make_test_database("retention");
+    store_options options;
+    options.retention_days = 90;
+    options.prune_batch = 7;
+    auto s = open_ok(db.url, options);
+    const millis old = now - 91 * day;
+    auto ended_old = conversation("acme", "old", old - 1000, conversation_state::ended);
+    ended_old.ended_at = old;
+    require_ok(save(*s, ended_old));
+    require_ok(save(*s, conversation("acme", "new", now - 1000)));
+    for (int seq = 1; seq <= 20; ++seq) REQUIRE(append(*s, text_message("acme", "old", seq, old)).ok());
+    for (int seq = 1; seq <= 20; ++seq)  // a long-running conversation: first half old
+        REQUIRE(append(*s, text_message("acme", "new", seq, seq <= 10 ? old : now - 500)).ok());
+    for (int i = 0; i < 16; ++i) {
+        activity_record a{"acme", "v1", "visited_webpage", i < 15 ? old : now, std::nullopt, {}, 0};
+        require_ok(wait_for<void>([&](auto done) { s->append_activity(a, done); }));
+    }
+    offer_record offer{"acme", "o-old", "old", "a1", old, old + 45'000, offer_outcome::expired, old};
+    require_ok(wait_for<void>([&](auto done) { s->put_offer(offer, done); }));
+
+    auto check_visible = [&] {
+        CHECK(wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "old", now, done); })
+                  .kind() == error_kind::not_found);
+        auto recent =
+            wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "new", now, done); });
+        REQUIRE(recent.ok());
+        REQUIRE(recent->size() == 10);
+        CHECK(recent->front().seq == 11);
+        auto resumed = wait_for<std::vector<message_record>>(
+            [&](auto done) { s->messages_after("acme", "new", 0, 100, now, done); });
+        CHECK(resumed->size() == 10);
+        auto activities =
+            wait_for<activity_page>([&](auto done) { s->get_activity({"acme", "v1", 100, std::nullopt, now}, done); });
+        CHECK(activities->activities.size() == 1);
+        auto all = wait_for<conversation_page>([&](auto done) {
+            s->list_conversations({"acme", "", conversation_filter::all, 100, std::nullopt, now}, done);
+        });
+        REQUIRE(all->conversations.size() == 1);
+        CHECK(all->conversations[0].conversation.id == "new");
+    };
+    check_visible();  // before the job ran
+
+    auto report = s->prune(now);
+    REQUIRE(report.ok());
+    CHECK(report->messages == 30);
+    CHECK(report->activities == 15);
+    CHECK(report->conversations == 1);
+    CHECK(report->offers == 1);
+    // 30 messages in batches of 7 take 5 transactions, 15 activities 3, conversations 1, offers 1.
+    CHECK(report->batches == 10);
+    check_visible();
+
+    auto second = s->prune(now);
+    REQUIRE(second.ok());
+    CHECK(second->messages == 0);
+    CHECK(second->activities == 0);
+
+    // Looking from a time when they were all young: the pruned rows are really gone.
+    auto history = wait_for<std::vector<message_record>>(
+        [&](auto done) { s->messages_after("acme", "new", 0, 100, old, done); });
+    CHECK(history->size() == 10);
+}
+
+TEST_CASE("load_open_state brings back open conversations, seq counters, pending offers and overrides",
+          "[storage][recovery]") {
+    auto db = make_test_database("openstate");
+    {
+        auto s = open_ok(db.url);
+        auto open = conversation("acme", "c1", now - 5000);
+        open.tried_agents = {"a2", "a1"};
+        require_ok(save(*s, open));
+        require_ok(save(*s, conversation("acme", "c2", now - 4000, conversation_state::routing, std::nullopt)));
+        auto ended = conversation("acme", "c3", now - 3000, conversation_state::ended);
+        ended.ended_at = now - 100;
+        require_ok(save(*s, ended));
+        require_ok(save(*s, conversation("globex", "g1", now - 2000, conversation_state::queued, std::nullopt)));
+        for (int seq = 1; seq <= 7; ++seq) REQUIRE(append(*s, text_message("acme", "c1", seq, now)).ok());
+
+        require_ok(wait_for<void>([&](auto done) {
+            s->put_offer({"acme", "o1", "c2", "a3", now - 1000, now + 44'000, offer_outcome::pending, std::nullopt}, done);
+        }));
+        require_ok(wait_for<void>([&](auto done) {
+            s->put_offer({"acme", "o0", "c2", "a2", now - 50'000, now - 5'000, offer_outcome::expired, now - 5000}, done);
+        }));
+        require_ok(wait_for<void>([&](auto done) { s->set_override({"acme", "a1", false, now + 3'600'000, now}, done); }));
+        require_ok(wait_for<void>([&](auto done) { s->set_override({"acme", "a2", true, std::nullopt, now}, done); }));
+        require_ok(wait_for<void>([&](auto done) { s->set_override({"acme", "a4", true, now - 1, now - 100}, done); }));
+        require_ok(wait_for<void>([&](auto done) { s->set_override({"acme", "a5", true, std::nullopt, now}, done); }));
+        require_ok(wait_for<void>([&](auto done) { s->clear_override("acme", "a5", done); }));
+        require_ok(wait_for<void>([&](auto done) { s->set_override({"globex", "b1", true, std::nullopt, now}, done); }));
+    }
+    auto s = open_ok(db.url);  // as after a restart
+    auto state = s->load_open_state(std::string("acme"), now);
+    REQUIRE(state.ok());
+    REQUIRE(state->conversations.size() == 2);
+    CHECK(state->conversations[0].id == "c1");
+    CHECK(state->conversations[0].state == conversation_state::active);
+    CHECK(state->conversations[0].agent_id == std::optional<std::string>("a1"));
+    CHECK(state->conversations[0].last_seq == 7);
+    CHECK(state->conversations[0].tried_agents == std::vector<std::string>{"a2", "a1"});
+    CHECK(state->conversations[1].id == "c2");
+    CHECK(state->conversations[1].last_seq == 0);
+    REQUIRE(state->pending_offers.size() == 1);
+    CHECK(state->pending_offers[0].id == "o1");
+    CHECK(state->pending_offers[0].expires_at == now + 44'000);
+    REQUIRE(state->overrides.size() == 2);  // a4's has expired, a5's was cleared
+    CHECK(state->overrides[0].agent_id == "a1");
+    CHECK_FALSE(state->overrides[0].available);
+    CHECK(state->overrides[0].until_at == std::optional<millis>(now + 3'600'000));
+    CHECK(state->overrides[1].agent_id == "a2");
+    CHECK(state->overrides[1].available);
+
+    auto everything = s->load_open_state(std::nullopt, now);
+    REQUIRE(everything.ok());
+    CHECK(everything->conversations.size() == 3);
+    CHECK(everything->overrides.size() == 3);
+}
+
+TEST_CASE("acknowledged messages survive kill -9 of the writing process", "[storage][recovery]") {
+    auto db = make_test_database("kill9");
+    { open_ok(db.url); }  // migrate up front
+    int pipe_fds[2];
+    REQUIRE(::pipe(pipe_fds) == 0);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        // The child appends as fast as it can and reports every acknowledged seq.
+        ::close(pipe_fds[0]);
+        auto opened = open_store(db.url);
+        if (!opened.ok()) ::_exit(2);
+        auto& s = *opened.value();
+        conversation_record c;
+        c.tenant_id = "acme";
+        c.id = "c1";
+        c.visitor_id = "v1";
+        c.route = "sales";
+        c.state = conversation_state::active;
+        c.agent_id = "a1";
+        c.started_at = now;
+        s.save_conversation(c, {});
+        std::atomic<std::int64_t> next{1};
+        for (;;) {
+            std::promise<void> acked;
+            auto seq = next++;
+            message_record m;
+            m.tenant_id = "acme";
+            m.conversation_id = "c1";
+            m.seq = seq;
+            m.body = "m";
+            m.at = now;
+            m.client_msg_id = "k" + std::to_string(seq);
+            s.append_message(m, [&, seq](result<append_outcome> r) {
+                if (r.ok()) {
+                    std::int64_t value = seq;
+                    if (::write(pipe_fds[1], &value, sizeof value) != sizeof value) ::_exit(3);
+                }
+                acked.set_value();
+            });
+            acked.get_future().wait();
+        }
+    }
+    ::close(pipe_fds[1]);
+    std::int64_t highest = 0, value = 0;
+    while (highest < 200 && ::read(pipe_fds[0], &value, sizeof value) == sizeof value) highest = value;
+    ::kill(child, SIGKILL);
+    int child_status = 0;
+    ::waitpid(child, &child_status, 0);
+    while (::read(pipe_fds[0], &value, sizeof value) == sizeof value) highest = std::max(highest, value);
+    ::close(pipe_fds[0]);
+    REQUIRE(highest >= 200);
+
+    auto s = open_ok(db.url);
+    auto state = s->load_open_state(std::string("acme"), now);
+    REQUIRE(state.ok());
+    REQUIRE(state->conversations.size() == 1);
+    CHECK(state->conversations[0].last_seq >= highest);
+    auto messages =
+        wait_for<std::vector<message_record>>([&](auto done) { s->messages_after("acme", "c1", 0, 100000, now, done); });
+    REQUIRE(messages.ok());
+    REQUIRE(messages->size() >= static_cast<std::size_t>(highest));
+    for (std::size_t i = 0; i < messages->size(); ++i) CHECK(messages->at(i).seq == static_cast<std::int64_t>(i + 1));
+}
+
+TEST_CASE("group commit: many concurrent writes take far fewer transactions", "[storage][group-commit]") {
+    auto db = make_test_database("groupcommit");
+    store_options options;
+    options.batch_max = 500;
+    auto s = open_ok(db.url, options);
+    constexpr int producers = 8, per_producer = 500;
+    std::atomic<int> acknowledged{0}, failed{0};
+    std::vector<std::thread> threads;
+    for (int p = 0; p < producers; ++p) {
+        threads.emplace_back([&, p] {
+            for (int i = 1; i <= per_producer; ++i)
+                s->append_message(text_message("acme", "c" + std::to_string(p), i, now),
+                                  [&](result<append_outcome> r) { (r.ok() ? acknowledged : failed)++; });
+        });
+    }
+    for (auto& t : threads) t.join();
+    s->flush();
+    CHECK(failed == 0);
+    CHECK(acknowledged == producers * per_producer);
+    auto stats = s->stats();
+    CHECK(stats.writes_committed == producers * per_producer);
+    CHECK(stats.transactions_committed < producers * per_producer / 10);
+    CHECK(stats.largest_batch > 1);
+    CHECK(stats.largest_batch <= 500);
+    CHECK(stats.queue_depth == 0);
+    auto after = wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "c3", now, done); });
+    CHECK(after.kind() == error_kind::not_found);  // messages exist, conversation row does not
+    require_ok(save(*s, conversation("acme", "c3", now)));
+    after = wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "c3", now, done); });
+    CHECK(after->size() == per_producer);
+}
+
+TEST_CASE("durability commit acknowledges after the commit, relaxed once queued", "[storage][durability]") {
+    auto db = make_test_database("durability");
+    SECTION("commit") {
+        store_options options;
+        options.durability = durability::commit;
+        options.batch_delay = std::chrono::milliseconds(300);
+        auto s = open_ok(db.url, options);
+        std::atomic<bool> called{false};
+        std::optional<append_outcome> outcome;
+        s->append_message(text_message("acme", "c1", 1, now), [&](result<append_outcome> r) {
+            outcome = r.ok() ? std::optional(r.value()) : std::nullopt;
+            called = true;
+        });
+        CHECK_FALSE(called);  // still waiting for its batch to fill or the delay to pass
+        s->flush();
+        REQUIRE(called);
+        REQUIRE(outcome.has_value());
+        CHECK(outcome->durable);
+        CHECK(s->stats().transactions_committed == 1);
+    }
+    SECTION("relaxed") {
+        store_options options;
+        options.durability = durability::relaxed;
+        options.batch_delay = std::chrono::milliseconds(300);
+        auto s = open_ok(db.url, options);
+        bool called = false;
+        std::optional<append_outcome> outcome;
+        s->append_message(text_message("acme", "c1", 1, now), [&](result<append_outcome> r) {
+            outcome = r.ok() ? std::optional(r.value()) : std::nullopt;
+            called = true;
+        });
+        REQUIRE(called);  // acknowledged when queued, before append_message returned
+        REQUIRE(outcome.has_value());
+        CHECK_FALSE(outcome->durable);
+        CHECK(outcome->seq == 1);
+        CHECK(s->stats().transactions_committed == 0);
+        s->flush();
+        CHECK(s->stats().transactions_committed == 1);
+        require_ok(save(*s, conversation("acme", "c1", now)));
+        auto t = wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "c1", now, done); });
+        CHECK(t->size() == 1);
+    }
+}
+
+TEST_CASE("the write queue is bounded: beyond queue_max writes fail with unavailable", "[storage][backpressure]") {
+    auto db = make_test_database("queuebound");
+    store_options options;
+    options.queue_max = 10;
+    options.batch_delay = std::chrono::milliseconds(1000);  // the writer holds off while we fill the queue
+    auto s = open_ok(db.url, options);
+    std::atomic<int> ok{0}, unavailable{0}, other{0};
+    for (int i = 1; i <= 15; ++i)
+        s->append_message(text_message("acme", "c1", i, now), [&](result<append_outcome> r) {
+            if (r.ok())
+                ++ok;
+            else if (r.kind() == error_kind::unavailable)
+                ++unavailable;
+            else
+                ++other;
+        });
+    CHECK(unavailable == 5);  // refused at once, on the calling thread
+    s->flush();
+    CHECK(ok == 10);
+    CHECK(other == 0);
+    CHECK(s->stats().rejected_queue_full == 5);
+}
