@@ -7,6 +7,7 @@
 #include "parley/server/app.h"
 #include "parley/server/auth.h"
 #include "parley/server/logging.h"
+#include "parley/storage/store.h"
 
 namespace {
 
@@ -44,6 +45,8 @@ int main(int argc, char** argv) {
     auto* check = cli.add_subcommand("check-config", "validate the configuration and print every problem");
 
     auto* migrate = cli.add_subcommand("migrate", "apply database schema migrations and exit");
+
+    auto* prune = cli.add_subcommand("prune", "delete data older than storage.retention_days now and exit");
 
     auto* token = cli.add_subcommand("token", "mint a development agent token for a tenant");
     std::string token_tenant, token_agent;
@@ -89,8 +92,32 @@ int main(int argc, char** argv) {
     }
 
     if (migrate->parsed()) {
-        std::cerr << "migrate: storage backends are not built yet\n";
-        return 1;
+        auto schema_version = parley::storage::migrate(cfg->storage.url);
+        if (!schema_version) {
+            std::cerr << "migrate: " << schema_version.failure().message << "\n";
+            return 1;
+        }
+        std::cout << "schema at version " << schema_version.value() << "\n";
+        return 0;
+    }
+
+    if (prune->parsed()) {
+        auto store = parley::storage::open_store(cfg->storage.url, parley::server::store_options_from(*cfg));
+        if (!store) {
+            std::cerr << "prune: " << store.failure().message << "\n";
+            return 1;
+        }
+        auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch()).count();
+        auto report = store.value()->prune(now);
+        if (!report) {
+            std::cerr << "prune: " << report.failure().message << "\n";
+            return 1;
+        }
+        std::cout << "pruned " << report->messages << " message(s), " << report->activities << " activit(ies), "
+                  << report->conversations << " conversation(s), " << report->offers << " offer(s) in "
+                  << report->batches << " batch(es)\n";
+        return 0;
     }
 
     if (port_override >= 0) cfg->server.port = static_cast<std::uint16_t>(port_override);

@@ -1,16 +1,65 @@
 #include "parley/server/app.h"
 
+#include <systemd/sd-daemon.h>
+
 #include <csignal>
 #include <fstream>
+#include <future>
 #include <thread>
 #include <vector>
 
+#include "dispatcher.h"
 #include "listener.h"
 #include "net.h"
 #include "parley/server/logging.h"
 #include "shared_state.h"
+#include "tenant_hub.h"
 
 namespace parley::server {
+
+storage::store_options store_options_from(const config::config& cfg) {
+    storage::store_options o;
+    o.durability = cfg.storage.durability == config::durability::relaxed ? storage::durability::relaxed
+                                                                         : storage::durability::commit;
+    o.batch_max = cfg.storage.batch_max;
+    o.batch_delay = std::chrono::duration_cast<std::chrono::microseconds>(cfg.storage.batch_delay);
+    o.queue_max = cfg.storage.queue_max;
+    o.retention_days = static_cast<int>(cfg.storage.retention_days);
+    return o;
+}
+
+namespace {
+
+template <typename T, typename Start>
+storage::result<T> wait_for(Start start) {
+    std::promise<storage::result<T>> promise;
+    auto future = promise.get_future();
+    start([&promise](storage::result<T> r) { promise.set_value(std::move(r)); });
+    return future.get();
+}
+
+// The quick start's demo tenant gets one agent and two routes when it has none.
+void seed_demo(storage::store& store) {
+    auto agents = wait_for<std::vector<storage::agent_record>>([&](auto done) { store.list_agents("demo", done); });
+    if (!agents || !agents->empty()) return;
+    storage::agent_record agent;
+    agent.tenant_id = "demo";
+    agent.id = "demo-agent";
+    agent.name = "Demo Agent";
+    agent.email = "agent@demo.example";
+    agent.calendar_url = "https://calendar.example.com/demo-agent";
+    wait_for<void>([&](auto done) { store.put_agent(agent, done); });
+    storage::route_record sales{"demo", "sales",
+                                {{"type", "round_robin"},
+                                 {"fallback_message", "Nobody is free right now; book a call instead."},
+                                 {"fallback_calendar", true}}};
+    wait_for<void>([&](auto done) { store.put_route(sales, done); });
+    storage::route_record support{"demo", "support", {{"type", "round_robin"}, {"queue_wait_s", 300}}};
+    wait_for<void>([&](auto done) { store.put_route(support, done); });
+    logger("main")->info("demo tenant seeded: agent demo-agent, routes sales and support");
+}
+
+}  // namespace
 
 struct app::impl {
     impl(config::config cfg, app_options opts)
@@ -19,15 +68,45 @@ struct app::impl {
           thread_count(state->cfg.server.threads != 0 ? state->cfg.server.threads
                                                       : std::max(1u, std::thread::hardware_concurrency())),
           ioc(static_cast<int>(thread_count)),
-          signals(ioc, SIGINT, SIGTERM) {}
+          signals(ioc, SIGINT, SIGTERM),
+          drain_timer(ioc),
+          watchdog_timer(ioc) {}
 
+    // SIGTERM: stop accepting, tell every client 1001 (after what is queued for
+    // it), wait for the connections to go within a bound, then stop the loop.
+    // Storage writes still queued are committed by run() after the loop ends.
     void begin_shutdown(const char* why) {
         if (state->draining.exchange(true)) return;
-        logger("main")->info("{}: shutting down", why);
+        logger("main")->info("{}: shutting down, {} connection(s) open", why, state->open_connections.load());
+        sd_notify(0, "STOPPING=1");
         if (server_listener) server_listener->stop();
-        // Sessions notice `draining` and close; the io_context runs out of work.
-        work_guard.reset();
-        ioc.stop();
+        for (auto& [id, hub] : *state->hubs) hub->shutdown();
+        drain_deadline = std::chrono::steady_clock::now() + state->cfg.server.shutdown_timeout / 2;
+        wait_for_drain();
+    }
+
+    void wait_for_drain() {
+        if (state->open_connections.load() <= 0 || std::chrono::steady_clock::now() >= drain_deadline) {
+            watchdog_timer.cancel();
+            work_guard.reset();
+            ioc.stop();
+            return;
+        }
+        drain_timer.expires_after(std::chrono::milliseconds(20));
+        drain_timer.async_wait([this](error_code ec) {
+            if (!ec) wait_for_drain();
+        });
+    }
+
+    void watchdog() {
+        std::uint64_t usec = 0;
+        if (sd_watchdog_enabled(0, &usec) <= 0) return;
+        sd_notify(0, "WATCHDOG=1");
+        // Only while the event loop turns: a stuck loop stops the pings and systemd restarts us.
+        watchdog_timer.expires_after(std::chrono::microseconds(usec / 3));
+        watchdog_timer.async_wait([this](error_code ec) {
+            if (!ec) watchdog();
+        });
     }
 
     app_options options;
@@ -35,6 +114,9 @@ struct app::impl {
     unsigned thread_count;
     asio::io_context ioc;
     asio::signal_set signals;
+    asio::steady_timer drain_timer;
+    asio::steady_timer watchdog_timer;
+    std::chrono::steady_clock::time_point drain_deadline;
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_guard;
     std::shared_ptr<listener> server_listener;
 };
@@ -58,6 +140,31 @@ int app::run() {
         log->critical("{}: server.listen_address: not an IP address: {}", cfg.source_file, cfg.server.listen_address);
         return 2;
     }
+
+    // Storage first: nothing is served before the schema is current and the open state is back.
+    auto opened = storage::open_store(cfg.storage.url, store_options_from(cfg));
+    if (!opened) {
+        log->critical("storage {}: {}", cfg.storage.url.substr(0, cfg.storage.url.find(':')), opened.failure().message);
+        return 1;
+    }
+    std::shared_ptr<storage::store> store = std::move(opened.value());
+    s.state->store = store;
+    if (s.options.seed_demo && cfg.tenants.count("demo") != 0) seed_demo(*store);
+
+    auto hubs = std::make_shared<hub_map>();
+    for (const auto& [id, tenant] : cfg.tenants) {
+        wait_for<void>([&](auto done) { store->put_tenant({id, {{"name", tenant.name}}}, done); });
+        auto hub = std::make_shared<tenant_hub>(s.ioc, s.state, tenant, store);
+        if (auto error = hub->load()) {
+            log->critical("{}", *error);
+            return 1;
+        }
+        (*hubs)[id] = std::move(hub);
+    }
+    s.state->hubs = hubs;
+    s.state->websocket_handler = std::make_shared<dispatcher>(s.state, hubs);
+    s.state->ready = true;
+
     try {
         s.server_listener = std::make_shared<listener>(s.ioc, tcp::endpoint{address, cfg.server.port}, s.state);
     } catch (const boost::system::system_error& e) {
@@ -72,20 +179,28 @@ int app::run() {
     });
     s.work_guard.emplace(s.ioc.get_executor());
 
-    log->info("parleyd {} listening on {}:{} with {} I/O thread(s)", PARLEY_VERSION, cfg.server.listen_address, port,
-              s.thread_count);
+    log->info("parleyd {} listening on {}:{} with {} I/O thread(s), storage {}, {} tenant(s)", PARLEY_VERSION,
+              cfg.server.listen_address, port, s.thread_count, store->backend_name(), hubs->size());
     if (!s.options.port_file.empty()) {
         // Written to a temp name and renamed, so a reader never sees half a number.
         std::string temp = s.options.port_file + ".tmp";
         std::ofstream(temp) << port << "\n";
         std::rename(temp.c_str(), s.options.port_file.c_str());
     }
+    sd_notify(0, "READY=1");
+    s.watchdog();
 
     std::vector<std::thread> threads;
     threads.reserve(s.thread_count - 1);
     for (unsigned i = 1; i < s.thread_count; ++i) threads.emplace_back([&s] { s.ioc.run(); });
     s.ioc.run();
     for (auto& t : threads) t.join();
+
+    // Every write queued before the stop is committed before we exit.
+    store->flush();
+    for (auto& [id, hub] : *hubs) hub->release_sessions();
+    s.state->websocket_handler.reset();
+    s.state->hubs.reset();
     log->info("stopped");
     return 0;
 }

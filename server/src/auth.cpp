@@ -1,12 +1,15 @@
 #include "parley/server/auth.h"
 
 #include <jwt.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <stdexcept>
 #include <algorithm>
 #include <memory>
+#include <vector>
 
 namespace parley::server {
 namespace {
@@ -38,30 +41,35 @@ const char* to_string(token_error e) {
     return "invalid token";
 }
 
-std::string mint_agent_token(const std::string& secret, const std::string& tenant,
-                             const std::string& agent_id, std::chrono::seconds ttl,
-                             std::chrono::system_clock::time_point now) {
+namespace {
+
+struct mint_grant {
+    const char* name;
+    std::string value;
+};
+
+std::string mint_hs256(const std::string& secret, const std::vector<mint_grant>& grants, std::int64_t issued,
+                       std::int64_t expires) {
     jwt_t* raw = nullptr;
     if (jwt_new(&raw) != 0) throw std::runtime_error("jwt_new failed");
     jwt_ptr token(raw);
-    auto issued = to_seconds(now);
-    if (jwt_add_grant(token.get(), "sub", agent_id.c_str()) != 0 ||
-        jwt_add_grant(token.get(), "tenant", tenant.c_str()) != 0 ||
-        jwt_add_grant_int(token.get(), "iat", issued) != 0 ||
-        jwt_add_grant_int(token.get(), "exp", issued + ttl.count()) != 0 ||
-        jwt_set_alg(token.get(), JWT_ALG_HS256, key_bytes(secret), static_cast<int>(secret.size())) != 0)
-        throw std::runtime_error("cannot build agent token");
-    char* encoded = jwt_encode_str(token.get());
-    if (encoded == nullptr) throw std::runtime_error("cannot encode agent token");
+    for (const auto& g : grants)
+        if (jwt_add_grant(raw, g.name, g.value.c_str()) != 0) throw std::runtime_error("cannot add token claim");
+    if (jwt_add_grant_int(raw, "iat", issued) != 0 || jwt_add_grant_int(raw, "exp", expires) != 0 ||
+        jwt_set_alg(raw, JWT_ALG_HS256, key_bytes(secret), static_cast<int>(secret.size())) != 0)
+        throw std::runtime_error("cannot build token");
+    char* encoded = jwt_encode_str(raw);
+    if (encoded == nullptr) throw std::runtime_error("cannot encode token");
     std::string result(encoded);
     std::free(encoded);
     return result;
 }
 
-verified_agent verify_agent_token(const std::string& secret, const std::string& token,
-                                  std::chrono::system_clock::time_point now,
-                                  const std::string& expected_tenant) {
-    verified_agent result;
+}  // namespace
+
+verified_token verify_hs256(const std::string& secret, const std::string& token,
+                            std::chrono::system_clock::time_point now, bool require_exp) {
+    verified_token result;
     if (token.empty() || token.size() > 8192) return result;
     jwt_t* raw = nullptr;
     if (jwt_decode(&raw, token.c_str(), key_bytes(secret), static_cast<int>(secret.size())) != 0) {
@@ -77,24 +85,111 @@ verified_agent verify_agent_token(const std::string& secret, const std::string& 
         result.error = token_error::wrong_algorithm;
         return result;
     }
-    const char* sub = jwt_get_grant(raw, "sub");
-    const char* tenant = jwt_get_grant(raw, "tenant");
-    errno = 0;
-    long exp = jwt_get_grant_int(raw, "exp");
-    if (sub == nullptr || tenant == nullptr || *sub == '\0' || errno != 0 || exp <= 0) {
+    char* grants = jwt_get_grants_json(raw, nullptr);
+    if (grants == nullptr) return result;
+    auto claims = nlohmann::json::parse(grants, nullptr, false);
+    std::free(grants);
+    if (!claims.is_object()) return result;
+    auto exp = claims.find("exp");
+    if (exp == claims.end()) {
+        if (require_exp) {
+            result.error = token_error::missing_claim;
+            return result;
+        }
+    } else if (!exp->is_number_integer() || exp->get<std::int64_t>() <= to_seconds(now)) {
+        result.error = exp->is_number_integer() ? token_error::expired : token_error::missing_claim;
+        return result;
+    }
+    result.claims = std::move(claims);
+    return result;
+}
+
+verified_agent verify_agent_token(const std::string& secret, const std::string& token,
+                                  std::chrono::system_clock::time_point now,
+                                  const std::string& expected_tenant) {
+    verified_agent result;
+    auto verified = verify_hs256(secret, token, now, true);
+    if (!verified.claims) {
+        result.error = verified.error;
+        return result;
+    }
+    const auto& claims = *verified.claims;
+    auto sub = claims.find("sub");
+    auto tenant = claims.find("tenant");
+    if (sub == claims.end() || !sub->is_string() || sub->get_ref<const std::string&>().empty() ||
+        tenant == claims.end() || !tenant->is_string()) {
         result.error = token_error::missing_claim;
         return result;
     }
-    if (exp <= to_seconds(now)) {
-        result.error = token_error::expired;
-        return result;
-    }
-    if (!expected_tenant.empty() && expected_tenant != tenant) {
+    if (!expected_tenant.empty() && expected_tenant != tenant->get<std::string>()) {
         result.error = token_error::wrong_tenant;
         return result;
     }
-    result.claims = agent_claims{tenant, sub, exp};
+    result.claims = agent_claims{tenant->get<std::string>(), sub->get<std::string>(), claims["exp"].get<std::int64_t>()};
     return result;
+}
+
+std::string mint_agent_token(const std::string& secret, const std::string& tenant,
+                             const std::string& agent_id, std::chrono::seconds ttl,
+                             std::chrono::system_clock::time_point now) {
+    auto issued = to_seconds(now);
+    return mint_hs256(secret, {{"sub", agent_id}, {"tenant", tenant}}, issued, issued + ttl.count());
+}
+
+std::string mint_resume_token(const std::string& widget_secret, const std::string& tenant,
+                              const std::string& visitor_id, std::chrono::seconds ttl,
+                              std::chrono::system_clock::time_point now) {
+    auto issued = to_seconds(now);
+    return mint_hs256(widget_secret, {{"sub", visitor_id}, {"tenant", tenant}, {"typ", "resume"}}, issued,
+                      issued + ttl.count());
+}
+
+std::optional<std::string> verify_resume_token(const std::string& widget_secret, const std::string& tenant,
+                                               const std::string& token,
+                                               std::chrono::system_clock::time_point now) {
+    auto verified = verify_hs256(widget_secret, token, now, true);
+    if (!verified.claims) return std::nullopt;
+    const auto& c = *verified.claims;
+    if (c.value("typ", "") != "resume" || c.value("tenant", "") != tenant) return std::nullopt;
+    auto sub = c.value("sub", "");
+    if (sub.empty() || sub.size() > 128) return std::nullopt;
+    return sub;
+}
+
+std::optional<std::string> unverified_claim(const std::string& token, const char* name) {
+    auto first = token.find('.');
+    auto second = first == std::string::npos ? first : token.find('.', first + 1);
+    if (second == std::string::npos || token.size() > 8192) return std::nullopt;
+    // base64url -> base64 with padding, then OpenSSL's decoder.
+    std::string payload = token.substr(first + 1, second - first - 1);
+    for (auto& ch : payload) {
+        if (ch == '-') ch = '+';
+        else if (ch == '_') ch = '/';
+    }
+    while (payload.size() % 4 != 0) payload += '=';
+    std::string decoded(payload.size(), '\0');
+    int length = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(decoded.data()),
+                                 reinterpret_cast<const unsigned char*>(payload.data()), static_cast<int>(payload.size()));
+    if (length < 0) return std::nullopt;
+    decoded.resize(static_cast<std::size_t>(length));
+    while (!decoded.empty() && decoded.back() == '\0') decoded.pop_back();  // padding decodes to zero bytes
+    auto claims = nlohmann::json::parse(decoded, nullptr, false);
+    if (!claims.is_object()) return std::nullopt;
+    auto it = claims.find(name);
+    if (it == claims.end() || !it->is_string()) return std::nullopt;
+    return it->get<std::string>();
+}
+
+std::string random_id(const char* prefix) {
+    unsigned char bytes[16];
+    if (RAND_bytes(bytes, sizeof bytes) != 1) throw std::runtime_error("RAND_bytes failed");
+    static const char* hex = "0123456789abcdef";
+    std::string id(prefix);
+    for (unsigned char b : bytes) {
+        id += hex[b >> 4];
+        id += hex[b & 15];
+    }
+    return id;
 }
 
 }  // namespace parley::server

@@ -1,54 +1,11 @@
 #include "http_session.h"
 
+#include "http_api.h"
+#include "parley/proto/admin.h"
 #include "parley/server/logging.h"
+#include "websocket_session.h"
 
 namespace parley::server {
-
-namespace {
-
-http::response<http::string_body> text_response(const http::request<http::string_body>& request,
-                                                http::status status, std::string body,
-                                                const char* content_type = "text/plain; charset=utf-8") {
-    http::response<http::string_body> response{status, request.version()};
-    response.set(http::field::server, "parleyd");
-    response.set(http::field::content_type, content_type);
-    response.keep_alive(request.keep_alive());
-    response.body() = std::move(body);
-    response.prepare_payload();
-    return response;
-}
-
-std::string json_error(const char* code, const std::string& message) {
-    // Codes and messages are ours (never raw input), so no escaping beyond quotes is needed.
-    std::string escaped;
-    for (char ch : message) {
-        if (ch == '"' || ch == '\\') escaped += '\\';
-        escaped += ch;
-    }
-    return std::string("{\"code\":\"") + code + "\",\"message\":\"" + escaped + "\"}";
-}
-
-}  // namespace
-
-http::response<http::string_body> handle_http_request(shared_state& state,
-                                                      const http::request<http::string_body>& request) {
-    std::string_view target = request.target();
-    if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
-
-    if (target == "/healthz") {
-        if (request.method() != http::verb::get && request.method() != http::verb::head)
-            return text_response(request, http::status::method_not_allowed, "use GET\n");
-        return text_response(request, http::status::ok, "ok\n");
-    }
-    if (target == "/readyz") {
-        if (state.draining.load()) return text_response(request, http::status::service_unavailable, "draining\n");
-        if (!state.ready.load()) return text_response(request, http::status::service_unavailable, "storage not ready\n");
-        return text_response(request, http::status::ok, "ready\n");
-    }
-    return text_response(request, http::status::not_found,
-                         json_error("not_found", "no such endpoint: " + std::string(target.substr(0, 200))),
-                         "application/json");
-}
 
 http_session::http_session(tcp::socket&& socket, std::shared_ptr<shared_state> state)
     : stream_(std::move(socket)), state_(std::move(state)) {
@@ -75,10 +32,10 @@ void http_session::on_read(error_code ec, std::size_t) {
         return;
     }
     if (ec == http::error::body_limit || ec == http::error::header_limit) {
-        http::request<http::string_body> dummy;
-        response_ = std::make_shared<http::response<http::string_body>>(
-            text_response(dummy, http::status::payload_too_large, json_error("too_large", "request too large"),
-                          "application/json"));
+        response_ = std::make_shared<http::response<http::string_body>>(http::status::payload_too_large, 11);
+        response_->set(http::field::content_type, "application/json");
+        response_->body() = proto::admin::encode_admin_error(proto::error_code::too_large, "request too large");
+        response_->prepare_payload();
         response_->keep_alive(false);
         http::async_write(stream_, *response_,
                           beast::bind_front_handler(&http_session::on_write, shared_from_this(), false));
@@ -87,11 +44,31 @@ void http_session::on_read(error_code ec, std::size_t) {
     if (ec) return fail(ec, "read");
 
     auto request = parser_->release();
-    response_ = std::make_shared<http::response<http::string_body>>(handle_http_request(*state_, request));
-    bool keep_alive = response_->keep_alive() && !state_->draining.load();
-    response_->keep_alive(keep_alive);
-    http::async_write(stream_, *response_,
-                      beast::bind_front_handler(&http_session::on_write, shared_from_this(), keep_alive));
+    if (websocket::is_upgrade(request)) {
+        std::string_view target = request.target();
+        if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+        std::optional<client_role> role;
+        if (target == "/v1/visitor") role = client_role::visitor;
+        if (target == "/v1/agent") role = client_role::agent;
+        if (role && state_->websocket_handler && !state_->draining.load()) {
+            // The WebSocket session takes the socket over; this http_session ends here.
+            std::make_shared<websocket_session>(stream_.release_socket(), state_, *role, state_->websocket_handler)
+                ->run(std::move(request));
+            return;
+        }
+    }
+    // No timeout while the answer is computed (storage may take a moment); the write gets one.
+    stream_.expires_never();
+    handle_http(state_, request, [self = shared_from_this()](http::response<http::string_body> response) {
+        asio::post(self->stream_.get_executor(), [self, response = std::move(response)]() mutable {
+            self->response_ = std::make_shared<http::response<http::string_body>>(std::move(response));
+            bool keep_alive = self->response_->keep_alive() && !self->state_->draining.load();
+            self->response_->keep_alive(keep_alive);
+            self->stream_.expires_after(self->state_->cfg.limits.handshake_timeout);
+            http::async_write(self->stream_, *self->response_,
+                              beast::bind_front_handler(&http_session::on_write, self, keep_alive));
+        });
+    });
 }
 
 void http_session::on_write(bool keep_alive, error_code ec, std::size_t) {

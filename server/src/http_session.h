@@ -29,8 +29,4 @@ private:
     std::shared_ptr<http::response<http::string_body>> response_;
 };
 
-// Answers one plain HTTP request (no upgrade). Exposed for unit tests.
-http::response<http::string_body> handle_http_request(shared_state& state,
-                                                      const http::request<http::string_body>& request);
-
 }  // namespace parley::server

@@ -58,6 +58,8 @@ struct routing_config {
     std::chrono::seconds grace_period{60};
     std::chrono::seconds conversation_idle_timeout{600};
     unsigned auto_away_after_missed = 0;  // 0: off
+    // After a restart, agents get this long to reconnect before waiting chats are routed again.
+    std::chrono::seconds restore_window{10};
 };
 
 struct tenant_config {

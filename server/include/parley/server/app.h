@@ -4,6 +4,7 @@
 #include <string>
 
 #include "parley/config/config.h"
+#include "parley/storage/store.h"
 
 namespace parley::server {
 
@@ -13,6 +14,9 @@ struct app_options {
     // Creates the demo tenant's agent and route at start-up when missing (quick start).
     bool seed_demo = false;
 };
+
+// Storage options as the configuration sets them.
+storage::store_options store_options_from(const config::config& cfg);
 
 class app {
 public:

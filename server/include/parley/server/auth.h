@@ -5,6 +5,8 @@
 #include <optional>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 namespace parley::server {
 
 struct agent_claims {
@@ -31,5 +33,31 @@ struct verified_agent {
 verified_agent verify_agent_token(const std::string& secret, const std::string& token,
                                   std::chrono::system_clock::time_point now,
                                   const std::string& expected_tenant = {});
+
+// Verifies any HS256 token and returns all its claims. `exp`, when present,
+// must be in the future; when `require_exp`, it must be present.
+struct verified_token {
+    std::optional<nlohmann::json> claims;
+    token_error error = token_error::malformed;
+};
+verified_token verify_hs256(const std::string& secret, const std::string& token,
+                            std::chrono::system_clock::time_point now, bool require_exp);
+
+// Resume tokens let an anonymous visitor reattach later: {sub: visitor id,
+// tenant, typ: "resume", iat, exp}, signed with the tenant's widget secret.
+std::string mint_resume_token(const std::string& widget_secret, const std::string& tenant,
+                              const std::string& visitor_id, std::chrono::seconds ttl,
+                              std::chrono::system_clock::time_point now);
+// Returns the visitor id of a valid resume token of `tenant`.
+std::optional<std::string> verify_resume_token(const std::string& widget_secret, const std::string& tenant,
+                                               const std::string& token,
+                                               std::chrono::system_clock::time_point now);
+
+// One string claim of a token's payload, NOT verified: only for choosing the
+// key that will verify it (the tenant of an agent token).
+std::optional<std::string> unverified_claim(const std::string& token, const char* name);
+
+// Random identifiers ("v_" + 32 hex digits) from OpenSSL's CSPRNG.
+std::string random_id(const char* prefix);
 
 }  // namespace parley::server

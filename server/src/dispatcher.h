@@ -1,0 +1,32 @@
+#pragma once
+// Reads every WebSocket frame on its session's strand: rate limit, decode and
+// validate (proto), authenticate the hello, then hand the request to the
+// tenant's hub. Nothing here blocks or touches another session.
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "shared_state.h"
+#include "tenant_hub.h"
+#include "websocket_session.h"
+
+namespace parley::server {
+
+class dispatcher : public frame_handler {
+public:
+    dispatcher(std::shared_ptr<shared_state> state, std::shared_ptr<const hub_map> hubs);
+
+    void on_text(const std::shared_ptr<websocket_session>& session, std::string&& text) override;
+    void on_closed(const std::shared_ptr<websocket_session>& session) override;
+
+private:
+    void hello(const std::shared_ptr<websocket_session>& session, proto::client_frame& frame);
+    void refuse(const std::shared_ptr<websocket_session>& session, const std::optional<std::string>& re,
+                const std::string& why);
+
+    std::shared_ptr<shared_state> state_;
+    std::shared_ptr<const hub_map> hubs_;
+    proto::limits limits_;
+};
+
+}  // namespace parley::server

@@ -1,0 +1,234 @@
+#include "http_api.h"
+
+#include <openssl/crypto.h>
+
+#include "metrics.h"
+#include "parley/proto/admin.h"
+#include "parley/proto/decode.h"
+#include "parley/server/auth.h"
+#include "tenant_hub.h"
+
+namespace parley::server {
+
+namespace {
+
+http_response make_response(const http_request& request, int status, std::string body,
+                            std::string_view content_type = "application/json") {
+    http_response response{static_cast<http::status>(status), request.version()};
+    response.set(http::field::server, "parleyd");
+    if (!body.empty() || status != 204) response.set(http::field::content_type, content_type);
+    response.keep_alive(request.keep_alive());
+    response.body() = std::move(body);
+    response.prepare_payload();
+    return response;
+}
+
+http_response error_response(const http_request& request, int status, proto::error_code code, std::string_view message) {
+    return make_response(request, status, proto::admin::encode_admin_error(code, message));
+}
+
+std::vector<std::string> split_path(std::string_view path) {
+    std::vector<std::string> parts;
+    std::size_t start = 1;
+    while (start <= path.size()) {
+        auto end = path.find('/', start);
+        if (end == std::string_view::npos) end = path.size();
+        parts.emplace_back(path.substr(start, end - start));
+        start = end + 1;
+    }
+    return parts;
+}
+
+std::optional<std::string> percent_decode(const std::string& s) {
+    std::string out;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] != '%') {
+            out += s[i];
+            continue;
+        }
+        if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
+            !std::isxdigit(static_cast<unsigned char>(s[i + 2])))
+            return std::nullopt;
+        out += static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16));
+        i += 2;
+    }
+    return out;
+}
+
+// Ids in paths: 1..128 printable characters, no '/', no control characters.
+bool valid_path_id(const std::string& id) {
+    if (id.empty() || id.size() > 128) return false;
+    for (unsigned char ch : id)
+        if (ch < 0x20 || ch == 0x7f || ch == '/') return false;
+    return true;
+}
+
+bool same_secret(const std::string& a, const std::string& b) {
+    return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+enum class caller { none, admin, agent, other_tenant };
+
+// Who is calling, for tenant `tenant_id`: its admin, one of its agents
+// (agent JWT), somebody of another tenant, or nobody we know.
+caller identify(const shared_state& state, const std::string& tenant_id, const http_request& request) {
+    auto header = request[http::field::authorization];
+    if (header.substr(0, 7) != "Bearer ") return caller::none;
+    std::string token(header.substr(7));
+    auto tenant = state.cfg.tenants.find(tenant_id);
+    if (tenant != state.cfg.tenants.end()) {
+        if (same_secret(token, tenant->second.admin_token)) return caller::admin;
+        if (verify_agent_token(tenant->second.agent_secret, token, std::chrono::system_clock::now(), tenant_id).claims)
+            return caller::agent;
+    }
+    for (const auto& [id, other] : state.cfg.tenants) {
+        if (id == tenant_id) continue;
+        if (same_secret(token, other.admin_token)) return caller::other_tenant;
+        if (verify_agent_token(other.agent_secret, token, std::chrono::system_clock::now(), id).claims)
+            return caller::other_tenant;
+    }
+    return caller::none;
+}
+
+}  // namespace
+
+void handle_http(const std::shared_ptr<shared_state>& state, const http_request& request,
+                 std::function<void(http_response)> done) {
+    std::string_view target = request.target();
+    if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+    const auto method = request.method();
+    const bool is_get = method == http::verb::get || method == http::verb::head;
+
+    if (target == "/healthz") {
+        if (!is_get) return done(error_response(request, 405, proto::error_code::bad_request, "use GET"));
+        return done(make_response(request, 200, "ok\n", "text/plain; charset=utf-8"));
+    }
+    if (target == "/readyz") {
+        if (state->draining.load()) return done(make_response(request, 503, "draining\n", "text/plain; charset=utf-8"));
+        bool ready = state->ready.load() && state->store && state->store->ready();
+        return done(make_response(request, ready ? 200 : 503, ready ? "ready\n" : "storage not ready\n",
+                                  "text/plain; charset=utf-8"));
+    }
+    if (target == "/metrics") {
+        std::string body = global_metrics().render();
+        if (state->store) {
+            auto s = state->store->stats();
+            body += "# HELP parley_storage_queue_depth Writes queued for the storage thread.\n"
+                    "# TYPE parley_storage_queue_depth gauge\nparley_storage_queue_depth " +
+                    std::to_string(s.queue_depth) + "\n";
+            body += "# HELP parley_storage_transactions_total Group-commit transactions committed.\n"
+                    "# TYPE parley_storage_transactions_total counter\nparley_storage_transactions_total " +
+                    std::to_string(s.transactions_committed) + "\n";
+            body += "# HELP parley_storage_writes_committed_total Writes committed.\n"
+                    "# TYPE parley_storage_writes_committed_total counter\nparley_storage_writes_committed_total " +
+                    std::to_string(s.writes_committed) + "\n";
+            body += "# HELP parley_storage_unavailable_total Writes refused or expired while storage was down.\n"
+                    "# TYPE parley_storage_unavailable_total counter\nparley_storage_unavailable_total " +
+                    std::to_string(s.rejected_queue_full + s.expired_unavailable) + "\n";
+            body += "# HELP parley_storage_ready Storage reachable and migrated (1) or not (0).\n"
+                    "# TYPE parley_storage_ready gauge\nparley_storage_ready " +
+                    std::string(state->store->ready() ? "1" : "0") + "\n";
+        }
+        return done(make_response(request, 200, std::move(body), "text/plain; version=0.0.4; charset=utf-8"));
+    }
+
+    auto parts = split_path(target);
+    if (parts.size() < 3 || parts[0] != "v1" || parts[1] != "tenants")
+        return done(error_response(request, 404, proto::error_code::not_found, "no such endpoint"));
+    for (auto& p : parts) {
+        auto decoded = percent_decode(p);
+        if (!decoded) return done(error_response(request, 400, proto::error_code::bad_request, "bad percent-encoding in path"));
+        p = std::move(*decoded);
+    }
+    const std::string& tenant_id = parts[2];
+    auto who = identify(*state, tenant_id, request);
+    if (who == caller::none)
+        return done(error_response(request, 401, proto::error_code::unauthorized, "missing or invalid bearer token"));
+    if (who == caller::other_tenant)
+        return done(error_response(request, 403, proto::error_code::forbidden, "this token is for another tenant"));
+    auto hub_it = state->hubs->find(tenant_id);
+    if (hub_it == state->hubs->end())
+        return done(error_response(request, 404, proto::error_code::not_found, "no such tenant"));
+    auto hub = hub_it->second;
+
+    auto reply = [request_version = request.version(), keep_alive = request.keep_alive(), done](admin_reply r) {
+        http_response response{static_cast<http::status>(r.status), request_version};
+        response.set(http::field::server, "parleyd");
+        if (r.status != 204) response.set(http::field::content_type, r.content_type);
+        response.keep_alive(keep_alive);
+        response.body() = std::move(r.body);
+        response.prepare_payload();
+        done(std::move(response));
+    };
+
+    // GET /v1/tenants/{t}/conversations/{id}/transcript.txt: admin or agent token.
+    if (parts.size() == 6 && parts[3] == "conversations" && parts[5] == "transcript.txt") {
+        if (!is_get) return done(error_response(request, 405, proto::error_code::bad_request, "use GET"));
+        if (!valid_path_id(parts[4])) return done(error_response(request, 400, proto::error_code::bad_request, "bad conversation id"));
+        return hub->transcript_text(parts[4], reply);
+    }
+    if (who != caller::admin)
+        return done(error_response(request, 403, proto::error_code::forbidden, "the admin API needs the tenant's admin token"));
+
+    const auto& limits = state->cfg.limits;
+    proto::limits proto_limits;
+    proto_limits.max_frame_bytes = limits.http_body_max_bytes;
+    proto_limits.max_text_chars = limits.max_text_chars;
+    const std::string& body = request.body();
+    auto bad = [&](const proto::protocol_error& e) {
+        done(make_response(request, 400, proto::admin::encode_admin_error(e)));
+    };
+    const std::string resource = parts[3];
+
+    if (resource == "agents" && parts.size() == 4) {
+        if (!is_get) return done(error_response(request, 405, proto::error_code::bad_request, "use GET"));
+        return hub->admin_list_agents(reply);
+    }
+    if (parts.size() == 5 && resource == "agents") {
+        if (!valid_path_id(parts[4])) return done(error_response(request, 400, proto::error_code::bad_request, "bad agent id"));
+        if (method == http::verb::put) {
+            auto parsed = proto::admin::parse_agent_body(body, proto_limits);
+            if (!parsed) return bad(parsed.error());
+            return hub->admin_put_agent(parts[4], std::move(parsed.value()), reply);
+        }
+        if (method == http::verb::delete_) return hub->admin_delete_agent(parts[4], reply);
+    }
+    if (parts.size() == 5 && resource == "routes") {
+        if (!proto::is_valid_route_name(parts[4]))
+            return done(error_response(request, 400, proto::error_code::bad_request,
+                                       "route name must be 1..64 of A-Z a-z 0-9 . _ -"));
+        if (method == http::verb::put) {
+            auto json = nlohmann::json::parse(body, nullptr, false);
+            auto parsed = proto::admin::parse_route_body(body, proto_limits);  // exact errors for the caller
+            if (!parsed) return bad(parsed.error());
+            return hub->admin_put_route(parts[4], std::move(json), reply);
+        }
+        if (method == http::verb::delete_) return hub->admin_delete_route(parts[4], reply);
+    }
+    if (parts.size() == 5 && resource == "accounts") {
+        if (parts[4].empty() || parts[4].size() > 253)
+            return done(error_response(request, 400, proto::error_code::bad_request, "bad account domain"));
+        if (method == http::verb::put) {
+            auto parsed = proto::admin::parse_account_body(body, proto_limits);
+            if (!parsed) return bad(parsed.error());
+            return hub->admin_put_account(parts[4], parsed.value().agent_id, reply);
+        }
+        if (method == http::verb::delete_) return hub->admin_delete_account(parts[4], reply);
+    }
+    if (resource == "visitors" && parts.size() >= 5) {
+        if (!valid_path_id(parts[4])) return done(error_response(request, 400, proto::error_code::bad_request, "bad visitor id"));
+        if (parts.size() == 5 && method == http::verb::put) {
+            auto parsed = proto::admin::parse_visitor_profile_body(body, proto_limits);
+            if (!parsed) return bad(parsed.error());
+            return hub->admin_put_visitor(parts[4], std::move(parsed.value()), reply);
+        }
+        if (parts.size() == 6 && parts[5] == "activities" && method == http::verb::post) {
+            auto parsed = proto::admin::parse_activity_body(body, proto_limits);
+            if (!parsed) return bad(parsed.error());
+            return hub->admin_add_activity(parts[4], std::move(parsed.value()), reply);
+        }
+    }
+    done(error_response(request, 404, proto::error_code::not_found, "no such endpoint or method"));
+}
+
+}  // namespace parley::server

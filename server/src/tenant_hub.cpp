@@ -1,0 +1,1204 @@
+#include "tenant_hub.h"
+
+#include <algorithm>
+#include <future>
+
+#include <fmt/chrono.h>
+
+#include "metrics.h"
+#include "parley/proto/encode.h"
+#include "parley/server/auth.h"
+#include "parley/server/logging.h"
+#include "parley/routing/schedule.h"
+
+namespace parley::server {
+
+namespace {
+
+constexpr std::size_t max_outbox_per_conversation = 256;
+constexpr int resume_page = 1000;
+
+using frame_ptr = std::shared_ptr<const std::string>;
+frame_ptr make_frame(std::string text) { return std::make_shared<const std::string>(std::move(text)); }
+
+proto::error_code to_proto_error(storage::error_kind kind) {
+    switch (kind) {
+        case storage::error_kind::not_found: return proto::error_code::not_found;
+        case storage::error_kind::conflict: return proto::error_code::conflict;
+        case storage::error_kind::unavailable: return proto::error_code::unavailable;
+        case storage::error_kind::bad_request: return proto::error_code::bad_request;
+        default: return proto::error_code::internal;
+    }
+}
+
+int http_status(storage::error_kind kind) {
+    switch (kind) {
+        case storage::error_kind::not_found: return 404;
+        case storage::error_kind::conflict: return 409;
+        case storage::error_kind::unavailable: return 503;
+        case storage::error_kind::bad_request: return 400;
+        default: return 500;
+    }
+}
+
+admin_reply admin_error(int status, proto::error_code code, std::string_view message) {
+    return {status, proto::admin::encode_admin_error(code, message)};
+}
+
+admin_reply admin_storage_error(const storage::error& e) {
+    if (e.kind != storage::error_kind::ok) global_metrics().storage_errors++;
+    return admin_error(http_status(e.kind), to_proto_error(e.kind), e.message);
+}
+
+// Waits for an asynchronous storage read at start-up (never on an I/O thread).
+template <typename T, typename Start>
+storage::result<T> wait_for(Start start) {
+    std::promise<storage::result<T>> promise;
+    auto future = promise.get_future();
+    start([&promise](storage::result<T> r) { promise.set_value(std::move(r)); });
+    return future.get();
+}
+
+}  // namespace
+
+tenant_hub::tenant_hub(asio::io_context& ioc, std::shared_ptr<shared_state> state, config::tenant_config tenant,
+                       std::shared_ptr<storage::store> store)
+    : state_(std::move(state)),
+      tenant_(std::move(tenant)),
+      store_(std::move(store)),
+      strand_(asio::make_strand(ioc)),
+      wakeup_timer_(strand_),
+      stats_timer_(strand_),
+      restore_timer_(strand_) {}
+
+tenant_hub::~tenant_hub() = default;
+
+// ---------------------------------------------------------------------------
+// Start-up and restart recovery
+
+std::optional<std::string> tenant_hub::load() {
+    auto log = logger("route");
+    const auto now = current_time();
+    routing::tenant_config config;
+    config.settings = tenant_settings_from(state_->cfg.routing);
+
+    auto agents = wait_for<std::vector<storage::agent_record>>(
+        [&](auto done) { store_->list_agents(tenant_.id, std::move(done)); });
+    if (!agents) return "cannot load agents of tenant " + tenant_.id + ": " + agents.failure().message;
+    for (auto& a : agents.value()) {
+        config.agents.push_back(agent_config_from_record(a));
+        agents_[a.id] = std::move(a);
+    }
+    auto routes = wait_for<std::vector<storage::route_record>>(
+        [&](auto done) { store_->list_routes(tenant_.id, std::move(done)); });
+    if (!routes) return "cannot load routes of tenant " + tenant_.id + ": " + routes.failure().message;
+    for (auto& r : routes.value()) {
+        auto parsed = route_config_from_json(r.name, r.config, state_->cfg.routing);
+        if (!parsed) {
+            log->error("tenant {}: stored route {} is invalid and skipped: {}", tenant_.id, r.name,
+                       parsed.error().message);
+            continue;
+        }
+        config.routes.push_back(std::move(parsed.value()));
+        routes_[r.name] = std::move(r.config);
+    }
+    auto accounts = wait_for<std::vector<storage::account_record>>(
+        [&](auto done) { store_->list_accounts(tenant_.id, std::move(done)); });
+    if (!accounts) return "cannot load accounts of tenant " + tenant_.id + ": " + accounts.failure().message;
+    for (const auto& a : accounts.value()) config.accounts[a.domain] = a.agent_id;
+
+    try {
+        router_ = std::make_unique<routing::tenant_router>(config, random_id("").substr(0, 8), now);
+    } catch (const std::exception& e) {
+        return "tenant " + tenant_.id + ": invalid stored configuration: " + e.what();
+    }
+
+    std::string error;
+    restore_state(error);
+    if (!error.empty()) return error;
+    return std::nullopt;
+}
+
+std::optional<routing::time_point> tenant_hub::restore_state(std::string& error) {
+    const auto now = current_time();
+    auto open = store_->load_open_state(tenant_.id, to_millis(now));
+    if (!open) {
+        error = "cannot load open conversations of tenant " + tenant_.id + ": " + open.failure().message;
+        return std::nullopt;
+    }
+    for (const auto& o : open->overrides)
+        if (o.until_at) router_->restore_availability_override(o.agent_id, o.available, to_time_point(*o.until_at), now);
+
+    std::size_t restored = 0;
+    for (const auto& c : open->conversations) {
+        auto visitor = wait_for<storage::visitor_record>(
+            [&](auto done) { store_->get_visitor(tenant_.id, c.visitor_id, std::move(done)); });
+        conversation entry;
+        entry.id = c.id;
+        entry.visitor_id = c.visitor_id;
+        entry.route = c.route;
+        entry.state = to_routing(c.state);
+        entry.agent_id = c.agent_id.value_or("");
+        entry.started_at = c.started_at;
+        entry.score = c.score;
+        entry.last_seq = c.last_seq;
+        if (visitor) entry.profile = proto_profile(visitor.value());
+
+        routing::restored_conversation r;
+        r.conversation_id = c.id;
+        r.visitor_id = c.visitor_id;
+        r.profile = routing_profile(entry.profile);
+        r.route = c.route;
+        r.state = entry.state;
+        r.agent_id = entry.agent_id;
+        r.tried_agents = c.tried_agents;
+        r.requested_at = to_time_point(c.started_at);
+        r.last_activity_at = now;  // idle timers restart: the outage was not the visitor's silence
+        if (router_->restore_conversation(r, now) != routing::outcome::ok) {
+            logger("route")->warn("tenant {}: conversation {} could not be restored", tenant_.id, c.id);
+            continue;
+        }
+        conversations_.emplace(c.id, std::move(entry));
+        ++restored;
+    }
+    // Offers pending when the process died are void: their conversations are routed again below.
+    for (const auto& o : open->pending_offers)
+        store_->resolve_offer(tenant_.id, o.id, storage::offer_outcome::withdrawn, to_millis(now), [](auto) {});
+
+    if (restored > 0)
+        logger("route")->info("tenant {}: restored {} open conversation(s), {} availability override(s)", tenant_.id,
+                              restored, open->overrides.size());
+    // Agents need a moment to reconnect after a restart; routing waiting chats at once would send
+    // them all to fallback. Active chats keep their agent meanwhile.
+    restore_timer_.expires_after(restored > 0 ? state_->cfg.routing.restore_window : std::chrono::seconds(0));
+    restore_timer_.async_wait([self = shared_from_this()](error_code ec) {
+        if (ec || self->stopped_) return;
+        routing::actions actions;
+        self->router_->finish_restore(current_time(), actions);
+        self->apply(actions);
+    });
+    asio::post(strand_, [self = shared_from_this()] { self->publish_stats(); });
+    return std::nullopt;
+}
+
+void tenant_hub::shutdown() {
+    on_strand([self = shared_from_this()] {
+        self->stopped_ = true;
+        self->wakeup_timer_.cancel();
+        self->stats_timer_.cancel();
+        self->restore_timer_.cancel();
+        for (auto& [id, entry] : self->sessions_) entry.session->close(websocket::close_code::going_away, "server shutting down");
+    });
+}
+
+void tenant_hub::release_sessions() {
+    sessions_.clear();
+    agent_sessions_.clear();
+    visitor_sessions_.clear();
+}
+
+// ---------------------------------------------------------------------------
+// Sending
+
+void tenant_hub::send(const session_entry& to, const frame_ptr& frame) {
+    to.session->send(frame);
+    global_metrics().frames_out++;
+}
+
+void tenant_hub::send(std::uint64_t session_id, std::string frame) {
+    auto it = sessions_.find(session_id);
+    if (it != sessions_.end()) send(it->second, make_frame(std::move(frame)));
+}
+
+void tenant_hub::reply_error(std::uint64_t session_id, const std::optional<std::string>& re, proto::error_code code,
+                             std::string message) {
+    global_metrics().protocol_errors++;
+    send(session_id, proto::encode_error(re ? std::optional<std::string_view>(*re) : std::nullopt, code, message));
+}
+
+void tenant_hub::reply_ok(std::uint64_t session_id, const std::optional<std::string>& re) {
+    if (re) send(session_id, proto::encode_ok(*re));
+}
+
+void tenant_hub::to_agent(const std::string& agent_id, const frame_ptr& frame, std::uint64_t except_session) {
+    auto it = agent_sessions_.find(agent_id);
+    if (it == agent_sessions_.end()) return;
+    for (auto sid : it->second)
+        if (sid != except_session) send(sessions_.at(sid), frame);
+}
+
+void tenant_hub::to_visitor(const std::string& visitor_id, const frame_ptr& frame, std::uint64_t except_session) {
+    auto it = visitor_sessions_.find(visitor_id);
+    if (it == visitor_sessions_.end()) return;
+    for (auto sid : it->second)
+        if (sid != except_session) send(sessions_.at(sid), frame);
+}
+
+// ---------------------------------------------------------------------------
+// Router actions
+
+void tenant_hub::apply(routing::actions& actions) {
+    auto& m = global_metrics();
+    const auto now_ms = to_millis(current_time());
+    for (auto& action : actions) {
+        std::visit(
+            [&](auto& a) {
+                using A = std::decay_t<decltype(a)>;
+                if constexpr (std::is_same_v<A, routing::send_offer>) {
+                    m.chats_offered++;
+                    offers_[a.offer_id] = {a.conversation_id, a.agent_id, std::chrono::steady_clock::now()};
+                    storage::offer_record offer;
+                    offer.tenant_id = tenant_.id;
+                    offer.id = a.offer_id;
+                    offer.conversation_id = a.conversation_id;
+                    offer.agent_id = a.agent_id;
+                    offer.created_at = now_ms;
+                    offer.expires_at = to_millis(a.expires_at);
+                    store_->put_offer(std::move(offer), [](auto) {});
+                    auto* c = find_conversation(a.conversation_id);
+                    proto::offer event{a.offer_id, a.conversation_id,
+                                       c ? visitor_card_of(*c) : proto::visitor_card{a.visitor_id, {}}, a.route,
+                                       to_millis(a.expires_at)};
+                    to_agent(a.agent_id, make_frame(proto::encode_offer_event(event)));
+                } else if constexpr (std::is_same_v<A, routing::withdraw_offer>) {
+                    if (a.reason == routing::withdraw_reason::expired) m.chats_expired++;
+                    offers_.erase(a.offer_id);
+                    store_->resolve_offer(tenant_.id, a.offer_id,
+                                          a.reason == routing::withdraw_reason::expired
+                                              ? storage::offer_outcome::expired
+                                              : storage::offer_outcome::withdrawn,
+                                          now_ms, [](auto) {});
+                    to_agent(a.agent_id, make_frame(proto::encode_offer_withdrawn_event(a.offer_id, to_proto(a.reason))));
+                } else if constexpr (std::is_same_v<A, routing::notify_visitor>) {
+                    std::string frame = std::visit(
+                        [&](const auto& e) -> std::string {
+                            using E = std::decay_t<decltype(e)>;
+                            namespace ve = routing::visitor_event;
+                            if constexpr (std::is_same_v<E, ve::agent_joined>) {
+                                m.chats_accepted++;
+                                return proto::encode_agent_joined_event(
+                                    a.conversation_id,
+                                    {e.agent_id, e.name,
+                                     e.avatar_url.empty() ? std::nullopt : std::optional<std::string>(e.avatar_url)});
+                            } else if constexpr (std::is_same_v<E, ve::queued>) {
+                                return proto::encode_queued_event(a.conversation_id, e.position);
+                            } else if constexpr (std::is_same_v<E, ve::fallback>) {
+                                m.chats_fallback++;
+                                std::optional<proto::calendar_card> card;
+                                if (e.calendar)
+                                    card = proto::calendar_card{e.calendar->agent_id, e.calendar->agent_name,
+                                                                e.calendar->booking_url};
+                                return proto::encode_fallback_event(
+                                    a.conversation_id,
+                                    e.message.empty() ? std::nullopt : std::optional<std::string_view>(e.message), card);
+                            } else if constexpr (std::is_same_v<E, ve::agent_away>) {
+                                return proto::encode_agent_away_event(a.conversation_id);
+                            } else if constexpr (std::is_same_v<E, ve::agent_back>) {
+                                return proto::encode_agent_back_event(a.conversation_id);
+                            } else {
+                                return proto::encode_ended_event(a.conversation_id, to_proto(e.reason));
+                            }
+                        },
+                        a.event);
+                    to_visitor(a.visitor_id, make_frame(std::move(frame)));
+                } else if constexpr (std::is_same_v<A, routing::notify_agent_availability>) {
+                    to_agent(a.agent_id, make_frame(proto::encode_availability_event(to_proto(a.state))));
+                    // Persist the override so a restart keeps it; a revert clears it.
+                    if (a.state.source == routing::availability_source::override && a.state.until_at)
+                        store_->set_override({tenant_.id, a.agent_id, a.state.available, to_millis(*a.state.until_at),
+                                              now_ms},
+                                             [](auto) {});
+                    else
+                        store_->clear_override(tenant_.id, a.agent_id, [](auto) {});
+                } else if constexpr (std::is_same_v<A, routing::conversation_state_changed>) {
+                    auto it = conversations_.find(a.conversation_id);
+                    if (it == conversations_.end()) return;
+                    auto& c = it->second;
+                    const std::string previous_agent = c.agent_id;
+                    c.state = a.state;
+                    c.route = a.route;
+                    if (a.state == routing::conversation_state::active || a.state == routing::conversation_state::ended)
+                        c.agent_id = a.agent_id;
+                    else
+                        c.agent_id.clear();
+                    if (a.state == routing::conversation_state::queued) m.chats_queued++;
+                    if (a.state == routing::conversation_state::ended) {
+                        c.ended_at = now_ms;
+                        if (a.reason) c.end_reason = end_reason_name(*a.reason);
+                        if (!a.agent_id.empty() && a.reason)
+                            to_agent(a.agent_id, make_frame(proto::encode_ended_event(c.id, to_proto(*a.reason))));
+                    } else if (!previous_agent.empty() && previous_agent != c.agent_id &&
+                               a.state != routing::conversation_state::active) {
+                        // The chat left its agent (grace period over): tell the agent's clients it is gone.
+                        to_agent(previous_agent,
+                                 make_frame(proto::encode_ended_event(c.id, proto::end_reason::no_agent)));
+                    }
+                    persist_conversation(c);
+                    if (a.state == routing::conversation_state::ended) forget_if_done(c.id);
+                } else if constexpr (std::is_same_v<A, routing::record_activity>) {
+                    storage::activity_record activity;
+                    activity.tenant_id = tenant_.id;
+                    activity.visitor_id = a.visitor_id;
+                    activity.type = activity_name(a.type);
+                    activity.at = to_millis(a.at);
+                    activity.conversation_id = a.conversation_id;
+                    if (!a.agent_id.empty()) activity.details = {{"agent_id", a.agent_id}};
+                    if (a.type == routing::activity_type::chat_requested) m.chats_requested++;
+                    store_->append_activity(std::move(activity), [](auto) {});
+                } else if constexpr (std::is_same_v<A, routing::schedule_wakeup>) {
+                    arm_wakeup(a.at);
+                }
+            },
+            action);
+    }
+    actions.clear();
+}
+
+void tenant_hub::arm_wakeup(std::optional<routing::time_point> at) {
+    wakeup_timer_.cancel();
+    if (!at || stopped_) return;
+    auto delay = *at - current_time();
+    wakeup_timer_.expires_after(std::max(routing::duration::zero(), delay));
+    wakeup_timer_.async_wait([self = shared_from_this()](error_code ec) {
+        if (!ec) self->on_wakeup();
+    });
+}
+
+void tenant_hub::on_wakeup() {
+    if (stopped_) return;
+    routing::actions actions;
+    router_->timer_fired(current_time(), actions);
+    apply(actions);
+    // The router says schedule_wakeup only when the earliest deadline changes; re-arm from its answer.
+    arm_wakeup(router_->next_deadline());
+}
+
+void tenant_hub::persist_conversation(const conversation& c) {
+    storage::conversation_record record;
+    record.tenant_id = tenant_.id;
+    record.id = c.id;
+    record.visitor_id = c.visitor_id;
+    record.route = c.route;
+    record.state = to_storage(c.state);
+    if (!c.agent_id.empty()) record.agent_id = c.agent_id;
+    record.started_at = c.started_at;
+    record.ended_at = c.ended_at;
+    record.end_reason = c.end_reason;
+    record.score = c.score;
+    if (auto snapshot = router_->conversation(c.id)) record.tried_agents = snapshot->tried_agents;
+    store_->save_conversation(std::move(record), [](storage::status s) {
+        if (!s) global_metrics().storage_errors++;
+    });
+}
+
+// Gauges are process-wide; each hub adds the change since its last report.
+void tenant_hub::publish_stats() {
+    if (stopped_) return;
+    auto& m = global_metrics();
+    auto now = current_time();
+    auto s = router_->stats();
+    m.agents_available += static_cast<std::int64_t>(s.agents_available) -
+                          static_cast<std::int64_t>(published_stats_.agents_available);
+    m.capacity_in_use += static_cast<std::int64_t>(s.capacity_in_use) -
+                         static_cast<std::int64_t>(published_stats_.capacity_in_use);
+    m.capacity_total += static_cast<std::int64_t>(s.capacity_total) -
+                        static_cast<std::int64_t>(published_stats_.capacity_total);
+    m.queue_depth += static_cast<std::int64_t>(s.queued) - static_cast<std::int64_t>(published_stats_.queued);
+    std::int64_t oldest_ms = 0;
+    for (const auto& [name, body] : routes_)
+        if (auto q = router_->queue(name); q && q->oldest_enqueued_at)
+            oldest_ms = std::max<std::int64_t>(oldest_ms, (now - *q->oldest_enqueued_at).count());
+    // Oldest wait is a maximum over tenants; with one hub per tenant the last writer wins, which is
+    // exact for one tenant and a lower bound otherwise.
+    if (oldest_ms > 0 || published_oldest_wait_ms_ > 0) m.queue_oldest_wait_ms = oldest_ms;
+    published_oldest_wait_ms_ = oldest_ms;
+    published_stats_ = s;
+    stats_timer_.expires_after(std::chrono::seconds(1));
+    stats_timer_.async_wait([self = shared_from_this()](error_code ec) {
+        if (!ec) self->publish_stats();
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Conversations
+
+tenant_hub::conversation* tenant_hub::find_conversation(const std::string& id) {
+    auto it = conversations_.find(id);
+    return it == conversations_.end() ? nullptr : &it->second;
+}
+
+tenant_hub::conversation* tenant_hub::participant_conversation(const session_entry& from, const std::string& id,
+                                                               bool agent_needs_active) {
+    auto* c = find_conversation(id);
+    if (c == nullptr) return nullptr;
+    if (from.role == client_role::visitor) return c->visitor_id == from.principal ? c : nullptr;
+    if (c->agent_id != from.principal) return nullptr;
+    if (agent_needs_active && c->state != routing::conversation_state::active) return nullptr;
+    return c;
+}
+
+proto::visitor_card tenant_hub::visitor_card_of(const conversation& c) const { return {c.visitor_id, c.profile}; }
+
+proto::conversation_entry tenant_hub::entry_of(const conversation& c) const {
+    proto::conversation_entry e;
+    e.id = c.id;
+    e.visitor = visitor_card_of(c);
+    e.state = to_proto(c.state);
+    if (!c.agent_id.empty()) e.agent_id = c.agent_id;
+    e.started_at = c.started_at;
+    e.ended_at = c.ended_at;
+    e.last_message = c.last_message;
+    return e;
+}
+
+// Ended conversations leave memory once their last write has completed.
+void tenant_hub::forget_if_done(const std::string& conversation_id) {
+    auto it = conversations_.find(conversation_id);
+    if (it == conversations_.end()) return;
+    const auto& c = it->second;
+    if (c.state == routing::conversation_state::ended && !c.writing && c.outbox.empty()) conversations_.erase(it);
+}
+
+// ---------------------------------------------------------------------------
+// Sessions
+
+void tenant_hub::visitor_hello(std::shared_ptr<websocket_session> session, std::optional<std::string> re,
+                               std::string visitor_id, proto::visitor_profile profile, bool profile_given) {
+    on_strand([self = shared_from_this(), session = std::move(session), re = std::move(re),
+               visitor_id = std::move(visitor_id), profile = std::move(profile), profile_given]() mutable {
+        auto sid = session->id();
+        self->sessions_[sid] = {session, client_role::visitor, visitor_id};
+        self->visitor_sessions_[visitor_id].push_back(sid);
+        global_metrics().visitor_connections++;
+        if (profile_given) {
+            self->store_->put_visitor(visitor_record_from(self->tenant_.id, visitor_id, profile), [](auto) {});
+        }
+        std::optional<proto::conversation_summary> open;
+        if (auto cid = self->router_->open_conversation_of_visitor(visitor_id)) {
+            if (auto* c = self->find_conversation(*cid)) {
+                if (profile_given) c->profile = profile;
+                open = proto::conversation_summary{c->id, to_proto(c->state), c->last_seq};
+            }
+        }
+        auto resume_token = mint_resume_token(self->tenant_.widget_secret, self->tenant_.id, visitor_id,
+                                              std::chrono::hours(24 * 30), std::chrono::system_clock::now());
+        self->send(sid, proto::encode_visitor_hello_ok(re.value_or(""), visitor_id, resume_token, open));
+    });
+}
+
+void tenant_hub::agent_hello(std::shared_ptr<websocket_session> session, std::optional<std::string> re,
+                             std::string agent_id) {
+    on_strand([self = shared_from_this(), session = std::move(session), re = std::move(re),
+               agent_id = std::move(agent_id)]() mutable {
+        auto agent = self->agents_.find(agent_id);
+        if (agent == self->agents_.end()) {
+            session->send(make_frame(proto::encode_error(re ? std::optional<std::string_view>(*re) : std::nullopt,
+                                                         proto::error_code::unauthorized,
+                                                         "no agent " + agent_id + " in this tenant")));
+            session->close(static_cast<std::uint16_t>(4401), "unknown agent");
+            return;
+        }
+        auto sid = session->id();
+        self->sessions_[sid] = {session, client_role::agent, agent_id};
+        self->agent_sessions_[agent_id].push_back(sid);
+        global_metrics().agent_connections++;
+        const auto now = current_time();
+        routing::actions actions;
+        self->router_->agent_session_opened(agent_id, std::to_string(sid), now, actions);
+
+        proto::agent_info info{agent->second.id, agent->second.name, agent->second.max_chats, agent->second.teams};
+        auto availability = self->router_->availability_of(agent_id, now).value_or(routing::availability{});
+        std::vector<proto::conversation_entry> active;
+        std::vector<proto::offer> offers;
+        if (auto snapshot = self->router_->agent(agent_id)) {
+            for (const auto& cid : snapshot->active_conversations)
+                if (auto* c = self->find_conversation(cid)) active.push_back(self->entry_of(*c));
+            for (const auto& o : snapshot->pending_offers) {
+                auto* c = self->find_conversation(o.conversation_id);
+                offers.push_back({o.offer_id, o.conversation_id,
+                                  c ? self->visitor_card_of(*c) : proto::visitor_card{}, o.route,
+                                  to_millis(o.expires_at)});
+            }
+        }
+        // The hello reply first, then whatever the connection changed (offers, agent_back...).
+        self->send(sid, proto::encode_agent_hello_ok(re.value_or(""), info, to_proto(availability), active, offers));
+        self->apply(actions);
+    });
+}
+
+void tenant_hub::session_closed(std::shared_ptr<websocket_session> session) {
+    on_strand([self = shared_from_this(), session = std::move(session)] {
+        auto it = self->sessions_.find(session->id());
+        if (it == self->sessions_.end()) return;
+        auto entry = std::move(it->second);
+        self->sessions_.erase(it);
+        auto& index = entry.role == client_role::agent ? self->agent_sessions_ : self->visitor_sessions_;
+        if (auto list = index.find(entry.principal); list != index.end()) {
+            std::erase(list->second, session->id());
+            if (list->second.empty()) index.erase(list);
+        }
+        if (entry.role == client_role::agent) {
+            global_metrics().agent_connections--;
+            if (self->stopped_) return;  // shutting down: keep chats as they are for the restart
+            routing::actions actions;
+            self->router_->agent_session_closed(entry.principal, std::to_string(session->id()), current_time(), actions);
+            self->apply(actions);
+        } else {
+            global_metrics().visitor_connections--;
+        }
+    });
+}
+
+void tenant_hub::request(std::shared_ptr<websocket_session> session, proto::client_frame frame) {
+    on_strand([self = shared_from_this(), session = std::move(session), frame = std::move(frame)]() mutable {
+        auto it = self->sessions_.find(session->id());
+        if (it == self->sessions_.end()) return;  // hello refused or session gone
+        const session_entry from = it->second;
+        self->handle(from, session->id(), frame);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Requests
+
+void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::client_frame& frame) {
+    namespace rq = proto::requests;
+    const auto& re = frame.id;
+    const auto now = current_time();
+    routing::actions actions;
+    std::visit(
+        [&](auto& r) {
+            using R = std::decay_t<decltype(r)>;
+            if constexpr (std::is_same_v<R, rq::visitor_hello> || std::is_same_v<R, rq::agent_hello>) {
+                reply_error(sid, re, proto::error_code::bad_request, "hello was already received");
+            } else if constexpr (std::is_same_v<R, rq::request_agent>) {
+                handle_request_agent(from, sid, re, r);
+            } else if constexpr (std::is_same_v<R, rq::send>) {
+                handle_send(from, sid, re, r.conversation_id, storage::message_kind::text, std::move(r.text));
+                if (r.client_msg_id && !conversations_.empty()) {
+                    // handle_send stored the id in the queued write; nothing else to do here.
+                }
+            } else if constexpr (std::is_same_v<R, rq::typing>) {
+                auto* c = participant_conversation(from, r.conversation_id, true);
+                if (c == nullptr) return reply_error(sid, re, proto::error_code::not_found, "no such open conversation");
+                bool from_agent = from.role == client_role::agent;
+                auto event = make_frame(proto::encode_typing_event(
+                    c->id, from_agent ? proto::message_author::agent : proto::message_author::visitor, r.on));
+                if (from_agent) to_visitor(c->visitor_id, event);
+                else if (!c->agent_id.empty()) to_agent(c->agent_id, event);
+                reply_ok(sid, re);
+            } else if constexpr (std::is_same_v<R, rq::end_chat>) {
+                auto* c = participant_conversation(from, r.conversation_id, false);
+                if (c == nullptr) return reply_error(sid, re, proto::error_code::not_found, "no such open conversation");
+                auto outcome = router_->chat_ended(
+                    r.conversation_id, from.role == client_role::agent ? routing::ended_by::agent : routing::ended_by::visitor,
+                    now, actions);
+                if (outcome == routing::outcome::ok) reply_ok(sid, re);
+                else reply_error(sid, re, proto::error_code::conflict, "chat already ended");
+            } else if constexpr (std::is_same_v<R, rq::meeting_booked>) {
+                if (from.role != client_role::visitor) return;
+                storage::activity_record activity;
+                activity.tenant_id = tenant_.id;
+                activity.visitor_id = from.principal;
+                activity.type = "meeting_booked";
+                activity.at = to_millis(now);
+                activity.conversation_id = r.conversation_id;
+                activity.details = {{"agent_id", r.agent_id}, {"start_at", r.start_at}};
+                store_->append_activity(std::move(activity), back_on_strand<void>([self = shared_from_this(), sid, re](storage::status s) {
+                    if (s) self->reply_ok(sid, re);
+                    else self->reply_error(sid, re, to_proto_error(s.kind()), s.failure().message);
+                }));
+            } else if constexpr (std::is_same_v<R, rq::set_availability>) {
+                auto result = router_->set_availability(from.principal, r.available, now, actions);
+                if (!result) return reply_error(sid, re, proto::error_code::not_found, "unknown agent");
+                reply_ok(sid, re);
+            } else if constexpr (std::is_same_v<R, rq::accept>) {
+                handle_accept(from, sid, re, r.offer_id);
+            } else if constexpr (std::is_same_v<R, rq::decline>) {
+                if (router_->offer_declined(r.offer_id, from.principal, now, actions) != routing::outcome::ok)
+                    return reply_error(sid, re, proto::error_code::conflict, "the offer is no longer pending");
+                global_metrics().chats_declined++;
+                offers_.erase(r.offer_id);
+                store_->resolve_offer(tenant_.id, r.offer_id, storage::offer_outcome::declined, to_millis(now),
+                                      [](auto) {});
+                reply_ok(sid, re);
+                // The agent's other tabs drop the offer too.
+                to_agent(from.principal,
+                         make_frame(proto::encode_offer_withdrawn_event(r.offer_id, proto::withdraw_reason::taken)), sid);
+            } else if constexpr (std::is_same_v<R, rq::share_calendar>) {
+                auto target = agents_.find(r.agent_id);
+                if (target == agents_.end()) return reply_error(sid, re, proto::error_code::not_found, "no such agent");
+                if (!target->second.calendar_url)
+                    return reply_error(sid, re, proto::error_code::not_found, "that agent has no calendar_url");
+                nlohmann::json card = {{"agent_id", target->second.id},
+                                       {"agent_name", target->second.name},
+                                       {"booking_url", *target->second.calendar_url}};
+                auto* c = participant_conversation(from, r.conversation_id, true);
+                if (c != nullptr) {
+                    storage::activity_record activity;
+                    activity.tenant_id = tenant_.id;
+                    activity.visitor_id = c->visitor_id;
+                    activity.type = "calendar_shared";
+                    activity.at = to_millis(now);
+                    activity.conversation_id = c->id;
+                    activity.details = {{"agent_id", target->second.id}, {"shared_by", from.principal}};
+                    store_->append_activity(std::move(activity), [](auto) {});
+                }
+                handle_send(from, sid, re, r.conversation_id, storage::message_kind::calendar, card.dump());
+            } else if constexpr (std::is_same_v<R, rq::set_score>) {
+                auto* c = find_conversation(r.conversation_id);
+                if (c != nullptr && c->agent_id == from.principal) {
+                    c->score = r.score;
+                    persist_conversation(*c);
+                    return reply_ok(sid, re);
+                }
+                // A past conversation: read it, check it was this agent's, store the score.
+                store_->get_conversation(
+                    tenant_.id, r.conversation_id,
+                    back_on_strand<storage::conversation_record>(
+                        [self = shared_from_this(), sid, re, agent = from.principal,
+                         score = r.score](storage::result<storage::conversation_record> found) mutable {
+                            if (!found || found->agent_id.value_or("") != agent)
+                                return self->reply_error(sid, re, proto::error_code::not_found,
+                                                         "no such conversation of yours");
+                            auto record = std::move(found.value());
+                            record.score = score;
+                            self->store_->save_conversation(
+                                std::move(record),
+                                self->back_on_strand<void>([self, sid, re](storage::status s) {
+                                    if (s) self->reply_ok(sid, re);
+                                    else self->reply_error(sid, re, to_proto_error(s.kind()), s.failure().message);
+                                }));
+                        }));
+            } else if constexpr (std::is_same_v<R, rq::list_conversations>) {
+                storage::conversation_query q;
+                q.tenant_id = tenant_.id;
+                q.agent_id = from.principal;
+                q.filter = r.filter == proto::conversation_filter::all ? storage::conversation_filter::all
+                                                                       : storage::conversation_filter::active;
+                q.limit = r.limit;
+                q.cursor = r.cursor;
+                q.now = to_millis(now);
+                store_->list_conversations(std::move(q), [self = shared_from_this(), sid, re](
+                                                             storage::result<storage::conversation_page> page) {
+                    if (!page) return self->on_strand([self, sid, re, e = page.failure()] {
+                        self->reply_error(sid, re, to_proto_error(e.kind), e.message);
+                    });
+                    std::vector<proto::conversation_entry> entries;
+                    for (const auto& s : page->conversations) {
+                        proto::conversation_entry e;
+                        e.id = s.conversation.id;
+                        e.visitor = {s.conversation.visitor_id, s.visitor ? proto_profile(*s.visitor) : proto::visitor_profile{}};
+                        e.state = to_proto(s.conversation.state);
+                        e.agent_id = s.conversation.agent_id;
+                        e.started_at = s.conversation.started_at;
+                        e.ended_at = s.conversation.ended_at;
+                        if (s.last_message) e.last_message = chat_message_from(*s.last_message);
+                        entries.push_back(std::move(e));
+                    }
+                    // Encoding happens here on the storage thread; only the send hops to the strand.
+                    auto text = proto::encode_list_conversations_ok(
+                        re.value_or(""), entries,
+                        page->next_cursor ? std::optional<std::string_view>(*page->next_cursor) : std::nullopt);
+                    self->on_strand([self, sid, text = std::move(text)]() mutable { self->send(sid, std::move(text)); });
+                });
+            } else if constexpr (std::is_same_v<R, rq::get_visitor>) {
+                store_->get_visitor(tenant_.id, r.visitor_id,
+                                    [self = shared_from_this(), sid, re, id = r.visitor_id](
+                                        storage::result<storage::visitor_record> v) {
+                                        std::string text =
+                                            v ? proto::encode_get_visitor_ok(re.value_or(""), proto::visitor_card{id, proto_profile(v.value())})
+                                              : proto::encode_error(
+                                                    re ? std::optional<std::string_view>(*re) : std::nullopt,
+                                                    to_proto_error(v.kind()), v.failure().message);
+                                        self->on_strand([self, sid, text = std::move(text)]() mutable {
+                                            self->send(sid, std::move(text));
+                                        });
+                                    });
+            } else if constexpr (std::is_same_v<R, rq::get_activity>) {
+                storage::activity_query q{tenant_.id, r.visitor_id, r.limit, r.cursor, to_millis(now)};
+                store_->get_activity(std::move(q), [self = shared_from_this(), sid, re](
+                                                       storage::result<storage::activity_page> page) {
+                    std::string text;
+                    if (!page) {
+                        text = proto::encode_error(re ? std::optional<std::string_view>(*re) : std::nullopt,
+                                                   to_proto_error(page.kind()), page.failure().message);
+                    } else {
+                        std::vector<proto::activity> list;
+                        for (const auto& a : page->activities)
+                            list.push_back({a.type, a.at, a.conversation_id,
+                                            a.details.is_null() || a.details.empty() ? std::string() : a.details.dump()});
+                        text = proto::encode_get_activity_ok(
+                            re.value_or(""), list,
+                            page->next_cursor ? std::optional<std::string_view>(*page->next_cursor) : std::nullopt);
+                    }
+                    self->on_strand([self, sid, text = std::move(text)]() mutable { self->send(sid, std::move(text)); });
+                });
+            } else if constexpr (std::is_same_v<R, rq::get_transcript>) {
+                store_->get_transcript(tenant_.id, r.conversation_id, to_millis(now),
+                                       [self = shared_from_this(), sid, re](
+                                           storage::result<std::vector<storage::message_record>> messages) {
+                                           std::string text;
+                                           if (!messages) {
+                                               text = proto::encode_error(
+                                                   re ? std::optional<std::string_view>(*re) : std::nullopt,
+                                                   to_proto_error(messages.kind()), messages.failure().message);
+                                           } else {
+                                               std::vector<proto::chat_message> list;
+                                               for (const auto& m : messages.value()) list.push_back(chat_message_from(m));
+                                               text = proto::encode_get_transcript_ok(re.value_or(""), list);
+                                           }
+                                           self->on_strand([self, sid, text = std::move(text)]() mutable {
+                                               self->send(sid, std::move(text));
+                                           });
+                                       });
+            } else if constexpr (std::is_same_v<R, rq::resume>) {
+                handle_resume(sid, re, r);
+            }
+        },
+        frame.request);
+    apply(actions);
+}
+
+void tenant_hub::handle_request_agent(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
+                                      const proto::requests::request_agent& r) {
+    if (from.role != client_role::visitor) return reply_error(sid, re, proto::error_code::forbidden, "visitors only");
+    std::string key;
+    if (r.client_key) {
+        key = from.principal + '\n' + *r.client_key;
+        if (auto known = client_keys_.find(key); known != client_keys_.end()) {
+            auto* c = find_conversation(known->second);
+            auto state = c ? to_proto(c->state) : proto::conversation_state::ended;
+            return send(sid, proto::encode_request_agent_ok(re.value_or(""), known->second, state));
+        }
+    }
+    if (routes_.count(r.route) == 0)
+        return reply_error(sid, re, proto::error_code::not_found, "no route named " + r.route);
+
+    const auto now = current_time();
+    routing::chat_request request;
+    request.conversation_id = random_id("c_");
+    request.visitor_id = from.principal;
+    request.route = r.route;
+    // The profile the visitor gave at hello (kept on an earlier conversation or in storage) is
+    // what rules and account routing see; start from the last known one.
+    proto::visitor_profile profile;
+    for (const auto& [id, c] : conversations_)
+        if (c.visitor_id == from.principal) profile = c.profile;
+    request.profile = routing_profile(profile);
+
+    // Create our record first: the router's actions refer to it.
+    conversation c;
+    c.id = request.conversation_id;
+    c.visitor_id = from.principal;
+    c.route = r.route;
+    c.started_at = to_millis(now);
+    c.profile = profile;
+    auto [it, inserted] = conversations_.emplace(c.id, std::move(c));
+
+    routing::actions actions;
+    auto result = router_->chat_requested(request, now, actions);
+    if (result.result != routing::outcome::ok || !result.created) conversations_.erase(it);
+    if (result.result == routing::outcome::not_found)
+        return reply_error(sid, re, proto::error_code::not_found, "no route named " + r.route);
+    if (result.result != routing::outcome::ok)
+        return reply_error(sid, re, proto::error_code::bad_request, "cannot route this request");
+    if (result.created) persist_conversation(conversations_.at(result.conversation_id));
+    if (!key.empty()) {
+        client_keys_[key] = result.conversation_id;
+        client_key_order_.push_back(key);
+        if (client_key_order_.size() > client_key_capacity) {
+            client_keys_.erase(client_key_order_.front());
+            client_key_order_.pop_front();
+        }
+    }
+    // The ok first, so the widget knows the conversation id before any event about it.
+    send(sid, proto::encode_request_agent_ok(re.value_or(""), result.conversation_id, to_proto(result.state)));
+    apply(actions);
+}
+
+void tenant_hub::handle_send(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
+                             const std::string& conversation_id, storage::message_kind kind, std::string body) {
+    auto* c = participant_conversation(from, conversation_id, true);
+    if (c == nullptr || c->state == routing::conversation_state::ended)
+        return reply_error(sid, re, proto::error_code::not_found, "no such open conversation");
+    if (c->outbox.size() >= max_outbox_per_conversation)
+        return reply_error(sid, re, proto::error_code::rate_limited, "too many messages waiting to be stored");
+    pending_write w;
+    w.message.tenant_id = tenant_.id;
+    w.message.conversation_id = c->id;
+    w.message.sender = from.role == client_role::agent ? storage::sender_kind::agent : storage::sender_kind::visitor;
+    if (from.role == client_role::agent) w.message.agent_id = from.principal;
+    w.message.kind = kind;
+    w.message.body = std::move(body);
+    w.origin_session = sid;
+    w.re = re;
+    w.received_at = std::chrono::steady_clock::now();
+    c->outbox.push_back(std::move(w));
+    submit_next_write(*c);
+}
+
+// Per conversation, one message write in flight: seq is assigned when the
+// write is submitted, so a failed write gives its seq back and seq stays
+// gap-free; group commit still batches across conversations.
+void tenant_hub::submit_next_write(conversation& c) {
+    while (!c.writing && !c.outbox.empty()) {
+        auto w = std::move(c.outbox.front());
+        c.outbox.pop_front();
+        if (w.message.client_msg_id) {
+            auto known = c.stored_client_ids.find(*w.message.client_msg_id);
+            if (known != c.stored_client_ids.end()) {
+                if (w.re) send(w.origin_session, proto::encode_send_ok(*w.re, known->second.first, known->second.second));
+                continue;
+            }
+        }
+        w.message.seq = c.last_seq + 1;
+        w.message.at = to_millis(current_time());
+        c.last_seq = w.message.seq;
+        c.writing = true;
+        auto record = w.message;
+        store_->append_message(
+            std::move(record),
+            [self = shared_from_this(), id = c.id, w = std::move(w)](storage::result<storage::append_outcome> r) mutable {
+                asio::post(self->strand_, [self, id = std::move(id), w = std::move(w), r = std::move(r)]() mutable {
+                    self->on_message_stored(id, std::move(w), std::move(r));
+                });
+            });
+    }
+}
+
+void tenant_hub::on_message_stored(const std::string& conversation_id, pending_write w,
+                                   storage::result<storage::append_outcome> r) {
+    auto* c = find_conversation(conversation_id);
+    if (c == nullptr) return;
+    c->writing = false;
+    if (!r) {
+        c->last_seq = w.message.seq - 1;  // give the seq back: nothing was stored under it
+        global_metrics().storage_errors++;
+        reply_error(w.origin_session, w.re, to_proto_error(r.kind()),
+                    r.kind() == storage::error_kind::unavailable ? "storage unavailable, retry" : r.failure().message);
+    } else if (r->duplicate) {
+        c->last_seq = w.message.seq - 1;
+        if (w.message.client_msg_id) c->stored_client_ids[*w.message.client_msg_id] = {r->seq, r->at};
+        if (w.re) send(w.origin_session, proto::encode_send_ok(*w.re, r->seq, r->at));
+    } else {
+        if (w.message.client_msg_id) c->stored_client_ids[*w.message.client_msg_id] = {r->seq, r->at};
+        auto& m = global_metrics();
+        m.send_ack_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - w.received_at).count());
+        if (w.re) send(w.origin_session, proto::encode_send_ok(*w.re, r->seq, r->at));
+        auto message = chat_message_from(w.message);
+        message.seq = r->seq;
+        message.at = r->at;
+        auto event = make_frame(proto::encode_message_event(message));
+        c->last_message = std::move(message);
+        to_visitor(c->visitor_id, event, w.origin_session);
+        if (!c->agent_id.empty() && c->state == routing::conversation_state::active)
+            to_agent(c->agent_id, event, w.origin_session);
+        routing::actions actions;
+        router_->message_seen(c->id, current_time(), actions);
+        apply(actions);
+        c = find_conversation(conversation_id);
+        if (c == nullptr) return;
+    }
+    submit_next_write(*c);
+    forget_if_done(conversation_id);
+}
+
+void tenant_hub::handle_accept(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
+                               const std::string& offer_id) {
+    const auto now = current_time();
+    routing::actions actions;
+    auto result = router_->offer_accepted(offer_id, from.principal, now, actions);
+    if (result.result != routing::outcome::ok)
+        return reply_error(sid, re, proto::error_code::conflict, "the offer expired, was withdrawn or was taken");
+    if (auto o = offers_.find(offer_id); o != offers_.end()) {
+        global_metrics().offer_to_accept_seconds.observe(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - o->second.offered_at).count());
+        offers_.erase(o);
+    }
+    store_->resolve_offer(tenant_.id, offer_id, storage::offer_outcome::accepted, to_millis(now), [](auto) {});
+    apply(actions);
+    // The agent's other tabs see the offer gone.
+    to_agent(from.principal, make_frame(proto::encode_offer_withdrawn_event(offer_id, proto::withdraw_reason::taken)), sid);
+    auto* c = find_conversation(result.conversation_id);
+    if (c == nullptr) return reply_error(sid, re, proto::error_code::conflict, "the conversation ended");
+    auto entry = entry_of(*c);
+    // Messages the visitor sent while waiting; the ok carries them so the agent starts with the context.
+    store_->get_transcript(tenant_.id, c->id, to_millis(now),
+                           [self = shared_from_this(), sid, re, entry = std::move(entry)](
+                               storage::result<std::vector<storage::message_record>> messages) {
+                               std::vector<proto::chat_message> list;
+                               if (messages)
+                                   for (const auto& m : messages.value()) list.push_back(chat_message_from(m));
+                               auto text = proto::encode_accept_ok(re.value_or(""), entry, list);
+                               self->on_strand([self, sid, text = std::move(text)]() mutable { self->send(sid, std::move(text)); });
+                           });
+}
+
+void tenant_hub::handle_resume(std::uint64_t sid, const std::optional<std::string>& re,
+                               const proto::requests::resume& r) {
+    const auto& from = sessions_.at(sid);
+    auto finish = [self = shared_from_this(), sid, re, conversation_id = r.conversation_id, after = r.after_seq]() {
+        // Replays pages until storage has nothing newer, then ok. Messages stored later reach the
+        // session as live events (it is registered already), so nothing falls in between.
+        auto step = std::make_shared<std::function<void(std::int64_t)>>();
+        *step = [self, sid, re, conversation_id, step](std::int64_t after_seq) {
+            self->store_->messages_after(
+                self->tenant_.id, conversation_id, after_seq, resume_page, to_millis(current_time()),
+                [self, sid, re, conversation_id, step](storage::result<std::vector<storage::message_record>> page) {
+                    std::vector<std::string> frames;
+                    std::int64_t last = -1;
+                    bool more = false;
+                    if (page) {
+                        for (const auto& m : page.value()) {
+                            frames.push_back(proto::encode_message_event(chat_message_from(m)));
+                            last = m.seq;
+                        }
+                        more = page->size() == static_cast<std::size_t>(resume_page);
+                    }
+                    self->on_strand([self, sid, re, step, ok = page.ok(), kind = page.kind(), frames = std::move(frames),
+                                     last, more]() mutable {
+                        if (!ok) return self->reply_error(sid, re, to_proto_error(kind), "cannot read messages now");
+                        for (auto& f : frames) self->send(sid, std::move(f));
+                        if (more) return (*step)(last);
+                        self->reply_ok(sid, re);
+                        *step = nullptr;  // break the self-reference
+                    });
+                });
+        };
+        (*step)(after);
+    };
+    if (auto* c = find_conversation(r.conversation_id)) {
+        bool allowed = from.role == client_role::visitor ? c->visitor_id == from.principal : c->agent_id == from.principal;
+        if (!allowed) return reply_error(sid, re, proto::error_code::not_found, "no such conversation of yours");
+        return finish();
+    }
+    // Not open any more: check ownership in storage.
+    store_->get_conversation(tenant_.id, r.conversation_id,
+                             back_on_strand<storage::conversation_record>(
+                                 [self = shared_from_this(), sid, re, finish, role = from.role,
+                                  principal = from.principal](storage::result<storage::conversation_record> c) {
+                                     bool allowed = c && (role == client_role::visitor
+                                                              ? c->visitor_id == principal
+                                                              : true /* agents read the tenant's history */);
+                                     if (!allowed)
+                                         return self->reply_error(sid, re, proto::error_code::not_found,
+                                                                  "no such conversation of yours");
+                                     finish();
+                                 }));
+}
+
+}  // namespace parley::server
+
+// ---------------------------------------------------------------------------
+// Admin API: persisted first, then applied to the running router on the strand.
+
+namespace parley::server {
+
+void tenant_hub::admin_put_agent(std::string id, proto::admin::agent_body body, admin_done done) {
+    auto record = agent_record_from_body(tenant_.id, id, body);
+    auto config = agent_config_from_record(record);
+    // Validate against the router's rules (time zone exists, ...) before storing anything.
+    try {
+        routing::resolved_schedule check(config.schedule);
+    } catch (const std::exception& e) {
+        return done(admin_error(400, proto::error_code::bad_request, std::string("schedule: ") + e.what()));
+    }
+    store_->put_agent(record, back_on_strand<void>([self = shared_from_this(), record, config,
+                                                   done = std::move(done)](storage::status s) {
+        if (!s) return done(admin_storage_error(s.failure()));
+        routing::actions actions;
+        bool created = self->agents_.count(record.id) == 0;
+        try {
+            self->router_->upsert_agent(config, current_time(), actions);
+        } catch (const std::exception& e) {
+            return done(admin_error(400, proto::error_code::bad_request, e.what()));
+        }
+        self->agents_[record.id] = record;
+        self->apply(actions);
+        logger("route")->info("tenant {}: agent {} {}", self->tenant_.id, record.id, created ? "created" : "updated");
+        done({created ? 201 : 200, agent_record_to_json(record).dump()});
+    }));
+}
+
+void tenant_hub::admin_delete_agent(std::string id, admin_done done) {
+    on_strand([self = shared_from_this(), id = std::move(id), done = std::move(done)]() mutable {
+        if (self->agents_.count(id) == 0) return done(admin_error(404, proto::error_code::not_found, "no such agent"));
+        self->store_->delete_agent(self->tenant_.id, id, self->back_on_strand<void>([self, id, done = std::move(done)](
+                                                                                      storage::status s) {
+            if (!s) return done(admin_storage_error(s.failure()));
+            routing::actions actions;
+            self->router_->remove_agent(id, current_time(), actions);
+            self->agents_.erase(id);
+            self->apply(actions);
+            // Its sessions lose their standing: close them.
+            if (auto it = self->agent_sessions_.find(id); it != self->agent_sessions_.end())
+                for (auto sid : it->second)
+                    self->sessions_.at(sid).session->close(static_cast<std::uint16_t>(4401), "agent deleted");
+            done({204, ""});
+        }));
+    });
+}
+
+void tenant_hub::admin_list_agents(admin_done done) {
+    on_strand([self = shared_from_this(), done = std::move(done)] {
+        nlohmann::json list = nlohmann::json::array();
+        std::vector<const storage::agent_record*> sorted;
+        for (const auto& [id, a] : self->agents_) sorted.push_back(&a);
+        std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->id < b->id; });
+        const auto now = current_time();
+        for (const auto* a : sorted) {
+            auto json = agent_record_to_json(*a);
+            if (auto availability = self->router_->availability_of(a->id, now))
+                json["available"] = availability->available;
+            if (auto snapshot = self->router_->agent(a->id)) {
+                json["connected"] = snapshot->sessions > 0;
+                json["active_chats"] = snapshot->active_conversations.size();
+            }
+            list.push_back(std::move(json));
+        }
+        done({200, nlohmann::json{{"agents", list}}.dump()});
+    });
+}
+
+void tenant_hub::admin_put_route(std::string name, nlohmann::json body, admin_done done) {
+    auto parsed = route_config_from_json(name, body, state_->cfg.routing);
+    if (!parsed) return done({400, proto::admin::encode_admin_error(parsed.error())});
+    auto config = std::move(parsed.value());
+    storage::route_record record{tenant_.id, name, body};
+    on_strand([self = shared_from_this(), record = std::move(record), config = std::move(config),
+               done = std::move(done)]() mutable {
+        // A fallback_route must exist and must not lead back here.
+        std::string next = config.fallback_route;
+        for (int hops = 0; !next.empty(); ++hops) {
+            if (next == config.name || hops > 32)
+                return done(admin_error(400, proto::error_code::bad_request, "fallback_route forms a cycle"));
+            auto it = self->routes_.find(next);
+            if (it == self->routes_.end())
+                return done(admin_error(400, proto::error_code::bad_request,
+                                        "fallback_route: no route named " + next));
+            next = it->second.value("fallback_route", "");
+        }
+        self->store_->put_route(record, self->back_on_strand<void>([self, record, config, done = std::move(done)](
+                                                                     storage::status s) {
+            if (!s) return done(admin_storage_error(s.failure()));
+            routing::actions actions;
+            try {
+                self->router_->upsert_route(config, current_time(), actions);
+            } catch (const std::exception& e) {
+                return done(admin_error(400, proto::error_code::bad_request, e.what()));
+            }
+            bool created = self->routes_.count(record.name) == 0;
+            self->routes_[record.name] = record.config;
+            self->apply(actions);
+            logger("route")->info("tenant {}: route {} {}", self->tenant_.id, record.name, created ? "created" : "updated");
+            auto reply = record.config;
+            reply["name"] = record.name;
+            done({created ? 201 : 200, reply.dump()});
+        }));
+    });
+}
+
+void tenant_hub::admin_delete_route(std::string name, admin_done done) {
+    on_strand([self = shared_from_this(), name = std::move(name), done = std::move(done)]() mutable {
+        if (self->routes_.count(name) == 0) return done(admin_error(404, proto::error_code::not_found, "no such route"));
+        self->store_->delete_route(self->tenant_.id, name, self->back_on_strand<void>([self, name, done = std::move(done)](
+                                                                                       storage::status s) {
+            if (!s) return done(admin_storage_error(s.failure()));
+            routing::actions actions;
+            self->router_->remove_route(name, current_time(), actions);
+            self->routes_.erase(name);
+            self->apply(actions);
+            done({204, ""});
+        }));
+    });
+}
+
+void tenant_hub::admin_put_account(std::string key, std::string agent_id, admin_done done) {
+    on_strand([self = shared_from_this(), key = std::move(key), agent_id = std::move(agent_id),
+               done = std::move(done)]() mutable {
+        if (self->agents_.count(agent_id) == 0)
+            return done(admin_error(400, proto::error_code::bad_request, "agent_id: no such agent"));
+        std::string lowered = key;
+        std::transform(lowered.begin(), lowered.end(), lowered.begin(),
+                       [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+        self->store_->put_account({self->tenant_.id, lowered, agent_id},
+                                  self->back_on_strand<void>([self, lowered, agent_id, done = std::move(done)](
+                                                                 storage::status s) {
+                                      if (!s) return done(admin_storage_error(s.failure()));
+                                      self->router_->upsert_account(lowered, agent_id);
+                                      done({200, nlohmann::json{{"domain", lowered}, {"agent_id", agent_id}}.dump()});
+                                  }));
+    });
+}
+
+void tenant_hub::admin_delete_account(std::string key, admin_done done) {
+    std::transform(key.begin(), key.end(), key.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    store_->delete_account(tenant_.id, key, back_on_strand<void>([self = shared_from_this(), key, done = std::move(done)](
+                                                                    storage::status s) {
+        if (!s) return done(admin_storage_error(s.failure()));
+        if (self->router_->remove_account(key) != routing::outcome::ok)
+            return done(admin_error(404, proto::error_code::not_found, "no such account"));
+        done({204, ""});
+    }));
+}
+
+void tenant_hub::admin_put_visitor(std::string id, proto::visitor_profile profile, admin_done done) {
+    store_->put_visitor(visitor_record_from(tenant_.id, id, profile),
+                        back_on_strand<void>([self = shared_from_this(), id, profile, done = std::move(done)](
+                                                 storage::status s) {
+                            if (!s) return done(admin_storage_error(s.failure()));
+                            // An open conversation shows the new card at once.
+                            for (auto& [cid, c] : self->conversations_)
+                                if (c.visitor_id == id) {
+                                    auto merge = [](std::optional<std::string>& into, const std::optional<std::string>& from) {
+                                        if (from) into = from;
+                                    };
+                                    merge(c.profile.name, profile.name);
+                                    merge(c.profile.job_title, profile.job_title);
+                                    merge(c.profile.email, profile.email);
+                                    merge(c.profile.phone, profile.phone);
+                                    merge(c.profile.crm_status, profile.crm_status);
+                                    merge(c.profile.company, profile.company);
+                                }
+                            done({200, nlohmann::json{{"id", id}}.dump()});
+                        }));
+}
+
+void tenant_hub::admin_add_activity(std::string visitor_id, proto::admin::activity_body body, admin_done done) {
+    storage::activity_record activity;
+    activity.tenant_id = tenant_.id;
+    activity.visitor_id = visitor_id;
+    activity.type = body.type;
+    activity.at = body.at;
+    if (!body.details_json.empty()) activity.details = nlohmann::json::parse(body.details_json, nullptr, false);
+    store_->append_activity(std::move(activity), [done = std::move(done)](storage::status s) {
+        if (!s) return done(admin_storage_error(s.failure()));
+        done({201, "{}"});
+    });
+}
+
+void tenant_hub::transcript_text(std::string conversation_id, admin_done done) {
+    store_->get_transcript(
+        tenant_.id, conversation_id, to_millis(current_time()),
+        [done = std::move(done)](storage::result<std::vector<storage::message_record>> messages) {
+            if (!messages) return done(admin_storage_error(messages.failure()));
+            std::string text;
+            for (const auto& m : messages.value()) {
+                auto seconds = std::chrono::sys_seconds{std::chrono::seconds{m.at / 1000}};
+                std::string who = m.sender == storage::sender_kind::agent ? "agent " + m.agent_id.value_or("")
+                                                                          : std::string("visitor");
+                std::string body = m.body;
+                if (m.kind == storage::message_kind::calendar) {
+                    auto card = nlohmann::json::parse(m.body, nullptr, false);
+                    body = "[calendar] " + (card.is_object() ? card.value("agent_name", "") + " " +
+                                                                  card.value("booking_url", "")
+                                                            : std::string());
+                }
+                text += fmt::format("[{:%Y-%m-%d %H:%M:%S} UTC] #{} {}: {}\n", seconds, m.seq, who, body);
+            }
+            done({200, std::move(text), "text/plain; charset=utf-8"});
+        });
+}
+
+}  // namespace parley::server

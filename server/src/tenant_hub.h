@@ -1,0 +1,195 @@
+#pragma once
+// One tenant's live state, owned by one strand: its routing core, the sessions
+// of its agents and visitors, and the open conversations with their message
+// counters. Sessions post requests here; the hub answers by queueing frames on
+// sessions (never writing sockets itself) and by submitting storage writes,
+// whose completions are posted back to this strand.
+//
+// Invariants:
+//  - every router call happens on the strand, with now = current_time();
+//  - a conversation has at most one message write in flight, so seq numbers
+//    are assigned in order, gap-free, and fan-out order equals seq order;
+//  - an `ok` to `send` goes out only after storage reported the message durable
+//    (durability commit) or queued (relaxed).
+#include <deque>
+#include <functional>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "model.h"
+#include "net.h"
+#include "parley/proto/decode.h"
+#include "parley/routing/tenant_router.h"
+#include "parley/storage/store.h"
+#include "shared_state.h"
+#include "websocket_session.h"
+
+namespace parley::server {
+
+// A reply to an admin HTTP request: status and JSON (or text) body.
+struct admin_reply {
+    int status = 200;
+    std::string body;
+    std::string content_type = "application/json";
+};
+using admin_done = std::function<void(admin_reply)>;
+
+class tenant_hub : public std::enable_shared_from_this<tenant_hub> {
+public:
+    tenant_hub(asio::io_context& ioc, std::shared_ptr<shared_state> state, config::tenant_config tenant,
+               std::shared_ptr<storage::store> store);
+    ~tenant_hub();
+
+    // Start-up, before serving: loads agents, routes, accounts and the open
+    // state (restart recovery) from storage. Blocks the calling thread, never
+    // an I/O thread. Returns a message on failure.
+    std::optional<std::string> load();
+
+    const config::tenant_config& tenant() const { return tenant_; }
+
+    // --- from sessions (any thread; work happens on the hub strand) ---
+    void visitor_hello(std::shared_ptr<websocket_session> session, std::optional<std::string> re,
+                       std::string visitor_id, proto::visitor_profile profile, bool profile_given);
+    void agent_hello(std::shared_ptr<websocket_session> session, std::optional<std::string> re, std::string agent_id);
+    void request(std::shared_ptr<websocket_session> session, proto::client_frame frame);
+    void session_closed(std::shared_ptr<websocket_session> session);
+    // Server shutting down: close sessions with 1001, stop timers so the io_context can run out of work.
+    void shutdown();
+    // After the event loop stopped (no strand work can run): drop the references to sessions,
+    // which reference the dispatcher, which references the hubs.
+    void release_sessions();
+
+    // --- admin API (any thread; `done` runs on a storage or hub thread) ---
+    void admin_put_agent(std::string id, proto::admin::agent_body body, admin_done done);
+    void admin_delete_agent(std::string id, admin_done done);
+    void admin_list_agents(admin_done done);
+    void admin_put_route(std::string name, nlohmann::json body, admin_done done);
+    void admin_delete_route(std::string name, admin_done done);
+    void admin_put_account(std::string key, std::string agent_id, admin_done done);
+    void admin_delete_account(std::string key, admin_done done);
+    void admin_put_visitor(std::string id, proto::visitor_profile profile, admin_done done);
+    void admin_add_activity(std::string visitor_id, proto::admin::activity_body body, admin_done done);
+    void transcript_text(std::string conversation_id, admin_done done);
+
+private:
+    struct session_entry {
+        std::shared_ptr<websocket_session> session;
+        client_role role;
+        std::string principal;  // visitor id or agent id
+    };
+
+    struct pending_write {
+        storage::message_record message;  // seq assigned when submitted
+        std::uint64_t origin_session = 0;
+        std::optional<std::string> re;
+        std::chrono::steady_clock::time_point received_at;
+    };
+
+    struct conversation {
+        std::string id;
+        std::string visitor_id;
+        std::string route;
+        routing::conversation_state state = routing::conversation_state::routing;
+        std::string agent_id;
+        storage::millis started_at = 0;
+        std::optional<storage::millis> ended_at;
+        std::optional<std::string> end_reason;
+        std::optional<int> score;
+        std::int64_t last_seq = 0;  // highest seq stored or in flight
+        proto::visitor_profile profile;
+        std::optional<proto::chat_message> last_message;
+        std::deque<pending_write> outbox;
+        bool writing = false;
+        std::unordered_map<std::string, std::pair<std::int64_t, std::int64_t>> stored_client_ids;  // -> seq, at
+    };
+
+    struct offer_entry {
+        std::string conversation_id;
+        std::string agent_id;
+        std::chrono::steady_clock::time_point offered_at;
+    };
+
+    // Strand helpers.
+    template <typename F>
+    void on_strand(F&& f) {
+        asio::post(strand_, std::forward<F>(f));
+    }
+    // Wraps a storage callback so it runs on the strand, keeping the hub alive.
+    template <typename T, typename F>
+    storage::callback<T> back_on_strand(F&& f) {
+        return [self = shared_from_this(), f = std::forward<F>(f)](storage::result<T> r) mutable {
+            asio::post(self->strand_, [f = std::move(f), r = std::move(r)]() mutable { f(std::move(r)); });
+        };
+    }
+
+    void send(const session_entry& to, const std::shared_ptr<const std::string>& frame);
+    void send(std::uint64_t session_id, std::string frame);
+    void reply_error(std::uint64_t session_id, const std::optional<std::string>& re, proto::error_code code,
+                     std::string message);
+    void reply_ok(std::uint64_t session_id, const std::optional<std::string>& re);
+    void to_agent(const std::string& agent_id, const std::shared_ptr<const std::string>& frame,
+                  std::uint64_t except_session = 0);
+    void to_visitor(const std::string& visitor_id, const std::shared_ptr<const std::string>& frame,
+                    std::uint64_t except_session = 0);
+
+    // Carries out what the router asked for, in order.
+    void apply(routing::actions& actions);
+    void arm_wakeup(std::optional<routing::time_point> at);
+    void on_wakeup();
+    void persist_conversation(const conversation& c);
+    void publish_stats();
+
+    // Requests, on the strand.
+    void handle(const session_entry& from, std::uint64_t session_id, proto::client_frame& frame);
+    void handle_request_agent(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
+                              const proto::requests::request_agent& r);
+    void handle_send(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
+                     const std::string& conversation_id, storage::message_kind kind, std::string body);
+    void handle_accept(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
+                       const std::string& offer_id);
+    void handle_resume(std::uint64_t sid, const std::optional<std::string>& re, const proto::requests::resume& r);
+    void submit_next_write(conversation& c);
+    void on_message_stored(const std::string& conversation_id, pending_write write,
+                           storage::result<storage::append_outcome> result);
+
+    conversation* find_conversation(const std::string& id);
+    // The conversation if `from` may act in it (its visitor, or its active agent).
+    conversation* participant_conversation(const session_entry& from, const std::string& id, bool agent_needs_active);
+    proto::conversation_entry entry_of(const conversation& c) const;
+    proto::visitor_card visitor_card_of(const conversation& c) const;
+    void forget_if_done(const std::string& conversation_id);
+    std::optional<routing::time_point> restore_state(std::string& error);
+
+    std::shared_ptr<shared_state> state_;
+    config::tenant_config tenant_;
+    std::shared_ptr<storage::store> store_;
+    asio::strand<asio::io_context::executor_type> strand_;
+    asio::steady_timer wakeup_timer_;
+    asio::steady_timer stats_timer_;
+    asio::steady_timer restore_timer_;
+    bool stopped_ = false;
+
+    std::unique_ptr<routing::tenant_router> router_;
+    std::unordered_map<std::string, storage::agent_record> agents_;
+    std::unordered_map<std::string, nlohmann::json> routes_;
+    std::unordered_map<std::uint64_t, session_entry> sessions_;
+    std::unordered_map<std::string, std::vector<std::uint64_t>> agent_sessions_;
+    std::unordered_map<std::string, std::vector<std::uint64_t>> visitor_sessions_;
+    std::unordered_map<std::string, conversation> conversations_;
+    std::unordered_map<std::string, offer_entry> offers_;
+    // request_agent idempotency after the conversation ended: (visitor, client_key) -> conversation id,
+    // the most recent client_key_capacity entries.
+    static constexpr std::size_t client_key_capacity = 100'000;
+    std::unordered_map<std::string, std::string> client_keys_;
+    std::deque<std::string> client_key_order_;
+
+    routing::tenant_stats published_stats_{};
+    std::int64_t published_oldest_wait_ms_ = 0;
+};
+
+}  // namespace parley::server

@@ -1,0 +1,217 @@
+#include "websocket_session.h"
+
+#include <atomic>
+
+#include "parley/server/logging.h"
+
+namespace parley::server {
+
+namespace {
+std::atomic<std::uint64_t> next_session_id{1};
+constexpr auto close_grace = std::chrono::seconds(5);  // a close that cannot be sent in time becomes a TCP close
+}  // namespace
+
+websocket_session::websocket_session(tcp::socket&& socket, std::shared_ptr<shared_state> state, client_role role,
+                                     std::shared_ptr<frame_handler> handler)
+    : state_(std::move(state)),
+      ws_(std::move(socket)),
+      role_(role),
+      handler_(std::move(handler)),
+      id_(next_session_id++),
+      hello_timer_(ws_.get_executor()),
+      ping_timer_(ws_.get_executor()),
+      close_deadline_(ws_.get_executor()),
+      last_heard_(std::chrono::steady_clock::now()),
+      rate_tokens_(state_->cfg.limits.frame_burst),
+      rate_refilled_at_(last_heard_) {
+    ++state_->open_connections;
+}
+
+websocket_session::~websocket_session() { --state_->open_connections; }
+
+void websocket_session::run(http::request<http::string_body> upgrade_request) {
+    const auto& limits = state_->cfg.limits;
+    beast::get_lowest_layer(ws_).expires_never();
+    websocket::stream_base::timeout timeouts{};
+    timeouts.handshake_timeout = limits.handshake_timeout;  // upgrade and close handshakes
+    timeouts.idle_timeout = websocket::stream_base::none();  // our own ping timer decides silence
+    timeouts.keep_alive_pings = false;
+    ws_.set_option(timeouts);
+    ws_.read_message_max(limits.max_frame_bytes);  // larger: Beast closes with 1009
+    ws_.auto_fragment(false);
+    ws_.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
+        res.set(http::field::server, "parleyd");
+    }));
+    ws_.control_callback([this](websocket::frame_type, beast::string_view) {
+        last_heard_ = std::chrono::steady_clock::now();
+        ping_in_flight_ = false;
+    });
+    ws_.async_accept(upgrade_request, beast::bind_front_handler(&websocket_session::on_accept, shared_from_this()));
+}
+
+void websocket_session::on_accept(error_code ec) {
+    if (ec) return fail(ec, "accept");
+    hello_timer_.expires_after(state_->cfg.limits.hello_timeout);
+    hello_timer_.async_wait(beast::bind_front_handler(&websocket_session::on_hello_deadline, shared_from_this()));
+    schedule_ping();
+    do_read();
+}
+
+void websocket_session::on_hello_deadline(error_code ec) {
+    if (ec || authenticated || closing_) return;
+    begin_close({static_cast<websocket::close_code>(4408), "no hello in time"});
+}
+
+void websocket_session::schedule_ping() {
+    ping_timer_.expires_after(state_->cfg.limits.ping_interval);
+    ping_timer_.async_wait(beast::bind_front_handler(&websocket_session::on_ping_timer, shared_from_this()));
+}
+
+void websocket_session::on_ping_timer(error_code ec) {
+    if (ec || finished_) return;
+    auto silent_for = std::chrono::steady_clock::now() - last_heard_;
+    if (silent_for >= state_->cfg.limits.peer_silence_timeout) {
+        logger("net")->info("[C{}] peer silent for {}s: dropped", id_,
+                            std::chrono::duration_cast<std::chrono::seconds>(silent_for).count());
+        error_code ignored;
+        beast::get_lowest_layer(ws_).socket().close(ignored);
+        return;
+    }
+    // A ping is a write: never start one beside another write or the close.
+    if (!writing_ && !ping_in_flight_ && !closing_) {
+        ping_in_flight_ = true;
+        ws_.async_ping({}, [self = shared_from_this()](error_code ping_ec) {
+            if (ping_ec) self->fail(ping_ec, "ping");
+        });
+    }
+    schedule_ping();
+}
+
+void websocket_session::do_read() {
+    ws_.async_read(buffer_, beast::bind_front_handler(&websocket_session::on_read, shared_from_this()));
+}
+
+void websocket_session::on_read(error_code ec, std::size_t) {
+    if (ec) return fail(ec, "read");
+    last_heard_ = std::chrono::steady_clock::now();
+    if (closing_) {
+        buffer_.consume(buffer_.size());
+        return do_read();  // keep reading so the peer's close reply is seen
+    }
+    if (!ws_.got_text()) {
+        buffer_.consume(buffer_.size());
+        begin_close({websocket::close_code::unknown_data, "binary frames are not accepted"});
+        return do_read();
+    }
+    std::string text = beast::buffers_to_string(buffer_.data());
+    buffer_.consume(buffer_.size());
+    handler_->on_text(shared_from_this(), std::move(text));
+    do_read();
+}
+
+bool websocket_session::admit_client_frame() {
+    const auto& limits = state_->cfg.limits;
+    auto now = std::chrono::steady_clock::now();
+    std::chrono::duration<double> elapsed = now - rate_refilled_at_;
+    rate_refilled_at_ = now;
+    rate_tokens_ = std::min<double>(limits.frame_burst, rate_tokens_ + elapsed.count() * limits.frames_per_second);
+    if (rate_tokens_ >= 1.0) {
+        rate_tokens_ -= 1.0;
+        consecutive_refusals_ = 0;
+        return true;
+    }
+    if (++consecutive_refusals_ >= limits.abuse_close_after)
+        begin_close({websocket::close_code::policy_error, "rate limit exceeded"});
+    return false;
+}
+
+void websocket_session::send(outbound_frame message) {
+    asio::post(ws_.get_executor(), [self = shared_from_this(), message = std::move(message)]() mutable {
+        if (self->closing_ || self->finished_) return;
+        const auto& limits = self->state_->cfg.limits;
+        self->outbound_bytes_ += message->size();
+        self->outbound_.push_back(std::move(message));
+        if (self->outbound_.size() > limits.outbound_max_frames || self->outbound_bytes_ > limits.outbound_max_bytes) {
+            logger("net")->info("[C{}] slow consumer: {} frames / {} bytes queued, closing 1013", self->id_,
+                                self->outbound_.size(), self->outbound_bytes_);
+            self->outbound_.clear();
+            self->outbound_bytes_ = 0;
+            self->begin_close({websocket::close_code::try_again_later, "slow consumer"});
+            return;
+        }
+        self->do_write();
+    });
+}
+
+void websocket_session::do_write() {
+    if (writing_ || finished_) return;
+    if (outbound_.empty()) {
+        if (pending_close_) {
+            auto reason = *pending_close_;
+            pending_close_.reset();
+            writing_ = true;
+            ws_.async_close(reason, [self = shared_from_this()](error_code ec) {
+                self->writing_ = false;
+                if (ec) self->fail(ec, "close");
+            });
+        }
+        return;
+    }
+    writing_ = true;
+    ws_.text(true);
+    ws_.async_write(asio::buffer(*outbound_.front()),
+                    beast::bind_front_handler(&websocket_session::on_write, shared_from_this()));
+}
+
+void websocket_session::on_write(error_code ec, std::size_t) {
+    writing_ = false;
+    if (ec) return fail(ec, "write");
+    if (!outbound_.empty()) {
+        outbound_bytes_ -= outbound_.front()->size();
+        outbound_.pop_front();
+    }
+    do_write();
+}
+
+void websocket_session::close(websocket::close_code code, std::string reason) {
+    asio::post(ws_.get_executor(), [self = shared_from_this(), code, reason = std::move(reason)] {
+        self->begin_close({code, reason});
+    });
+}
+
+// Sends what is already queued, then the close frame. If that cannot happen
+// within close_grace (a peer that stopped reading), the TCP connection is cut.
+void websocket_session::begin_close(websocket::close_reason reason) {
+    if (closing_ || finished_) return;
+    closing_ = true;
+    pending_close_ = reason;
+    hello_timer_.cancel();
+    close_deadline_.expires_after(close_grace);
+    close_deadline_.async_wait([self = shared_from_this()](error_code ec) {
+        if (ec || self->finished_) return;
+        error_code ignored;
+        beast::get_lowest_layer(self->ws_).socket().close(ignored);
+    });
+    do_write();
+}
+
+void websocket_session::fail(error_code ec, const char* what) {
+    if (ec != websocket::error::closed && ec != asio::error::operation_aborted && ec != asio::error::eof &&
+        ec != asio::error::connection_reset && ec != beast::error::timeout)
+        logger("net")->debug("[C{}] {}: {}", id_, what, ec.message());
+    finish();
+}
+
+void websocket_session::finish() {
+    if (finished_) return;
+    finished_ = true;
+    hello_timer_.cancel();
+    ping_timer_.cancel();
+    close_deadline_.cancel();
+    error_code ignored;
+    beast::get_lowest_layer(ws_).socket().close(ignored);
+    outbound_.clear();
+    handler_->on_closed(shared_from_this());
+}
+
+}  // namespace parley::server
