@@ -16,7 +16,7 @@ namespace parley::server {
 namespace {
 
 constexpr std::size_t max_outbox_per_conversation = 256;
-constexpr int resume_page = 1000;
+constexpr int resume_page = 200;  // messages per storage read while replaying
 
 using frame_ptr = std::shared_ptr<const std::string>;
 frame_ptr make_frame(std::string text) { return std::make_shared<const std::string>(std::move(text)); }
@@ -142,7 +142,10 @@ std::optional<routing::time_point> tenant_hub::restore_state(std::string& error)
         entry.started_at = c.started_at;
         entry.score = c.score;
         entry.last_seq = c.last_seq;
-        if (visitor) entry.profile = proto_profile(visitor.value());
+        if (visitor) {
+            entry.profile = proto_profile(visitor.value());
+            visitor_profiles_[c.visitor_id] = entry.profile;
+        }
 
         routing::restored_conversation r;
         r.conversation_id = c.id;
@@ -456,7 +459,11 @@ void tenant_hub::forget_if_done(const std::string& conversation_id) {
     auto it = conversations_.find(conversation_id);
     if (it == conversations_.end()) return;
     const auto& c = it->second;
-    if (c.state == routing::conversation_state::ended && !c.writing && c.outbox.empty()) conversations_.erase(it);
+    if (c.state == routing::conversation_state::ended && !c.writing && c.outbox.empty()) {
+        const std::string visitor_id = c.visitor_id;
+        conversations_.erase(it);
+        forget_visitor_if_gone(visitor_id);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -472,18 +479,39 @@ void tenant_hub::visitor_hello(std::shared_ptr<websocket_session> session, std::
         global_metrics().visitor_connections++;
         if (profile_given) {
             self->store_->put_visitor(visitor_record_from(self->tenant_.id, visitor_id, profile), [](auto) {});
+            self->visitor_profiles_[visitor_id] = profile;
+            if (auto cid = self->router_->open_conversation_of_visitor(visitor_id))
+                if (auto* c = self->find_conversation(*cid)) c->profile = profile;
         }
-        std::optional<proto::conversation_summary> open;
-        if (auto cid = self->router_->open_conversation_of_visitor(visitor_id)) {
-            if (auto* c = self->find_conversation(*cid)) {
-                if (profile_given) c->profile = profile;
-                open = proto::conversation_summary{c->id, to_proto(c->state), c->last_seq};
-            }
-        }
-        auto resume_token = mint_resume_token(self->tenant_.widget_secret, self->tenant_.id, visitor_id,
-                                              std::chrono::hours(24 * 30), std::chrono::system_clock::now());
-        self->send(sid, proto::encode_visitor_hello_ok(re.value_or(""), visitor_id, resume_token, open));
+        if (profile_given || self->visitor_profiles_.count(visitor_id) != 0)
+            return self->finish_visitor_hello(sid, re, visitor_id);
+        // A returning visitor without a profile in this hello: the stored card is what routing
+        // rules and agents see. The ok waits for it.
+        self->store_->get_visitor(
+            self->tenant_.id, visitor_id,
+            self->back_on_strand<storage::visitor_record>(
+                [self, sid, re = std::move(re), visitor_id](storage::result<storage::visitor_record> stored) {
+                    if (self->sessions_.count(sid) == 0) return;
+                    if (stored) self->visitor_profiles_.try_emplace(visitor_id, proto_profile(stored.value()));
+                    self->finish_visitor_hello(sid, re, visitor_id);
+                }));
     });
+}
+
+void tenant_hub::finish_visitor_hello(std::uint64_t sid, const std::optional<std::string>& re,
+                                      const std::string& visitor_id) {
+    std::optional<proto::conversation_summary> open;
+    if (auto cid = router_->open_conversation_of_visitor(visitor_id))
+        if (auto* c = find_conversation(*cid)) open = proto::conversation_summary{c->id, to_proto(c->state), c->last_seq};
+    auto resume_token = mint_resume_token(tenant_.widget_secret, tenant_.id, visitor_id, std::chrono::hours(24 * 30),
+                                          std::chrono::system_clock::now());
+    send(sid, proto::encode_visitor_hello_ok(re.value_or(""), visitor_id, resume_token, open));
+}
+
+// The profile of a visitor is kept while it has a session or an open conversation.
+void tenant_hub::forget_visitor_if_gone(const std::string& visitor_id) {
+    if (visitor_sessions_.count(visitor_id) == 0 && !router_->open_conversation_of_visitor(visitor_id))
+        visitor_profiles_.erase(visitor_id);
 }
 
 void tenant_hub::agent_hello(std::shared_ptr<websocket_session> session, std::optional<std::string> re,
@@ -545,6 +573,7 @@ void tenant_hub::session_closed(std::shared_ptr<websocket_session> session) {
             self->apply(actions);
         } else {
             global_metrics().visitor_connections--;
+            self->forget_visitor_if_gone(entry.principal);
         }
     });
 }
@@ -574,10 +603,8 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
             } else if constexpr (std::is_same_v<R, rq::request_agent>) {
                 handle_request_agent(from, sid, re, r);
             } else if constexpr (std::is_same_v<R, rq::send>) {
-                handle_send(from, sid, re, r.conversation_id, storage::message_kind::text, std::move(r.text));
-                if (r.client_msg_id && !conversations_.empty()) {
-                    // handle_send stored the id in the queued write; nothing else to do here.
-                }
+                handle_send(from, sid, re, r.conversation_id, storage::message_kind::text, std::move(r.text),
+                            std::move(r.client_msg_id));
             } else if constexpr (std::is_same_v<R, rq::typing>) {
                 auto* c = participant_conversation(from, r.conversation_id, true);
                 if (c == nullptr) return reply_error(sid, re, proto::error_code::not_found, "no such open conversation");
@@ -783,8 +810,7 @@ void tenant_hub::handle_request_agent(const session_entry& from, std::uint64_t s
     // The profile the visitor gave at hello (kept on an earlier conversation or in storage) is
     // what rules and account routing see; start from the last known one.
     proto::visitor_profile profile;
-    for (const auto& [id, c] : conversations_)
-        if (c.visitor_id == from.principal) profile = c.profile;
+    if (auto known = visitor_profiles_.find(from.principal); known != visitor_profiles_.end()) profile = known->second;
     request.profile = routing_profile(profile);
 
     // Create our record first: the router's actions refer to it.
@@ -818,7 +844,8 @@ void tenant_hub::handle_request_agent(const session_entry& from, std::uint64_t s
 }
 
 void tenant_hub::handle_send(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
-                             const std::string& conversation_id, storage::message_kind kind, std::string body) {
+                             const std::string& conversation_id, storage::message_kind kind, std::string body,
+                             std::optional<std::string> client_msg_id) {
     auto* c = participant_conversation(from, conversation_id, true);
     if (c == nullptr || c->state == routing::conversation_state::ended)
         return reply_error(sid, re, proto::error_code::not_found, "no such open conversation");
@@ -831,6 +858,7 @@ void tenant_hub::handle_send(const session_entry& from, std::uint64_t sid, const
     if (from.role == client_role::agent) w.message.agent_id = from.principal;
     w.message.kind = kind;
     w.message.body = std::move(body);
+    w.message.client_msg_id = std::move(client_msg_id);
     w.origin_session = sid;
     w.re = re;
     w.received_at = std::chrono::steady_clock::now();
@@ -935,38 +963,53 @@ void tenant_hub::handle_accept(const session_entry& from, std::uint64_t sid, con
                            });
 }
 
+// One `resume`: pages of stored messages handed to the session paced by its
+// outbound queue (websocket_session::send_paced), so a long gap never trips
+// the slow-consumer bound; then `ok`. Each step holds the next by shared_ptr
+// only: if the session goes away, the chain is dropped with it.
+struct tenant_hub::resume_replay : std::enable_shared_from_this<resume_replay> {
+    resume_replay(std::shared_ptr<tenant_hub> h, std::shared_ptr<websocket_session> s, std::optional<std::string> r,
+                  std::string c)
+        : hub(std::move(h)), session(std::move(s)), re(std::move(r)), conversation_id(std::move(c)) {}
+
+    void read_after(std::int64_t after_seq) {
+        hub->store_->messages_after(
+            hub->tenant_.id, conversation_id, after_seq, resume_page, to_millis(current_time()),
+            [self = shared_from_this()](storage::result<std::vector<storage::message_record>> page) {
+                if (!page) {
+                    self->session->send(make_frame(proto::encode_error(
+                        self->re ? std::optional<std::string_view>(*self->re) : std::nullopt,
+                        to_proto_error(page.kind()), "cannot read messages now")));
+                    return;
+                }
+                // Encoded here, on the storage thread; the session only queues them.
+                std::vector<frame_ptr> frames;
+                frames.reserve(page->size());
+                for (const auto& m : page.value()) frames.push_back(make_frame(proto::encode_message_event(chat_message_from(m))));
+                global_metrics().frames_out += frames.size();
+                const bool more = page->size() == static_cast<std::size_t>(resume_page);
+                const std::int64_t last = page->empty() ? 0 : page->back().seq;
+                self->session->send_paced(std::move(frames), [self, more, last] {
+                    if (more) return self->read_after(last);
+                    if (self->re) self->session->send(make_frame(proto::encode_ok(*self->re)));
+                });
+            });
+    }
+
+    std::shared_ptr<tenant_hub> hub;
+    std::shared_ptr<websocket_session> session;
+    std::optional<std::string> re;
+    std::string conversation_id;
+};
+
 void tenant_hub::handle_resume(std::uint64_t sid, const std::optional<std::string>& re,
                                const proto::requests::resume& r) {
     const auto& from = sessions_.at(sid);
-    auto finish = [self = shared_from_this(), sid, re, conversation_id = r.conversation_id, after = r.after_seq]() {
-        // Replays pages until storage has nothing newer, then ok. Messages stored later reach the
-        // session as live events (it is registered already), so nothing falls in between.
-        auto step = std::make_shared<std::function<void(std::int64_t)>>();
-        *step = [self, sid, re, conversation_id, step](std::int64_t after_seq) {
-            self->store_->messages_after(
-                self->tenant_.id, conversation_id, after_seq, resume_page, to_millis(current_time()),
-                [self, sid, re, conversation_id, step](storage::result<std::vector<storage::message_record>> page) {
-                    std::vector<std::string> frames;
-                    std::int64_t last = -1;
-                    bool more = false;
-                    if (page) {
-                        for (const auto& m : page.value()) {
-                            frames.push_back(proto::encode_message_event(chat_message_from(m)));
-                            last = m.seq;
-                        }
-                        more = page->size() == static_cast<std::size_t>(resume_page);
-                    }
-                    self->on_strand([self, sid, re, step, ok = page.ok(), kind = page.kind(), frames = std::move(frames),
-                                     last, more]() mutable {
-                        if (!ok) return self->reply_error(sid, re, to_proto_error(kind), "cannot read messages now");
-                        for (auto& f : frames) self->send(sid, std::move(f));
-                        if (more) return (*step)(last);
-                        self->reply_ok(sid, re);
-                        *step = nullptr;  // break the self-reference
-                    });
-                });
-        };
-        (*step)(after);
+    auto finish = [self = shared_from_this(), session = from.session, re, conversation_id = r.conversation_id,
+                   after = r.after_seq]() {
+        // Messages stored after the replay's reads reach the session as live events (it is
+        // registered already), so nothing falls in between.
+        std::make_shared<resume_replay>(self, session, re, conversation_id)->read_after(after);
     };
     if (auto* c = find_conversation(r.conversation_id)) {
         bool allowed = from.role == client_role::visitor ? c->visitor_id == from.principal : c->agent_id == from.principal;
@@ -1148,19 +1191,22 @@ void tenant_hub::admin_put_visitor(std::string id, proto::visitor_profile profil
                         back_on_strand<void>([self = shared_from_this(), id, profile, done = std::move(done)](
                                                  storage::status s) {
                             if (!s) return done(admin_storage_error(s.failure()));
-                            // An open conversation shows the new card at once.
-                            for (auto& [cid, c] : self->conversations_)
-                                if (c.visitor_id == id) {
-                                    auto merge = [](std::optional<std::string>& into, const std::optional<std::string>& from) {
-                                        if (from) into = from;
-                                    };
-                                    merge(c.profile.name, profile.name);
-                                    merge(c.profile.job_title, profile.job_title);
-                                    merge(c.profile.email, profile.email);
-                                    merge(c.profile.phone, profile.phone);
-                                    merge(c.profile.crm_status, profile.crm_status);
-                                    merge(c.profile.company, profile.company);
-                                }
+                            // A connected visitor and its open conversation show the new card at once.
+                            auto merge_into = [&profile](proto::visitor_profile& card) {
+                                auto merge = [](std::optional<std::string>& into, const std::optional<std::string>& from) {
+                                    if (from) into = from;
+                                };
+                                merge(card.name, profile.name);
+                                merge(card.job_title, profile.job_title);
+                                merge(card.email, profile.email);
+                                merge(card.phone, profile.phone);
+                                merge(card.crm_status, profile.crm_status);
+                                merge(card.company, profile.company);
+                            };
+                            if (auto known = self->visitor_profiles_.find(id); known != self->visitor_profiles_.end())
+                                merge_into(known->second);
+                            if (auto cid = self->router_->open_conversation_of_visitor(id))
+                                if (auto* c = self->find_conversation(*cid)) merge_into(c->profile);
                             done({200, nlohmann::json{{"id", id}}.dump()});
                         }));
 }

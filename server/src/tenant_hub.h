@@ -77,6 +77,8 @@ public:
     void transcript_text(std::string conversation_id, admin_done done);
 
 private:
+    struct resume_replay;
+
     struct session_entry {
         std::shared_ptr<websocket_session> session;
         client_role role;
@@ -149,7 +151,8 @@ private:
     void handle_request_agent(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
                               const proto::requests::request_agent& r);
     void handle_send(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
-                     const std::string& conversation_id, storage::message_kind kind, std::string body);
+                     const std::string& conversation_id, storage::message_kind kind, std::string body,
+                     std::optional<std::string> client_msg_id = std::nullopt);
     void handle_accept(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
                        const std::string& offer_id);
     void handle_resume(std::uint64_t sid, const std::optional<std::string>& re, const proto::requests::resume& r);
@@ -163,6 +166,8 @@ private:
     proto::conversation_entry entry_of(const conversation& c) const;
     proto::visitor_card visitor_card_of(const conversation& c) const;
     void forget_if_done(const std::string& conversation_id);
+    void forget_visitor_if_gone(const std::string& visitor_id);
+    void finish_visitor_hello(std::uint64_t sid, const std::optional<std::string>& re, const std::string& visitor_id);
     std::optional<routing::time_point> restore_state(std::string& error);
 
     std::shared_ptr<shared_state> state_;
@@ -181,6 +186,8 @@ private:
     std::unordered_map<std::string, std::vector<std::uint64_t>> agent_sessions_;
     std::unordered_map<std::string, std::vector<std::uint64_t>> visitor_sessions_;
     std::unordered_map<std::string, conversation> conversations_;
+    // Visitor cards of visitors with a session or an open conversation: what routing rules see.
+    std::unordered_map<std::string, proto::visitor_profile> visitor_profiles_;
     std::unordered_map<std::string, offer_entry> offers_;
     // request_agent idempotency after the conversation ended: (visitor, client_key) -> conversation id,
     // the most recent client_key_capacity entries.

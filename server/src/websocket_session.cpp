@@ -2,6 +2,7 @@
 
 #include <atomic>
 
+#include "metrics.h"
 #include "parley/server/logging.h"
 
 namespace parley::server {
@@ -134,13 +135,42 @@ void websocket_session::send(outbound_frame message) {
         if (self->outbound_.size() > limits.outbound_max_frames || self->outbound_bytes_ > limits.outbound_max_bytes) {
             logger("net")->info("[C{}] slow consumer: {} frames / {} bytes queued, closing 1013", self->id_,
                                 self->outbound_.size(), self->outbound_bytes_);
-            self->outbound_.clear();
-            self->outbound_bytes_ = 0;
+            global_metrics().slow_consumer_closes++;
+            // The frame being written must outlive its write; everything after it is dropped
+            // (it stays in storage for resume).
+            auto keep = self->writing_ ? 1 : 0;
+            self->outbound_.erase(self->outbound_.begin() + keep, self->outbound_.end());
+            self->outbound_bytes_ = keep ? self->outbound_.front()->size() : 0;
             self->begin_close({websocket::close_code::try_again_later, "slow consumer"});
             return;
         }
         self->do_write();
     });
+}
+
+void websocket_session::send_paced(std::vector<outbound_frame> frames, std::function<void()> done) {
+    asio::post(ws_.get_executor(), [self = shared_from_this(), frames = std::move(frames), done = std::move(done)]() mutable {
+        if (self->closing_ || self->finished_) return;
+        for (auto& f : frames) self->paced_.push_back(std::move(f));
+        self->paced_done_ = std::move(done);
+        self->feed_paced();
+        self->do_write();
+    });
+}
+
+void websocket_session::feed_paced() {
+    const auto& limits = state_->cfg.limits;
+    while (!paced_.empty() && outbound_.size() < std::max<std::size_t>(1, limits.outbound_max_frames / 2) &&
+           outbound_bytes_ < limits.outbound_max_bytes / 2) {
+        outbound_bytes_ += paced_.front()->size();
+        outbound_.push_back(std::move(paced_.front()));
+        paced_.pop_front();
+    }
+    if (paced_.empty() && paced_done_) {
+        auto done = std::move(paced_done_);
+        paced_done_ = nullptr;
+        done();
+    }
 }
 
 void websocket_session::do_write() {
@@ -170,6 +200,7 @@ void websocket_session::on_write(error_code ec, std::size_t) {
         outbound_bytes_ -= outbound_.front()->size();
         outbound_.pop_front();
     }
+    feed_paced();
     do_write();
 }
 
@@ -185,6 +216,8 @@ void websocket_session::begin_close(websocket::close_reason reason) {
     if (closing_ || finished_) return;
     closing_ = true;
     pending_close_ = reason;
+    paced_.clear();
+    paced_done_ = nullptr;
     hello_timer_.cancel();
     close_deadline_.expires_after(close_grace);
     close_deadline_.async_wait([self = shared_from_this()](error_code ec) {
@@ -210,7 +243,10 @@ void websocket_session::finish() {
     close_deadline_.cancel();
     error_code ignored;
     beast::get_lowest_layer(ws_).socket().close(ignored);
-    outbound_.clear();
+    paced_.clear();
+    paced_done_ = nullptr;
+    // A write still in flight completes (aborted) later and may touch its frame: keep that one.
+    outbound_.erase(outbound_.begin() + (writing_ && !outbound_.empty() ? 1 : 0), outbound_.end());
     handler_->on_closed(shared_from_this());
 }
 

@@ -43,6 +43,11 @@ public:
 
     // Thread-safe: queue a frame for sending (posted to the session's strand).
     void send(outbound_frame message);
+    // Thread-safe: queue `frames` only while the outbound queue is below half
+    // its bounds (a bulk replay must not trip the slow-consumer close), then
+    // call `done` on the session's strand. Dropped, `done` uncalled, if the
+    // session closes first.
+    void send_paced(std::vector<outbound_frame> frames, std::function<void()> done);
     // Thread-safe: send what is queued, then close with `code` (1000, 1001, 1008, 4401...).
     void close(websocket::close_code code, std::string reason = {});
     void close(std::uint16_t code, std::string reason = {}) {
@@ -67,6 +72,7 @@ private:
     void do_read();
     void on_read(error_code ec, std::size_t bytes);
     void do_write();
+    void feed_paced();
     void on_write(error_code ec, std::size_t bytes);
     void on_hello_deadline(error_code ec);
     void schedule_ping();
@@ -84,6 +90,8 @@ private:
 
     std::deque<outbound_frame> outbound_;
     std::size_t outbound_bytes_ = 0;
+    std::deque<outbound_frame> paced_;  // waiting for room in outbound_
+    std::function<void()> paced_done_;
     bool writing_ = false;
     bool closing_ = false;  // close requested: no more reads dispatched, no new frames queued
     bool finished_ = false;

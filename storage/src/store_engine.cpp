@@ -410,15 +410,17 @@ void store_engine::fail_all_queued(const error& why) {
     mark_finished(failed.size());
 }
 
-void store_engine::flush() {
-    std::uint64_t target = 0;
-    {
-        std::lock_guard lock(mutex_);
-        target = submitted_;
-    }
+std::uint64_t store_engine::writes_submitted() const {
+    std::lock_guard lock(mutex_);
+    return submitted_;
+}
+
+void store_engine::wait_for_writes(std::uint64_t target) {
     std::unique_lock lock(finished_mutex_);
     finished_changed_.wait(lock, [&] { return finished_ >= target; });
 }
+
+void store_engine::flush() { wait_for_writes(writes_submitted()); }
 
 bool store_engine::ready() const { return ready_.load(); }
 
@@ -459,9 +461,14 @@ void store_engine::reader_loop() {
     }
 }
 
+// Reads see every write submitted before them (read-your-writes): a reader
+// first waits until the writer has finished (committed or failed) all of
+// those, which costs at most one group-commit batch.
 template <class T, class Query>
 void store_engine::submit_read(callback<T> done, Query query) {
-    read_job job = [done, query = std::move(query)](sql_connection* c, const error* failure) -> bool {
+    read_job job = [this, done, query = std::move(query), writes_before = writes_submitted()](
+                       sql_connection* c, const error* failure) -> bool {
+        wait_for_writes(writes_before);
         if (failure) {
             if (done) done(result<T>(*failure));
             return false;

@@ -92,6 +92,8 @@ private:
     static void complete(write_job& job, result<append_outcome> outcome);
     static void complete(write_job& job, std::optional<error> outcome);
     void mark_finished(std::size_t count);
+    std::uint64_t writes_submitted() const;
+    void wait_for_writes(std::uint64_t target);  // until the writer finished that many writes
 
     void reader_loop();
 

@@ -128,6 +128,18 @@ std::optional<std::string> ws_client::receive(std::chrono::milliseconds timeout)
 }
 
 nlohmann::json ws_client::expect(const std::string& type, std::chrono::milliseconds timeout, const std::string& re) {
+    auto matches = [&](const nlohmann::json& message) {
+        return message.is_object() && (type.empty() || message.value("type", "") == type) &&
+               (re.empty() || message.value("re", "") == re);
+    };
+    // A frame skipped earlier (while waiting for a reply, say) counts first.
+    for (auto it = impl_->skipped.begin(); it != impl_->skipped.end(); ++it) {
+        if (matches(*it)) {
+            auto message = std::move(*it);
+            impl_->skipped.erase(it);
+            return message;
+        }
+    }
     auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
         auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
@@ -135,9 +147,7 @@ nlohmann::json ws_client::expect(const std::string& type, std::chrono::milliseco
         auto frame = receive(remaining);
         if (!frame) break;
         auto message = nlohmann::json::parse(*frame, nullptr, false);
-        if (message.is_object() && message.value("type", "") == type &&
-            (re.empty() || message.value("re", "") == re))
-            return message;
+        if (matches(message)) return message;
         impl_->skipped.push_back(message);
     }
     std::string seen;

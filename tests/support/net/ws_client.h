@@ -41,8 +41,9 @@ public:
     // Next received text frame, or nullopt if none arrived within `timeout`
     // or the connection closed.
     std::optional<std::string> receive(std::chrono::milliseconds timeout = std::chrono::seconds(5));
-    // Receives frames until one parses to JSON with "type" == type (and, when
-    // `re` is given, "re" == re); earlier frames are kept in skipped().
+    // The first frame, among those skipped earlier and then those still to
+    // come, that parses to JSON with "type" == type (any type when empty) and,
+    // when `re` is given, "re" == re; frames passed over are kept in skipped().
     nlohmann::json expect(const std::string& type, std::chrono::milliseconds timeout = std::chrono::seconds(5),
                           const std::string& re = {});
     // Sends a request and returns the reply carrying re == id ("ok" or "error").

@@ -1,0 +1,125 @@
+#pragma once
+// A running parleyd with tenants t1 and t2 (tests/support/net test_config) and
+// helpers to configure it through the admin API and to connect authenticated
+// agents and visitors over real WebSockets.
+#include <catch2/catch.hpp>
+
+#include <memory>
+#include <string>
+
+#include "parley/server/auth.h"
+#include "support/net/daemon_process.h"
+#include "support/net/ws_client.h"
+#include "support/test_env.h"
+
+namespace parley::test {
+
+inline std::string admin_token_of(const std::string& tenant) { return tenant + "-admin-token-0123456789"; }
+inline std::string agent_secret_of(const std::string& tenant) { return tenant + "-agent-secret-0123456789"; }
+
+class chat_server {
+public:
+    explicit chat_server(const std::string& extra_toml = {}, const std::string& storage_url = {})
+        : daemon_(std::make_unique<daemon_process>(dir_.path(), test_config(dir_.path(), storage_url, extra_toml))) {}
+
+    std::uint16_t port() const { return daemon_->port(); }
+    daemon_process& daemon() { return *daemon_; }
+    const temp_dir& dir() const { return dir_; }
+
+    http_reply admin(const std::string& method, const std::string& path, const nlohmann::json& body = nullptr,
+                     const std::string& tenant = "t1", const std::string& token_tenant = {}) {
+        std::map<std::string, std::string> headers{
+            {"Authorization", "Bearer " + admin_token_of(token_tenant.empty() ? tenant : token_tenant)}};
+        return http_request(port(), method, "/v1/tenants/" + tenant + path, body.is_null() ? "" : body.dump(),
+                            headers);
+    }
+
+    // PUT an agent and check it was stored.
+    void put_agent(const std::string& id, nlohmann::json body, const std::string& tenant = "t1") {
+        auto reply = admin("PUT", "/agents/" + id, body, tenant);
+        INFO(reply.body);
+        REQUIRE((reply.status == 200 || reply.status == 201));
+    }
+    void put_route(const std::string& name, nlohmann::json body, const std::string& tenant = "t1") {
+        auto reply = admin("PUT", "/routes/" + name, body, tenant);
+        INFO(reply.body);
+        REQUIRE((reply.status == 200 || reply.status == 201));
+    }
+
+    static std::string agent_token(const std::string& agent_id, const std::string& tenant = "t1",
+                                   const std::string& secret = {}) {
+        return server::mint_agent_token(secret.empty() ? agent_secret_of(tenant) : secret, tenant, agent_id,
+                                        std::chrono::hours(1), std::chrono::system_clock::now());
+    }
+
+    // An agent session after a successful hello; `hello_reply` keeps the ok.
+    struct agent_session {
+        std::unique_ptr<ws_client> ws;
+        nlohmann::json hello_reply;
+        ws_client* operator->() { return ws.get(); }
+    };
+    agent_session connect_agent(const std::string& agent_id, bool make_available = true,
+                                const std::string& tenant = "t1") {
+        agent_session a{std::make_unique<ws_client>(port(), "/v1/agent"), {}};
+        a.hello_reply = a.ws->request({{"type", "hello"}, {"id", "h"}, {"token", agent_token(agent_id, tenant)}});
+        INFO(a.hello_reply.dump());
+        REQUIRE(a.hello_reply["type"] == "ok");
+        if (make_available) {
+            auto ok = a.ws->request({{"type", "set_availability"}, {"id", "av"}, {"available", true}});
+            REQUIRE(ok["type"] == "ok");
+        }
+        return a;
+    }
+
+    struct visitor_session {
+        std::unique_ptr<ws_client> ws;
+        nlohmann::json hello_reply;
+        std::string visitor_id;
+        std::string resume_token;
+        ws_client* operator->() { return ws.get(); }
+    };
+    visitor_session connect_visitor(const nlohmann::json& profile = nullptr, const std::string& resume_token = {},
+                                    const std::string& tenant = "t1") {
+        visitor_session v{std::make_unique<ws_client>(port(), "/v1/visitor"), {}, {}, {}};
+        nlohmann::json hello{{"type", "hello"}, {"id", "h"}, {"tenant", tenant}};
+        if (!profile.is_null()) hello["profile"] = profile;
+        if (!resume_token.empty()) hello["resume_token"] = resume_token;
+        v.hello_reply = v.ws->request(hello);
+        INFO(v.hello_reply.dump());
+        REQUIRE(v.hello_reply["type"] == "ok");
+        v.visitor_id = v.hello_reply["visitor_id"];
+        v.resume_token = v.hello_reply["resume_token"];
+        return v;
+    }
+
+    // Visitor asks for an agent on `route`; returns the conversation id.
+    static std::string request_agent(visitor_session& v, const std::string& route, const std::string& key = "k-1") {
+        auto ok = v->request({{"type", "request_agent"}, {"id", "q"}, {"route", route}, {"client_key", key}});
+        INFO(ok.dump());
+        REQUIRE(ok["type"] == "ok");
+        return ok["conversation_id"];
+    }
+
+    // The agent accepts its next offer; returns the accept reply.
+    static nlohmann::json accept_next_offer(agent_session& a) {
+        auto offer = a->expect("offer");
+        auto ok = a->request({{"type", "accept"}, {"id", "acc"}, {"offer_id", offer["offer_id"]}});
+        INFO(ok.dump());
+        REQUIRE(ok["type"] == "ok");
+        return ok;
+    }
+
+    static nlohmann::json send_text(ws_client& client, const std::string& conversation_id, const std::string& text,
+                                    const std::string& client_msg_id) {
+        nlohmann::json frame{{"type", "send"}, {"id", "s-" + client_msg_id}, {"conversation_id", conversation_id},
+                             {"text", text}};
+        if (!client_msg_id.empty()) frame["client_msg_id"] = client_msg_id;
+        return client.request(frame);
+    }
+
+private:
+    temp_dir dir_;
+    std::unique_ptr<daemon_process> daemon_;
+};
+
+}  // namespace parley::test

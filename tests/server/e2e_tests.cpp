@@ -1,0 +1,776 @@
+// Protocol v1 end to end: the real parleyd on port 0 (SQLite store), several
+// real WebSocket clients at once, short offer timeouts set through routes.
+#include <chrono>
+#include <numeric>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "e2e_support.h"
+
+using namespace parley::test;
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+
+namespace {
+
+std::int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+// Every `message` event the client has received (so far, including skipped ones), by seq.
+std::vector<std::int64_t> seqs_of(const std::vector<json>& messages) {
+    std::vector<std::int64_t> seqs;
+    for (const auto& m : messages) seqs.push_back(m["seq"].get<std::int64_t>());
+    return seqs;
+}
+
+// One sample of the daemon's /metrics (first series with that name).
+double metric_value(std::uint16_t port, const std::string& name) {
+    auto reply = http_request(port, "GET", "/metrics");
+    REQUIRE(reply.status == 200);
+    std::istringstream lines(reply.body);
+    for (std::string line; std::getline(lines, line);)
+        if (line.rfind(name + " ", 0) == 0 || line.rfind(name + "{", 0) == 0)
+            return std::stod(line.substr(line.rfind(' ') + 1));
+    FAIL("no metric " << name);
+    return 0;
+}
+
+}  // namespace
+
+TEST_CASE("happy path: request, offer, accept, chat, calendar, score, inbox queries, end", "[e2e]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}, {"calendar_url", "https://cal.example/ann"},
+                            {"avatar_url", "https://img.example/ann.png"}, {"teams", {"sales"}}});
+    server.put_agent("a2", {{"name", "Bo"}, {"calendar_url", "https://cal.example/bo"}});
+    server.put_route("sales", {{"type", "team"}, {"team", "sales"}});
+
+    auto agent = server.connect_agent("a1");
+    CHECK(agent.hello_reply["agent"]["id"] == "a1");
+    CHECK(agent.hello_reply["agent"]["name"] == "Ann");
+    CHECK(agent.hello_reply["agent"]["max_chats"] == 10);
+    CHECK(agent.hello_reply["agent"]["teams"] == json::array({"sales"}));
+    CHECK(agent.hello_reply["active"] == json::array());
+    CHECK(agent.hello_reply["offers"] == json::array());
+    // No schedule: available by schedule. The toggle overrides it until local midnight (UTC here).
+    CHECK(agent.hello_reply["availability"] == json({{"available", true}, {"source", "schedule"}, {"until_at", nullptr}}));
+    REQUIRE(agent->request({{"type", "set_availability"}, {"id", "off"}, {"available", false}})["type"] == "ok");
+    auto availability = agent->expect("availability");
+    CHECK(availability["available"] == false);
+    CHECK(availability["source"] == "override");
+    REQUIRE(availability["until_at"].is_number_integer());
+    const auto until = availability["until_at"].get<std::int64_t>();
+    CHECK(until % 86'400'000 == 0);
+    CHECK(until > now_ms());
+    CHECK(until - now_ms() <= 86'400'000);
+    REQUIRE(agent->request({{"type", "set_availability"}, {"id", "on"}, {"available", true}})["type"] == "ok");
+    availability = agent->expect("availability");
+    CHECK(availability["available"] == true);
+    CHECK(availability["source"] == "schedule");
+
+    auto visitor = server.connect_visitor({{"name", "Ada"}, {"job_title", "CTO"}, {"email", "ada@x.io"}});
+    CHECK(visitor.hello_reply["conversation"].is_null());
+    CHECK(visitor.visitor_id.rfind("v_", 0) == 0);
+    CHECK_FALSE(visitor.resume_token.empty());
+
+    const auto requested_at = now_ms();
+    auto request = visitor->request({{"type", "request_agent"}, {"id", "q"}, {"route", "sales"}, {"client_key", "k-1"}});
+    REQUIRE(request["type"] == "ok");
+    CHECK(request["state"] == "routing");
+    const std::string conversation_id = request["conversation_id"];
+    CHECK(conversation_id.rfind("c_", 0) == 0);
+
+    // Idempotent: the same client_key, or any request while one is open, returns the same conversation.
+    auto again = visitor->request({{"type", "request_agent"}, {"id", "q2"}, {"route", "sales"}, {"client_key", "k-1"}});
+    CHECK(again["conversation_id"] == conversation_id);
+    auto other_key =
+        visitor->request({{"type", "request_agent"}, {"id", "q3"}, {"route", "sales"}, {"client_key", "k-2"}});
+    CHECK(other_key["conversation_id"] == conversation_id);
+
+    auto offer = agent->expect("offer");
+    CHECK(offer["conversation_id"] == conversation_id);
+    CHECK(offer["route"] == "sales");
+    CHECK(offer["visitor"]["id"] == visitor.visitor_id);
+    CHECK(offer["visitor"]["name"] == "Ada");
+    CHECK(offer["visitor"]["job_title"] == "CTO");
+    CHECK(offer["visitor"]["phone"].is_null());
+    // Default offer timeout: 45 s from the offer.
+    const auto expires_in = offer["expires_at"].get<std::int64_t>() - requested_at;
+    CHECK(expires_in >= 44'000);
+    CHECK(expires_in <= 46'000);
+
+    auto accepted = agent->request({{"type", "accept"}, {"id", "a"}, {"offer_id", offer["offer_id"]}});
+    REQUIRE(accepted["type"] == "ok");
+    CHECK(accepted["conversation"]["id"] == conversation_id);
+    CHECK(accepted["conversation"]["state"] == "active");
+    CHECK(accepted["conversation"]["agent_id"] == "a1");
+    CHECK(accepted["messages"] == json::array());
+    // Accepting twice is a conflict: the offer is gone.
+    auto twice = agent->request({{"type", "accept"}, {"id", "a2"}, {"offer_id", offer["offer_id"]}});
+    CHECK(twice["code"] == "conflict");
+
+    auto joined = visitor->expect("agent_joined");
+    CHECK(joined["conversation_id"] == conversation_id);
+    CHECK(joined["agent"]["id"] == "a1");
+    CHECK(joined["agent"]["name"] == "Ann");
+    CHECK(joined["agent"]["avatar_url"] == "https://img.example/ann.png");
+
+    // Messages both ways, numbered 1, 2, 3 without gaps.
+    auto s1 = chat_server::send_text(*visitor.ws, conversation_id, "hello, anyone?", "m-1");
+    REQUIRE(s1["type"] == "ok");
+    CHECK(s1["seq"] == 1);
+    CHECK(s1["at"].is_number_integer());
+    auto m1 = agent->expect("message");
+    CHECK(m1["conversation_id"] == conversation_id);
+    CHECK(m1["seq"] == 1);
+    CHECK(m1["from"] == "visitor");
+    CHECK(m1["kind"] == "text");
+    CHECK(m1["text"] == "hello, anyone?");
+    CHECK(m1["agent_id"].is_null());
+
+    auto s2 = chat_server::send_text(*agent.ws, conversation_id, "Hi Ada, Ann here.", "a-1");
+    CHECK(s2["seq"] == 2);
+    auto m2 = visitor->expect("message");
+    CHECK(m2["seq"] == 2);
+    CHECK(m2["from"] == "agent");
+    CHECK(m2["agent_id"] == "a1");
+    CHECK(m2["text"] == "Hi Ada, Ann here.");
+
+    // Resending a client_msg_id returns the same seq and stores nothing twice.
+    auto dup = chat_server::send_text(*visitor.ws, conversation_id, "hello, anyone?", "m-1");
+    CHECK(dup["seq"] == 1);
+
+    // Typing is relayed, not stored.
+    REQUIRE(visitor->request({{"type", "typing"}, {"id", "t"}, {"conversation_id", conversation_id}, {"on", true}})["type"] ==
+            "ok");
+    auto typing = agent->expect("typing");
+    CHECK(typing["from"] == "visitor");
+    CHECK(typing["on"] == true);
+
+    // The agent shares a colleague's calendar: a calendar message to the visitor.
+    auto shared = agent->request(
+        {{"type", "share_calendar"}, {"id", "k"}, {"conversation_id", conversation_id}, {"agent_id", "a2"}});
+    REQUIRE(shared["type"] == "ok");
+    CHECK(shared["seq"] == 3);
+    auto calendar = visitor->expect("message");
+    CHECK(calendar["seq"] == 3);
+    CHECK(calendar["kind"] == "calendar");
+    CHECK(calendar["calendar"]["agent_id"] == "a2");
+    CHECK(calendar["calendar"]["agent_name"] == "Bo");
+    CHECK(calendar["calendar"]["booking_url"] == "https://cal.example/bo");
+    auto own = agent->request(
+        {{"type", "share_calendar"}, {"id", "k2"}, {"conversation_id", conversation_id}, {"agent_id", "a1"}});
+    CHECK(own["seq"] == 4);
+    CHECK(visitor->expect("message")["calendar"]["booking_url"] == "https://cal.example/ann");
+    auto nobody = agent->request(
+        {{"type", "share_calendar"}, {"id", "k3"}, {"conversation_id", conversation_id}, {"agent_id", "zz"}});
+    CHECK(nobody["code"] == "not_found");
+
+    auto booked = visitor->request({{"type", "meeting_booked"}, {"id", "b"}, {"conversation_id", conversation_id},
+                                    {"agent_id", "a2"}, {"start_at", now_ms() + 86'400'000}});
+    CHECK(booked["type"] == "ok");
+
+    CHECK(agent->request({{"type", "set_score"}, {"id", "sc"}, {"conversation_id", conversation_id}, {"score", 3}})["type"] ==
+          "ok");
+    CHECK(agent->request({{"type", "set_score"}, {"id", "sc2"}, {"conversation_id", conversation_id}, {"score", 4}})["code"] ==
+          "bad_request");
+
+    // Inbox queries.
+    auto active = agent->request({{"type", "list_conversations"}, {"id", "l"}, {"filter", "active"}});
+    REQUIRE(active["type"] == "ok");
+    REQUIRE(active["conversations"].size() == 1);
+    CHECK(active["conversations"][0]["id"] == conversation_id);
+    CHECK(active["conversations"][0]["state"] == "active");
+    CHECK(active["conversations"][0]["agent_id"] == "a1");
+    CHECK(active["conversations"][0]["visitor"]["name"] == "Ada");
+    CHECK(active["conversations"][0]["last_message"]["seq"] == 4);
+    CHECK(active["next_cursor"].is_null());
+
+    auto card = agent->request({{"type", "get_visitor"}, {"id", "g"}, {"visitor_id", visitor.visitor_id}});
+    REQUIRE(card["type"] == "ok");
+    CHECK(card["id"] == visitor.visitor_id);
+    CHECK(card["name"] == "Ada");
+    CHECK(card["job_title"] == "CTO");
+    CHECK(card["email"] == "ada@x.io");
+    CHECK(card["phone"].is_null());
+    CHECK(card["crm_status"].is_null());
+    CHECK(agent->request({{"type", "get_visitor"}, {"id", "g2"}, {"visitor_id", "v_nobody"}})["code"] == "not_found");
+
+    auto transcript = agent->request({{"type", "get_transcript"}, {"id", "tr"}, {"conversation_id", conversation_id}});
+    REQUIRE(transcript["type"] == "ok");
+    REQUIRE(transcript["messages"].size() == 4);
+    CHECK(seqs_of(transcript["messages"]) == std::vector<std::int64_t>{1, 2, 3, 4});
+
+    // The visitor ends the chat: both sides are told.
+    CHECK(visitor->request({{"type", "end_chat"}, {"id", "e"}, {"conversation_id", conversation_id}})["type"] == "ok");
+    CHECK(visitor->expect("ended")["reason"] == "visitor_ended");
+    CHECK(agent->expect("ended")["reason"] == "visitor_ended");
+    CHECK(visitor->request({{"type", "end_chat"}, {"id", "e2"}, {"conversation_id", conversation_id}})["type"] ==
+          "error");
+    auto late = chat_server::send_text(*visitor.ws, conversation_id, "still there?", "m-9");
+    CHECK(late["type"] == "error");
+
+    // Activity history, newest first, recorded by the server itself.
+    auto activity = agent->request({{"type", "get_activity"}, {"id", "ac"}, {"visitor_id", visitor.visitor_id}});
+    REQUIRE(activity["type"] == "ok");
+    std::multiset<std::string> types;
+    std::int64_t previous_at = INT64_MAX;
+    for (const auto& a : activity["activities"]) {
+        types.insert(a["type"].get<std::string>());
+        CHECK(a["at"].get<std::int64_t>() <= previous_at);
+        previous_at = a["at"];
+    }
+    for (const char* t : {"chat_requested", "agent_engaged", "calendar_shared", "meeting_booked", "chat_ended"})
+        CHECK(types.count(t) >= 1);
+
+    auto all = agent->request({{"type", "list_conversations"}, {"id", "l2"}, {"filter", "all"}});
+    REQUIRE(all["conversations"].size() == 1);
+    CHECK(all["conversations"][0]["state"] == "ended");
+    CHECK(all["conversations"][0]["ended_at"].is_number_integer());
+    CHECK(agent->request({{"type", "list_conversations"}, {"id", "l3"}, {"filter", "active"}})["conversations"] ==
+          json::array());
+
+    // Transcript download over HTTP, with the admin token or the agent's.
+    auto text = server.admin("GET", "/conversations/" + conversation_id + "/transcript.txt");
+    CHECK(text.status == 200);
+    CHECK(text.headers["Content-Type"].rfind("text/plain", 0) == 0);
+    CHECK(text.body.find("hello, anyone?") != std::string::npos);
+    CHECK(text.body.find("Hi Ada, Ann here.") != std::string::npos);
+    CHECK(text.body.find("https://cal.example/bo") != std::string::npos);
+    auto by_agent = http_request(server.port(), "GET", "/v1/tenants/t1/conversations/" + conversation_id + "/transcript.txt",
+                                 "", {{"Authorization", "Bearer " + chat_server::agent_token("a1")}});
+    CHECK(by_agent.status == 200);
+    CHECK(by_agent.body == text.body);
+    CHECK(server.admin("GET", "/conversations/c_nope/transcript.txt").status == 404);
+    CHECK(http_request(server.port(), "GET", "/v1/tenants/t1/conversations/" + conversation_id + "/transcript.txt")
+              .status == 401);
+}
+
+TEST_CASE("offer expires, goes to the next agent, then fallback with the first agent's calendar", "[e2e]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}, {"calendar_url", "https://cal.example/ann"}});
+    server.put_agent("a2", {{"name", "Bo"}, {"calendar_url", "https://cal.example/bo"}});
+    server.put_route("sales", {{"type", "round_robin"},
+                               {"offer_timeout_s", 1},
+                               {"max_attempts", 2},
+                               {"fallback_message", "Nobody is free; book a call."},
+                               {"fallback_calendar", true}});
+    auto a1 = server.connect_agent("a1");
+    auto a2 = server.connect_agent("a2");
+    auto visitor = server.connect_visitor({{"name", "Ada"}});
+    const auto conversation_id = chat_server::request_agent(visitor, "sales");
+
+    // Whoever gets it first lets it expire.
+    std::optional<json> first_offer;
+    std::string first_agent, second_agent;
+    // Find the offer on either agent without consuming the other's.
+    auto find_offer = [&](chat_server::agent_session& a) -> std::optional<json> {
+        for (const auto& f : a->skipped())
+            if (f["type"] == "offer") return f;
+        while (auto frame = a->receive(200ms)) {
+            auto j = json::parse(*frame);
+            if (j["type"] == "offer") return j;
+        }
+        return std::nullopt;
+    };
+    for (int i = 0; i < 20 && !first_offer; ++i) {
+        if (auto o = find_offer(a1)) {
+            first_offer = o;
+            first_agent = "a1";
+            second_agent = "a2";
+        } else if (auto o2 = find_offer(a2)) {
+            first_offer = o2;
+            first_agent = "a2";
+            second_agent = "a1";
+        }
+    }
+    REQUIRE(first_offer);
+    CHECK((*first_offer)["conversation_id"] == conversation_id);
+    auto offered_at = now_ms();
+    CHECK((*first_offer)["expires_at"].get<std::int64_t>() - offered_at <= 1'000);
+
+    auto& first = first_agent == "a1" ? a1 : a2;
+    auto& second = first_agent == "a1" ? a2 : a1;
+    auto withdrawn = first->expect("offer_withdrawn", 5s);
+    CHECK(withdrawn["offer_id"] == (*first_offer)["offer_id"]);
+    CHECK(withdrawn["reason"] == "expired");
+
+    auto second_offer = second->expect("offer", 5s);
+    CHECK(second_offer["conversation_id"] == conversation_id);
+    CHECK(second_offer["offer_id"] != (*first_offer)["offer_id"]);
+    CHECK(second->expect("offer_withdrawn", 5s)["reason"] == "expired");
+
+    auto fallback = visitor->expect("fallback", 5s);
+    CHECK(fallback["conversation_id"] == conversation_id);
+    CHECK(fallback["message"] == "Nobody is free; book a call.");
+    REQUIRE(fallback["calendar"].is_object());
+    CHECK(fallback["calendar"]["agent_id"] == first_agent);
+    CHECK(fallback["calendar"]["booking_url"] == "https://cal.example/" + std::string(first_agent == "a1" ? "ann" : "bo"));
+    CHECK(visitor->expect("ended")["reason"] == "no_agent");
+
+    // Neither agent saw a third offer; the visitor may ask again and gets a new conversation.
+    CHECK_FALSE(first->receive(300ms).has_value());
+    auto again = visitor->request({{"type", "request_agent"}, {"id", "q9"}, {"route", "sales"}, {"client_key", "k-9"}});
+    CHECK(again["conversation_id"] != conversation_id);
+
+    // Missed chats are in the visitor's activity history.
+    auto activity = a1->request({{"type", "get_activity"}, {"id", "ac"}, {"visitor_id", visitor.visitor_id}});
+    int missed = 0;
+    for (const auto& a : activity["activities"]) missed += a["type"] == "chat_missed";
+    CHECK(missed == 2);
+}
+
+TEST_CASE("no eligible agent at all: fallback_route, then fallback without calendar", "[e2e]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}, {"teams", {"support"}}});
+    server.put_agent("a2", {{"name", "Bo"}, {"teams", {"billing"}}});
+    server.put_route("support", {{"type", "team"}, {"team", "support"}, {"offer_timeout_s", 1}});
+    server.put_route("billing", {{"type", "team"}, {"team", "billing"}, {"fallback_route", "support"},
+                                 {"fallback_message", "Try later"}});
+    auto a1 = server.connect_agent("a1");  // a2 is not connected: billing has nobody eligible
+
+    auto visitor = server.connect_visitor();
+    const auto conversation_id = chat_server::request_agent(visitor, "billing");
+    auto offer = a1->expect("offer");
+    CHECK(offer["conversation_id"] == conversation_id);
+    CHECK(offer["route"] == "support");
+    REQUIRE(a1->request({{"type", "decline"}, {"id", "d"}, {"offer_id", offer["offer_id"]}})["type"] == "ok");
+    CHECK(a1->request({{"type", "decline"}, {"id", "d2"}, {"offer_id", offer["offer_id"]}})["code"] == "conflict");
+    auto fallback = visitor->expect("fallback");
+    CHECK(fallback["calendar"].is_null());
+    CHECK(visitor->expect("ended")["reason"] == "no_agent");
+
+    auto unknown = visitor->request({{"type", "request_agent"}, {"id", "q"}, {"route", "nope"}});
+    CHECK(unknown["type"] == "error");
+    CHECK(unknown["code"] == "not_found");
+}
+
+TEST_CASE("the 10-chat limit: the 11th chat goes to another agent, never to the full one", "[e2e]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_agent("a2", {{"name", "Bo"}});
+    server.put_route("sales", {{"type", "round_robin"}, {"offer_timeout_s", 30}, {"fallback_message", "full"}});
+    auto a1 = server.connect_agent("a1");
+
+    std::vector<chat_server::visitor_session> visitors;
+    std::vector<std::string> conversations;
+    for (int i = 0; i < 10; ++i) {
+        visitors.push_back(server.connect_visitor({{"name", "V" + std::to_string(i)}}));
+        conversations.push_back(chat_server::request_agent(visitors.back(), "sales"));
+        chat_server::accept_next_offer(a1);
+        visitors.back()->expect("agent_joined");
+    }
+    auto listed = a1->request({{"type", "list_conversations"}, {"id", "l"}, {"filter", "active"}, {"limit", 100}});
+    CHECK(listed["conversations"].size() == 10);
+
+    // Nobody else online: the 11th falls back at once, and a1 sees no offer.
+    visitors.push_back(server.connect_visitor());
+    chat_server::request_agent(visitors.back(), "sales");
+    CHECK(visitors.back()->expect("fallback")["message"] == "full");
+    CHECK_FALSE(a1->receive(300ms).has_value());
+
+    // With a2 online, the 12th goes to a2.
+    auto a2 = server.connect_agent("a2");
+    visitors.push_back(server.connect_visitor());
+    auto twelfth = chat_server::request_agent(visitors.back(), "sales");
+    auto offer = a2->expect("offer");
+    CHECK(offer["conversation_id"] == twelfth);
+    CHECK_FALSE(a1->receive(300ms).has_value());
+
+    // a1 ends one chat: it has room again and gets the next one.
+    REQUIRE(a1->request({{"type", "end_chat"}, {"id", "e"}, {"conversation_id", conversations[0]}})["type"] == "ok");
+    CHECK(visitors[0]->expect("ended")["reason"] == "agent_ended");
+    REQUIRE(a2->request({{"type", "accept"}, {"id", "acc"}, {"offer_id", offer["offer_id"]}})["type"] == "ok");
+    REQUIRE(a2->request({{"type", "set_availability"}, {"id", "off"}, {"available", false}})["type"] == "ok");
+    visitors.push_back(server.connect_visitor());
+    auto thirteenth = chat_server::request_agent(visitors.back(), "sales");
+    CHECK(a1->expect("offer")["conversation_id"] == thirteenth);
+}
+
+TEST_CASE("two tabs of one agent race to accept: exactly one wins", "[e2e]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto tab1 = server.connect_agent("a1");
+    auto tab2 = server.connect_agent("a1", false);
+    for (int round = 0; round < 5; ++round) {
+        auto visitor = server.connect_visitor();
+        auto conversation_id = chat_server::request_agent(visitor, "sales", "k-" + std::to_string(round));
+        auto offer1 = tab1->expect("offer");
+        auto offer2 = tab2->expect("offer");
+        REQUIRE(offer1["offer_id"] == offer2["offer_id"]);
+        // Both send before either reads a reply.
+        tab1->send_json({{"type", "accept"}, {"id", "x1"}, {"offer_id", offer1["offer_id"]}});
+        tab2->send_json({{"type", "accept"}, {"id", "x2"}, {"offer_id", offer2["offer_id"]}});
+        auto r1 = tab1->expect("", 5s, "x1");
+        auto r2 = tab2->expect("", 5s, "x2");
+        INFO(r1.dump() << " / " << r2.dump());
+        CHECK(((r1["type"] == "ok") != (r2["type"] == "ok")));
+        auto& loser = r1["type"] == "ok" ? tab2 : tab1;
+        auto& loser_reply = r1["type"] == "ok" ? r2 : r1;
+        CHECK(loser_reply["code"] == "conflict");
+        // The losing tab sees the offer gone (taken), before or after its conflict.
+        bool saw_taken = false;
+        for (const auto& f : loser->skipped())
+            saw_taken |= f["type"] == "offer_withdrawn" && f["offer_id"] == offer1["offer_id"] && f["reason"] == "taken";
+        if (!saw_taken) {
+            auto w = loser->expect("offer_withdrawn", 2s);
+            saw_taken = w["offer_id"] == offer1["offer_id"] && w["reason"] == "taken";
+        }
+        CHECK(saw_taken);
+        CHECK(visitor->expect("agent_joined")["agent"]["id"] == "a1");
+        // Both tabs see the chat's messages.
+        chat_server::send_text(*visitor.ws, conversation_id, "hi", "m");
+        CHECK(tab1->expect("message")["conversation_id"] == conversation_id);
+        CHECK(tab2->expect("message")["conversation_id"] == conversation_id);
+        REQUIRE(visitor->request({{"type", "end_chat"}, {"id", "e"}, {"conversation_id", conversation_id}})["type"] == "ok");
+        tab1->expect("ended");
+        tab2->expect("ended");
+    }
+}
+
+TEST_CASE("agent disconnects: offers withdrawn and re-routed, chats kept for the grace period, then routed again",
+          "[e2e]") {
+    chat_server server("[routing]\ngrace_period_s = 2\n");
+    server.put_agent("a1", {{"name", "Ann"}, {"teams", {"t"}}});
+    server.put_agent("a2", {{"name", "Bo"}, {"teams", {"t"}}});
+    server.put_route("sales", {{"type", "team"}, {"team", "t"}, {"offer_timeout_s", 30}});
+
+    auto a1 = server.connect_agent("a1");
+    auto visitor = server.connect_visitor();
+    const auto conversation_id = chat_server::request_agent(visitor, "sales");
+    chat_server::accept_next_offer(a1);
+    visitor->expect("agent_joined");
+
+    // A second chat is only offered to a1 when a1 drops: it goes to a2 at once.
+    auto visitor2 = server.connect_visitor();
+    const auto pending = chat_server::request_agent(visitor2, "sales");
+    CHECK(a1->expect("offer")["conversation_id"] == pending);
+
+    auto a2 = server.connect_agent("a2");
+    a1->close();
+    CHECK(a2->expect("offer", 5s)["conversation_id"] == pending);
+    CHECK(visitor->expect("agent_away", 5s)["conversation_id"] == conversation_id);
+
+    // Grace runs out (2 s): the chat is routed again, never to a1.
+    auto reoffer = a2->expect("offer", 6s);
+    CHECK(reoffer["conversation_id"] == conversation_id);
+    auto ok = a2->request({{"type", "accept"}, {"id", "a"}, {"offer_id", reoffer["offer_id"]}});
+    REQUIRE(ok["type"] == "ok");
+    CHECK(visitor->expect("agent_joined")["agent"]["id"] == "a2");
+    // a1 comes back: the chat is not its any more.
+    auto back = server.connect_agent("a1");
+    CHECK(back.hello_reply["active"] == json::array());
+}
+
+TEST_CASE("agent reconnects within the grace period: the visitor sees agent_back and the chat stays", "[e2e]") {
+    chat_server server("[routing]\ngrace_period_s = 5\n");
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto a1 = server.connect_agent("a1");
+    auto visitor = server.connect_visitor();
+    const auto conversation_id = chat_server::request_agent(visitor, "sales");
+    chat_server::accept_next_offer(a1);
+    visitor->expect("agent_joined");
+    a1->close();
+    visitor->expect("agent_away");
+    auto again = server.connect_agent("a1", false);
+    REQUIRE(again.hello_reply["active"].size() == 1);
+    CHECK(again.hello_reply["active"][0]["id"] == conversation_id);
+    CHECK(visitor->expect("agent_back")["conversation_id"] == conversation_id);
+    CHECK(chat_server::send_text(*again.ws, conversation_id, "sorry, network", "a-1")["seq"] == 1);
+    CHECK(visitor->expect("message")["text"] == "sorry, network");
+}
+
+TEST_CASE("visitor reconnects with its resume token and resumes without gaps or duplicates", "[e2e]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto agent = server.connect_agent("a1");
+    auto visitor = server.connect_visitor({{"name", "Ada"}});
+    const auto conversation_id = chat_server::request_agent(visitor, "sales");
+    chat_server::accept_next_offer(agent);
+    visitor->expect("agent_joined");
+
+    for (int i = 1; i <= 5; ++i) {
+        REQUIRE(chat_server::send_text(*visitor.ws, conversation_id, "v" + std::to_string(i), "v-" + std::to_string(i))["type"] == "ok");
+        REQUIRE(chat_server::send_text(*agent.ws, conversation_id, "a" + std::to_string(i), "a-" + std::to_string(i))["type"] == "ok");
+    }
+    for (int i = 0; i < 5; ++i) visitor->expect("message");
+    const std::string resume_token = visitor.resume_token;
+    const std::string visitor_id = visitor.visitor_id;
+    visitor->close();
+    visitor.ws.reset();
+
+    // While the visitor is away, the agent writes on.
+    for (int i = 6; i <= 8; ++i)
+        REQUIRE(chat_server::send_text(*agent.ws, conversation_id, "a" + std::to_string(i), "a-" + std::to_string(i))["seq"] ==
+                i + 5);
+
+    auto back = server.connect_visitor(nullptr, resume_token);
+    CHECK(back.visitor_id == visitor_id);
+    REQUIRE(back.hello_reply["conversation"].is_object());
+    CHECK(back.hello_reply["conversation"]["id"] == conversation_id);
+    CHECK(back.hello_reply["conversation"]["state"] == "active");
+    CHECK(back.hello_reply["conversation"]["last_seq"] == 13);
+
+    // The visitor had seen seq 1..6 (its own and the agent's interleaved); it asks for the rest.
+    auto resume = json{{"type", "resume"}, {"id", "r"}, {"conversation_id", conversation_id}, {"after_seq", 6}};
+    back->send_json(resume);
+    std::vector<json> replayed;
+    for (;;) {
+        auto frame = back->receive(5s);
+        REQUIRE(frame);
+        auto j = json::parse(*frame);
+        if (j["type"] == "message") replayed.push_back(j);
+        else if (j["type"] == "ok" && j["re"] == "r") break;
+    }
+    CHECK(seqs_of(replayed) == std::vector<std::int64_t>{7, 8, 9, 10, 11, 12, 13});
+    CHECK(replayed.back()["text"] == "a8");
+
+    // Live messages continue after the replay; an old client_msg_id is not stored twice.
+    CHECK(chat_server::send_text(*back.ws, conversation_id, "v1", "v-1")["seq"] == 1);
+    CHECK(chat_server::send_text(*back.ws, conversation_id, "back", "v-6")["seq"] == 14);
+    auto transcript = agent->request({{"type", "get_transcript"}, {"id", "t"}, {"conversation_id", conversation_id}});
+    std::vector<std::int64_t> expected(14);
+    std::iota(expected.begin(), expected.end(), 1);
+    CHECK(seqs_of(transcript["messages"]) == expected);
+
+    // A forged resume token is refused: error unauthorized, then close 4401.
+    ws_client forged(server.port(), "/v1/visitor");
+    auto refused = forged.request({{"type", "hello"}, {"id", "h"}, {"tenant", "t1"}, {"resume_token", resume_token + "x"}});
+    CHECK(refused["code"] == "unauthorized");
+    CHECK(forged.wait_closed() == 4401);
+}
+
+TEST_CASE("a second tenant sees nothing of the first", "[e2e]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    server.put_agent("a1", {{"name", "Other Ann"}}, "t2");
+    server.put_route("sales", {{"type", "round_robin"}}, "t2");
+
+    auto agent = server.connect_agent("a1");
+    auto visitor = server.connect_visitor({{"name", "Ada"}, {"email", "ada@x.io"}});
+    const auto conversation_id = chat_server::request_agent(visitor, "sales");
+    auto offer = agent->expect("offer");
+    auto intruder = server.connect_agent("a1", true, "t2");
+    CHECK(intruder.hello_reply["agent"]["name"] == "Other Ann");
+    CHECK(intruder->request({{"type", "accept"}, {"id", "x"}, {"offer_id", offer["offer_id"]}})["type"] == "error");
+    REQUIRE(agent->request({{"type", "accept"}, {"id", "a"}, {"offer_id", offer["offer_id"]}})["type"] == "ok");
+    chat_server::send_text(*visitor.ws, conversation_id, "secret", "m-1");
+    CHECK(agent->expect("message")["text"] == "secret");
+
+    CHECK(intruder->request({{"type", "list_conversations"}, {"id", "l"}, {"filter", "all"}})["conversations"] ==
+          json::array());
+    CHECK(intruder->request({{"type", "get_visitor"}, {"id", "g"}, {"visitor_id", visitor.visitor_id}})["code"] ==
+          "not_found");
+    CHECK(intruder->request({{"type", "get_transcript"}, {"id", "t"}, {"conversation_id", conversation_id}})["type"] ==
+          "error");
+    CHECK(intruder->request({{"type", "resume"}, {"id", "r"}, {"conversation_id", conversation_id}, {"after_seq", 0}})["code"] ==
+          "not_found");
+    CHECK(chat_server::send_text(*intruder.ws, conversation_id, "hi", "x")["type"] == "error");
+    auto activity = intruder->request({{"type", "get_activity"}, {"id", "ac"}, {"visitor_id", visitor.visitor_id}});
+    CHECK(activity["activities"] == json::array());
+    CHECK_FALSE(intruder->receive(300ms).has_value());
+
+    // Admin API and transcript download with the other tenant's credentials.
+    CHECK(server.admin("GET", "/agents", nullptr, "t1", "t2").status == 403);
+    CHECK(server.admin("GET", "/conversations/" + conversation_id + "/transcript.txt", nullptr, "t1", "t2").status == 403);
+    CHECK(server.admin("GET", "/conversations/" + conversation_id + "/transcript.txt", nullptr, "t2").status == 404);
+    auto with_t2_agent = http_request(server.port(), "GET", "/v1/tenants/t1/conversations/" + conversation_id + "/transcript.txt",
+                                      "", {{"Authorization", "Bearer " + chat_server::agent_token("a1", "t2")}});
+    CHECK(with_t2_agent.status == 403);
+
+    // A t2 visitor on route "sales" reaches t2's agent only.
+    auto other_visitor = server.connect_visitor(nullptr, {}, "t2");
+    chat_server::request_agent(other_visitor, "sales");
+    CHECK(intruder->expect("offer")["visitor"]["id"] == other_visitor.visitor_id);
+    CHECK_FALSE(agent->receive(300ms).has_value());
+    // A t1 resume token does not open a t2 session as that visitor.
+    ws_client cross(server.port(), "/v1/visitor");
+    auto refused =
+        cross.request({{"type", "hello"}, {"id", "h"}, {"tenant", "t2"}, {"resume_token", visitor.resume_token}});
+    CHECK(refused["code"] == "unauthorized");
+    CHECK(cross.wait_closed() == 4401);
+}
+
+TEST_CASE("authentication: bad tokens close 4401, no hello closes 4408, binary 1003, oversized 1009", "[e2e]") {
+    chat_server server("[limits]\nhello_timeout_s = 1\n");
+    server.put_agent("a1", {{"name", "Ann"}});
+
+    {
+        ws_client c(server.port(), "/v1/agent");
+        c.send_json({{"type", "hello"}, {"id", "h"}, {"token", "not-a-jwt"}});
+        CHECK(c.wait_closed() == 4401);
+    }
+    {
+        ws_client c(server.port(), "/v1/agent");  // signed with another tenant's secret
+        c.send_json({{"type", "hello"}, {"id", "h"}, {"token", chat_server::agent_token("a1", "t1", agent_secret_of("t2"))}});
+        CHECK(c.wait_closed() == 4401);
+    }
+    {
+        ws_client c(server.port(), "/v1/agent");  // expired
+        auto expired = parley::server::mint_agent_token(agent_secret_of("t1"), "t1", "a1", std::chrono::seconds(1),
+                                                        std::chrono::system_clock::now() - std::chrono::hours(2));
+        c.send_json({{"type", "hello"}, {"id", "h"}, {"token", expired}});
+        CHECK(c.wait_closed() == 4401);
+    }
+    {
+        ws_client c(server.port(), "/v1/agent");  // valid token, unknown agent
+        c.send_json({{"type", "hello"}, {"id", "h"}, {"token", chat_server::agent_token("ghost")}});
+        CHECK(c.wait_closed() == 4401);
+    }
+    {
+        ws_client c(server.port(), "/v1/visitor");  // unknown tenant
+        c.send_json({{"type", "hello"}, {"id", "h"}, {"tenant", "nope"}});
+        auto code = c.wait_closed();
+        CHECK((code == 4401 || code == 1008));
+    }
+    {
+        ws_client c(server.port(), "/v1/visitor");
+        CHECK(c.wait_closed(5s) == 4408);
+    }
+    {
+        ws_client c(server.port(), "/v1/visitor");
+        c.send_binary("\x01\x02");
+        CHECK(c.wait_closed() == 1003);
+    }
+    {
+        ws_client c(server.port(), "/v1/visitor");
+        c.send_text(std::string(70'000, 'x'));
+        CHECK(c.wait_closed() == 1009);
+    }
+    {
+        // A request before hello is refused, but the connection stays for the hello.
+        ws_client c(server.port(), "/v1/agent");
+        auto early = c.request({{"type", "list_conversations"}, {"id", "l"}});
+        CHECK(early["type"] == "error");
+        CHECK(early["code"] == "unauthorized");
+        auto hello = c.request({{"type", "hello"}, {"id", "h"}, {"token", chat_server::agent_token("a1")}});
+        CHECK(hello["type"] == "ok");
+    }
+}
+
+TEST_CASE("bad frames get the right error code and the connection survives", "[e2e]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto agent = server.connect_agent("a1");
+    auto visitor = server.connect_visitor();
+    const auto conversation_id = chat_server::request_agent(visitor, "sales");
+    chat_server::accept_next_offer(agent);
+
+    struct bad_case {
+        const char* frame;
+        const char* code;
+        bool has_re;
+    };
+    const std::vector<bad_case> visitor_cases{
+        {"{not json", "bad_request", false},
+        {"[1,2,3]", "bad_request", false},
+        {R"({"id":"r1"})", "bad_request", true},
+        {R"({"type":42,"id":"r1"})", "bad_request", true},
+        {R"({"type":"fly","id":"r1"})", "unknown_type", true},
+        {R"({"type":"accept","id":"r1","offer_id":"o"})", "forbidden", true},
+        {R"({"type":"send","id":"r1","conversation_id":"c"})", "bad_request", true},
+        {R"({"type":"send","id":"r1","conversation_id":42,"text":"x"})", "bad_request", true},
+        {R"({"type":"send","id":"r1","conversation_id":"c","text":""})", "bad_request", true},
+        {R"({"type":"typing","id":"r1","conversation_id":"c","on":"yes"})", "bad_request", true},
+        {R"({"type":"resume","id":"r1","conversation_id":"c","after_seq":-1})", "bad_request", true},
+        {R"({"type":"request_agent","id":"r1","route":"bad route!"})", "bad_request", true},
+        {R"({"type":"hello","id":"r1","tenant":"t1"})", "bad_request", true},
+        {R"({"type":"send","id":"r1","conversation_id":"c_nope","text":"x"})", "not_found", true},
+    };
+    for (const auto& c : visitor_cases) {
+        INFO(c.frame);
+        visitor->send_text(c.frame);
+        auto reply = visitor->expect("error");
+        CHECK(reply["code"] == c.code);
+        CHECK(reply["message"].is_string());
+        CHECK(reply.contains("re") == c.has_re);
+    }
+    auto too_long = chat_server::send_text(*visitor.ws, conversation_id, std::string(4001, 'x'), "big");
+    CHECK(too_long["code"] == "too_large");
+    const std::vector<bad_case> agent_cases{
+        {R"({"type":"request_agent","id":"r1","route":"sales"})", "forbidden", true},
+        {R"({"type":"set_score","id":"r1","conversation_id":"c","score":9})", "bad_request", true},
+        {R"({"type":"list_conversations","id":"r1","limit":1000})", "bad_request", true},
+        {R"({"type":"list_conversations","id":"r1","filter":"some"})", "bad_request", true},
+        {R"({"type":"accept","id":"r1","offer_id":"o_nope"})", "conflict", true},
+        {R"({"type":"get_transcript","id":"r1"})", "bad_request", true},
+    };
+    for (const auto& c : agent_cases) {
+        INFO(c.frame);
+        agent->send_text(c.frame);
+        CHECK(agent->expect("error")["code"] == c.code);
+    }
+    // Both connections still work.
+    CHECK(chat_server::send_text(*visitor.ws, conversation_id, "still here", "m-1")["seq"] == 1);
+    CHECK(agent->expect("message")["text"] == "still here");
+    CHECK_FALSE(visitor->closed());
+    CHECK_FALSE(agent->closed());
+}
+
+TEST_CASE("rate limit: frames past the burst get rate_limited, sustained abuse closes 1008", "[e2e]") {
+    chat_server server("[limits]\nframes_per_second = 1\nframe_burst = 5\nabuse_close_after = 20\n");
+    auto visitor = server.connect_visitor();  // hello used one token
+    int limited = 0;
+    for (int i = 0; i < 8; ++i) {
+        auto reply = visitor->request({{"type", "typing"}, {"id", "t" + std::to_string(i)}, {"conversation_id", "c"}, {"on", true}});
+        limited += reply["code"] == "rate_limited";
+    }
+    CHECK(limited >= 3);
+    CHECK_FALSE(visitor->closed());
+    for (int i = 0; i < 40; ++i) visitor->send_json({{"type", "typing"}, {"conversation_id", "c"}, {"on", true}});
+    CHECK(visitor->wait_closed() == 1008);
+}
+
+TEST_CASE("a slow consumer is closed with 1013 and resumes without losing anything", "[e2e]") {
+    chat_server server(
+        "[limits]\nframes_per_second = 100000\nframe_burst = 100000\noutbound_max_bytes = 65536\n"
+        "outbound_max_frames = 64\n");
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto agent = server.connect_agent("a1");
+    auto visitor = server.connect_visitor();
+    const auto conversation_id = chat_server::request_agent(visitor, "sales");
+    chat_server::accept_next_offer(agent);
+    visitor->expect("agent_joined");
+
+    visitor->pause_reading();
+    const std::string text(3900, 'z');
+    std::int64_t last_seq = 0;
+    // The kernel's socket buffers absorb a few MB first; then the server's queue fills and it
+    // closes the visitor (metrics say when; the close frame waits behind what the kernel holds).
+    bool closed_by_server = false;
+    for (int i = 0; i < 6000 && !closed_by_server; ++i) {
+        auto ok = chat_server::send_text(*agent.ws, conversation_id, text, "a-" + std::to_string(i));
+        REQUIRE(ok["type"] == "ok");
+        last_seq = ok["seq"];
+        if (i % 50 == 49) closed_by_server = metric_value(server.port(), "parley_slow_consumer_closes_total") >= 1;
+    }
+    REQUIRE(closed_by_server);
+    auto code = visitor->wait_closed(10s);
+    CHECK(code == 1013);
+    CHECK_FALSE(agent->closed());
+    // The agent is unaffected and writes on while the visitor is away.
+    for (int i = 0; i < 3; ++i)
+        last_seq = chat_server::send_text(*agent.ws, conversation_id, "after", "b-" + std::to_string(i))["seq"];
+
+    auto back = server.connect_visitor(nullptr, visitor.resume_token);
+    back->send_json({{"type", "resume"}, {"id", "r"}, {"conversation_id", conversation_id}, {"after_seq", 0}});
+    std::int64_t expected = 1;
+    for (;;) {
+        auto frame = back->receive(10s);
+        REQUIRE(frame);
+        auto j = json::parse(*frame);
+        if (j["type"] == "ok" && j["re"] == "r") break;
+        if (j["type"] != "message") continue;
+        REQUIRE(j["seq"] == expected);
+        ++expected;
+    }
+    CHECK(expected - 1 == last_seq);
+}
