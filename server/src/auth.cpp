@@ -136,6 +136,16 @@ std::string mint_agent_token(const std::string& secret, const std::string& tenan
     return mint_hs256(secret, {{"sub", agent_id}, {"tenant", tenant}}, issued, issued + ttl.count());
 }
 
+std::string mint_visitor_token(const std::string& widget_secret, const std::string& tenant,
+                               const std::string& visitor_id,
+                               const std::vector<std::pair<std::string, std::string>>& profile_claims,
+                               std::chrono::seconds ttl, std::chrono::system_clock::time_point now) {
+    std::vector<mint_grant> grants{{"sub", visitor_id}, {"tenant", tenant}};
+    for (const auto& [name, value] : profile_claims) grants.push_back({name.c_str(), value});
+    auto issued = to_seconds(now);
+    return mint_hs256(widget_secret, grants, issued, issued + ttl.count());
+}
+
 std::string mint_resume_token(const std::string& widget_secret, const std::string& tenant,
                               const std::string& visitor_id, std::chrono::seconds ttl,
                               std::chrono::system_clock::time_point now) {

@@ -774,3 +774,118 @@ TEST_CASE("a slow consumer is closed with 1013 and resumes without losing anythi
     }
     CHECK(expected - 1 == last_seq);
 }
+
+TEST_CASE("visitor_token: a tenant-signed visitor whose claims win over the widget's profile", "[e2e]") {
+    chat_server server(
+        "[tenants.t3]\nallow_anonymous = false\nadmin_token = \"t3-admin-token-0123456789\"\n"
+        "agent_secret = \"t3-agent-secret-0123456789\"\nwidget_secret = \"t3-widget-secret-0123456789\"\n");
+    server.put_agent("a1", {{"name", "Ann"}}, "t3");
+    server.put_route("sales", {{"type", "round_robin"}}, "t3");
+    auto agent = server.connect_agent("a1", true, "t3");
+
+    auto token = parley::server::mint_visitor_token("t3-widget-secret-0123456789", "t3", "crm-42",
+                                                    {{"name", "Grace Hopper"}, {"crm_status", "Customer"}},
+                                                    std::chrono::hours(1), std::chrono::system_clock::now());
+    ws_client widget(server.port(), "/v1/visitor");
+    auto hello = widget.request({{"type", "hello"}, {"id", "h"}, {"tenant", "t3"}, {"visitor_token", token},
+                                 {"profile", {{"name", "Somebody Else"}, {"email", "grace@navy.mil"}}}});
+    REQUIRE(hello["type"] == "ok");
+    CHECK(hello["visitor_id"] == "crm-42");
+    auto request = widget.request({{"type", "request_agent"}, {"id", "q"}, {"route", "sales"}});
+    REQUIRE(request["type"] == "ok");
+    auto offer = agent->expect("offer");
+    CHECK(offer["visitor"]["id"] == "crm-42");
+    CHECK(offer["visitor"]["name"] == "Grace Hopper");
+    CHECK(offer["visitor"]["crm_status"] == "Customer");
+    CHECK(offer["visitor"]["email"] == "grace@navy.mil");
+
+    // The same tenant refuses anonymous widgets and tokens signed with another key.
+    ws_client anonymous(server.port(), "/v1/visitor");
+    CHECK(anonymous.request({{"type", "hello"}, {"id", "h"}, {"tenant", "t3"}})["code"] == "unauthorized");
+    CHECK(anonymous.wait_closed() == 4401);
+    ws_client forged(server.port(), "/v1/visitor");
+    auto wrong_key = parley::server::mint_visitor_token("t1-widget-secret-0123456789", "t3", "crm-42", {},
+                                                        std::chrono::hours(1), std::chrono::system_clock::now());
+    forged.send_json({{"type", "hello"}, {"id", "h"}, {"tenant", "t3"}, {"visitor_token", wrong_key}});
+    CHECK(forged.wait_closed() == 4401);
+}
+
+TEST_CASE("a queue route: FIFO with live positions, drained the moment capacity frees", "[e2e]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}, {"max_chats", 1}});
+    server.put_route("support", {{"type", "round_robin"}, {"queue_wait_s", 300}});
+    auto agent = server.connect_agent("a1");
+    auto first = server.connect_visitor();
+    const auto first_id = chat_server::request_agent(first, "support");
+    chat_server::accept_next_offer(agent);
+    first->expect("agent_joined");
+
+    auto second = server.connect_visitor();
+    auto second_reply = second->request({{"type", "request_agent"}, {"id", "q"}, {"route", "support"}});
+    CHECK(second_reply["state"] == "queued");
+    CHECK(second->expect("queued")["position"] == 1);
+    auto third = server.connect_visitor();
+    chat_server::request_agent(third, "support");
+    CHECK(third->expect("queued")["position"] == 2);
+    CHECK(agent->request({{"type", "list_conversations"}, {"id", "l"}})["conversations"].size() == 1);
+    CHECK(parley::test::http_request(server.port(), "GET", "/metrics").body.find("parley_queue_depth") !=
+          std::string::npos);
+
+    // a1 ends the first chat: the second is offered at once, the third moves up.
+    REQUIRE(agent->request({{"type", "end_chat"}, {"id", "e"}, {"conversation_id", first_id}})["type"] == "ok");
+    auto offer = agent->expect("offer", 2s);
+    CHECK(offer["conversation_id"] == second_reply["conversation_id"]);
+    CHECK(third->expect("queued", 2s)["position"] == 1);
+}
+
+TEST_CASE("a conversation idle past the timeout ends with idle_timeout", "[e2e]") {
+    chat_server server("[routing]\nconversation_idle_timeout_s = 2\n");
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto agent = server.connect_agent("a1");
+    auto visitor = server.connect_visitor();
+    const auto conversation_id = chat_server::request_agent(visitor, "sales");
+    chat_server::accept_next_offer(agent);
+    // A message resets the clock: the chat ends about 2 s after it, not after the accept.
+    std::this_thread::sleep_for(1200ms);
+    REQUIRE(chat_server::send_text(*visitor.ws, conversation_id, "still deciding", "m-1")["type"] == "ok");
+    const auto sent_at = std::chrono::steady_clock::now();
+    auto ended = visitor->expect("ended", 5s);
+    const auto waited = std::chrono::steady_clock::now() - sent_at;
+    CHECK(ended["reason"] == "idle_timeout");
+    CHECK(waited >= 1500ms);
+    CHECK(agent->expect("ended", 2s)["reason"] == "idle_timeout");
+}
+
+TEST_CASE("a peer that stops answering pings is dropped; one that reads stays", "[e2e]") {
+    chat_server server("[limits]\nping_interval_s = 1\npeer_silence_timeout_s = 3\n");
+    server.put_agent("a1", {{"name", "Ann"}});
+    auto silent = server.connect_agent("a1");
+    auto alive = server.connect_visitor();
+    silent->pause_reading();  // no reads: pings go unanswered
+    // The live client keeps reading (and so answering pings) for 5 s.
+    CHECK_FALSE(alive->receive(5s).has_value());
+    CHECK_FALSE(alive->closed());
+    silent->resume_reading();
+    CHECK_FALSE(silent->receive(2s).has_value());
+    CHECK(silent->closed());
+}
+
+TEST_CASE("HTTP limits: oversized body 413, bad admin input 400 with a reason", "[e2e]") {
+    chat_server server("[limits]\nhttp_body_max_bytes = 1024\n");
+    auto big = server.admin("PUT", "/agents/a1", {{"name", std::string(2000, 'x')}});
+    CHECK(big.status == 413);
+    auto bad = server.admin("PUT", "/agents/a1", {{"name", "Ann"}, {"max_chats", 11}});
+    CHECK(bad.status == 400);
+    CHECK(bad.json()["code"] == "bad_request");
+    CHECK(bad.json()["message"].get<std::string>().find("max_chats") != std::string::npos);
+    auto garbage = http_request(server.port(), "PUT", "/v1/tenants/t1/routes/r", "{nope",
+                                {{"Authorization", "Bearer " + admin_token_of("t1")}});
+    CHECK(garbage.status == 400);
+    CHECK(server.admin("PUT", "/routes/r", {{"type", "team"}}).status == 400);
+    CHECK(http_request(server.port(), "GET", "/v1/tenants/t1/agents").status == 401);
+    CHECK(http_request(server.port(), "GET", "/v1/tenants/t1/agents", "", {{"Authorization", "Bearer wrong"}}).status ==
+          401);
+    CHECK(server.admin("DELETE", "/agents/ghost").status == 404);
+    CHECK(http_request(server.port(), "GET", "/healthz").status == 200);
+}

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -42,6 +44,15 @@ struct verified_token {
 };
 verified_token verify_hs256(const std::string& secret, const std::string& token,
                             std::chrono::system_clock::time_point now, bool require_exp);
+
+// A visitor token as a tenant's own backend mints it for its widget: {sub:
+// visitor id, tenant, iat, exp} plus profile claims (name, job_title, email,
+// phone, crm_status, company), signed with the tenant's widget secret. Its
+// claims win over the profile the widget sends. For tools and tests.
+std::string mint_visitor_token(const std::string& widget_secret, const std::string& tenant,
+                               const std::string& visitor_id,
+                               const std::vector<std::pair<std::string, std::string>>& profile_claims,
+                               std::chrono::seconds ttl, std::chrono::system_clock::time_point now);
 
 // Resume tokens let an anonymous visitor reattach later: {sub: visitor id,
 // tenant, typ: "resume", iat, exp}, signed with the tenant's widget secret.
