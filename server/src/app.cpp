@@ -10,6 +10,7 @@
 
 #include "dispatcher.h"
 #include "listener.h"
+#include "metrics.h"
 #include "net.h"
 #include "parley/server/logging.h"
 #include "shared_state.h"
@@ -25,6 +26,12 @@ storage::store_options store_options_from(const config::config& cfg) {
     o.batch_delay = std::chrono::duration_cast<std::chrono::microseconds>(cfg.storage.batch_delay);
     o.queue_max = cfg.storage.queue_max;
     o.retention_days = static_cast<int>(cfg.storage.retention_days);
+    o.on_batch_committed = [](std::size_t writes, std::chrono::microseconds took) {
+        auto& m = global_metrics();
+        m.storage_batches++;
+        m.storage_writes += writes;
+        m.storage_batch_seconds.observe(std::chrono::duration<double>(took).count());
+    };
     return o;
 }
 

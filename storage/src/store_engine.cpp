@@ -315,6 +315,7 @@ bool store_engine::run_batch(std::vector<write_job>& jobs) {
     std::vector<result<append_outcome>> message_outcomes;
     std::vector<std::optional<error>> other_outcomes(jobs.size());
     std::vector<std::size_t> message_index(jobs.size(), 0);
+    const auto started = clock::now();
     try {
         writer_->begin();
         for (std::size_t i = 0; i < jobs.size();) {
@@ -366,6 +367,9 @@ bool store_engine::run_batch(std::vector<write_job>& jobs) {
         stats_.writes_committed += jobs.size();
         stats_.largest_batch = std::max<std::uint64_t>(stats_.largest_batch, jobs.size());
     }
+    if (options_.on_batch_committed)
+        options_.on_batch_committed(jobs.size(),
+                                    std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started));
     for (std::size_t i = 0; i < jobs.size(); ++i) {
         if (jobs[i].message)
             complete(jobs[i], std::move(message_outcomes[message_index[i]]));
@@ -448,16 +452,7 @@ void store_engine::reader_loop() {
             job = std::move(read_queue_.front());
             read_queue_.pop_front();
         }
-        if (!connection) {
-            try {
-                connection = factory_();
-            } catch (...) {
-                auto why = classify_connect_failure(std::current_exception());
-                job(nullptr, &why);
-                continue;
-            }
-        }
-        if (job(connection.get(), nullptr)) connection.reset();
+        job(connection);
     }
 }
 
@@ -466,25 +461,39 @@ void store_engine::reader_loop() {
 // those, which costs at most one group-commit batch.
 template <class T, class Query>
 void store_engine::submit_read(callback<T> done, Query query) {
+    // A reader's connection that sat idle through a database restart only finds
+    // out it is dead on its next query. That read gets one more try on a fresh
+    // connection, so the first reads after an outage do not fail although the
+    // database is back; reads change nothing, so a retry is safe. A fresh
+    // connection that fails is a real outage: the read fails fast with unavailable.
     read_job job = [this, done, query = std::move(query), writes_before = writes_submitted()](
-                       sql_connection* c, const error* failure) -> bool {
+                       std::unique_ptr<sql_connection>& connection) {
         wait_for_writes(writes_before);
-        if (failure) {
-            if (done) done(result<T>(*failure));
-            return false;
-        }
         std::optional<result<T>> outcome;
-        bool broken = false;
-        try {
-            outcome.emplace(query(*c));
-        } catch (...) {
-            c->rollback();
-            auto why = c->classify(std::current_exception());
-            broken = why.kind == error_kind::unavailable;
-            outcome.emplace(std::move(why));
+        for (bool fresh = false; !outcome;) {
+            if (!connection) {
+                try {
+                    connection = factory_();
+                    fresh = true;
+                } catch (...) {
+                    outcome.emplace(classify_connect_failure(std::current_exception()));
+                    break;
+                }
+            }
+            try {
+                outcome.emplace(query(*connection));
+            } catch (...) {
+                connection->rollback();
+                auto why = connection->classify(std::current_exception());
+                if (why.kind != error_kind::unavailable) {
+                    outcome.emplace(std::move(why));
+                    break;
+                }
+                connection.reset();
+                if (fresh) outcome.emplace(std::move(why));
+            }
         }
         if (done) done(std::move(*outcome));
-        return broken;
     };
     {
         std::unique_lock lock(readers_mutex_);

@@ -57,6 +57,8 @@ struct store_options {
     std::chrono::milliseconds reconnect_backoff_min{100};
     std::chrono::milliseconds reconnect_backoff_max{5000};
     std::chrono::milliseconds health_check_interval{1000};  // idle ping so ready() notices outages
+    // Called on the writer thread after each committed batch (for metrics); must be cheap.
+    std::function<void(std::size_t writes, std::chrono::microseconds took)> on_batch_committed;
 };
 
 struct store_stats {

@@ -1,0 +1,239 @@
+// Operators' surface of the real daemon: the admin API of protocol.md section
+// 6 (each endpoint, bad input, other tenants' tokens), applied to the running
+// routing core at once, and /metrics counters that move with the traffic.
+#include <sstream>
+#include <thread>
+
+#include "e2e_support.h"
+
+using namespace parley::test;
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+
+namespace {
+
+// Every sample of a /metrics scrape, keyed by series (name plus labels).
+std::map<std::string, double> scrape(std::uint16_t port) {
+    auto reply = http_request(port, "GET", "/metrics");
+    REQUIRE(reply.status == 200);
+    CHECK(reply.headers["Content-Type"].rfind("text/plain; version=0.0.4", 0) == 0);
+    std::map<std::string, double> samples;
+    std::istringstream lines(reply.body);
+    for (std::string line; std::getline(lines, line);) {
+        if (line.empty() || line[0] == '#') continue;
+        auto space = line.rfind(' ');
+        REQUIRE(space != std::string::npos);
+        samples[line.substr(0, space)] = std::stod(line.substr(space + 1));
+    }
+    return samples;
+}
+
+std::int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+}  // namespace
+
+TEST_CASE("admin API: agents", "[ops]") {
+    chat_server server;
+    auto created = server.admin("PUT", "/agents/a1",
+                                {{"name", "Ann"}, {"email", "ann@acme.io"}, {"max_chats", 3}, {"teams", {"sales"}},
+                                 {"schedule", {{"tz", "Europe/Paris"}, {"blocks", {{{"day", "mon"}, {"start", "08:00"}, {"end", "12:00"}}}}}},
+                                 {"calendar_url", "https://cal.example/ann"}});
+    INFO(created.body);
+    CHECK(created.status == 201);
+    CHECK(created.json()["name"] == "Ann");
+    CHECK(server.admin("PUT", "/agents/a1", {{"name", "Ann B."}, {"max_chats", 3}}).status == 200);
+
+    auto list = server.admin("GET", "/agents");
+    REQUIRE(list.status == 200);
+    REQUIRE(list.json()["agents"].size() == 1);
+    CHECK(list.json()["agents"][0]["id"] == "a1");
+    CHECK(list.json()["agents"][0]["name"] == "Ann B.");
+    CHECK(list.json()["agents"][0]["max_chats"] == 3);
+    CHECK(list.json()["agents"][0]["connected"] == false);
+
+    // Bad input: 400 with a reason naming the field; nothing stored.
+    struct bad_case {
+        json body;
+        const char* field;
+    };
+    for (const auto& c : std::vector<bad_case>{
+             {json::object(), "name"},
+             {{{"name", "X"}, {"max_chats", 0}}, "max_chats"},
+             {{{"name", "X"}, {"max_chats", "ten"}}, "max_chats"},
+             {{{"name", "X"}, {"email", "not-an-email"}}, "email"},
+             {{{"name", "X"}, {"schedule", {{"tz", "Mars/Olympus"}, {"blocks", json::array()}}}}, "schedule"},
+             {{{"name", "X"}, {"schedule", {{"blocks", {{{"day", "mon"}, {"start", "10:00"}, {"end", "09:00"}}}}}}}, "schedule"},
+             {{{"name", "X"}, {"calendar_url", "javascript:alert(1)"}}, "calendar_url"},
+         }) {
+        INFO(c.body.dump());
+        auto reply = server.admin("PUT", "/agents/bad", c.body);
+        CHECK(reply.status == 400);
+        CHECK(reply.json()["code"] == "bad_request");
+        CHECK(reply.json()["message"].get<std::string>().find(c.field) != std::string::npos);
+    }
+    CHECK(server.admin("GET", "/agents").json()["agents"].size() == 1);
+
+    // Credentials.
+    CHECK(http_request(server.port(), "GET", "/v1/tenants/t1/agents").status == 401);
+    CHECK(server.admin("GET", "/agents", nullptr, "t1", "t2").status == 403);
+    CHECK(server.admin("PUT", "/agents/a9", {{"name", "Spy"}}, "t1", "t2").status == 403);
+    CHECK(server.admin("GET", "/agents", nullptr, "t2").json()["agents"] == json::array());
+    auto agent_token_on_admin = http_request(server.port(), "GET", "/v1/tenants/t1/agents", "",
+                                             {{"Authorization", "Bearer " + chat_server::agent_token("a1")}});
+    CHECK(agent_token_on_admin.status == 403);
+
+    // Deleting an agent closes its sessions; it can no longer sign in.
+    auto session = server.connect_agent("a1");
+    CHECK(server.admin("DELETE", "/agents/a1").status == 204);
+    CHECK(session->wait_closed() == 4401);
+    CHECK(server.admin("DELETE", "/agents/a1").status == 404);
+    ws_client again(server.port(), "/v1/agent");
+    again.send_json({{"type", "hello"}, {"id", "h"}, {"token", chat_server::agent_token("a1")}});
+    CHECK(again.wait_closed() == 4401);
+}
+
+TEST_CASE("admin API: routes and accounts apply to the running router at once", "[ops]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_agent("owner", {{"name", "Owner"}});
+    auto a1 = server.connect_agent("a1");
+    auto owner = server.connect_agent("owner");
+
+    CHECK(server.admin("PUT", "/routes/sales", {{"type", "round_robin"}}).status == 201);
+    CHECK(server.admin("PUT", "/routes/sales", {{"type", "round_robin"}, {"offer_timeout_s", 30}}).status == 200);
+    for (const auto& bad : std::vector<json>{
+             json::object(),
+             {{"type", "carrier_pigeon"}},
+             {{"type", "team"}},
+             {{"type", "round_robin"}, {"offer_timeout_s", 0}},
+             {{"type", "round_robin"}, {"fallback_route", "nowhere"}},
+             {{"type", "rules"}, {"rules", {{{"priority", 1}, {"when", {{"field", "shoe_size"}, {"op", "equals"}, {"value", "9"}}}, {"agents", {"a1"}}}}}},
+         }) {
+        INFO(bad.dump());
+        auto reply = server.admin("PUT", "/routes/broken", bad);
+        CHECK(reply.status == 400);
+        CHECK(reply.json()["code"] == "bad_request");
+    }
+    // A fallback chain must not loop back.
+    CHECK(server.admin("PUT", "/routes/b", {{"type", "round_robin"}, {"fallback_route", "sales"}}).status == 201);
+    auto cycle = server.admin("PUT", "/routes/sales", {{"type", "round_robin"}, {"fallback_route", "b"}});
+    CHECK(cycle.status == 400);
+    CHECK(cycle.json()["message"].get<std::string>().find("cycle") != std::string::npos);
+
+    // Account routing: bigco.com visitors go to their owner, checked before round robin.
+    CHECK(server.admin("PUT", "/accounts/bigco.com", {{"agent_id", "ghost"}}).status == 400);
+    CHECK(server.admin("PUT", "/accounts/bigco.com", {{"agent_id", "owner"}}).status == 200);
+    CHECK(server.admin("PUT", "/routes/web", {{"type", "account"}}).status == 201);
+    for (int i = 0; i < 3; ++i) {
+        auto visitor = server.connect_visitor({{"name", "V"}, {"email", "v" + std::to_string(i) + "@BigCo.com"}});
+        auto id = chat_server::request_agent(visitor, "web", "k" + std::to_string(i));
+        CHECK(owner->expect("offer")["conversation_id"] == id);
+        REQUIRE(visitor->request({{"type", "end_chat"}, {"id", "e"}, {"conversation_id", id}})["type"] == "ok");
+    }
+    CHECK_FALSE(a1->receive(200ms).has_value());
+    CHECK(server.admin("DELETE", "/accounts/bigco.com").status == 204);
+    CHECK(server.admin("DELETE", "/accounts/bigco.com").status == 404);
+
+    // Deleting a route: new requests on it are refused.
+    CHECK(server.admin("DELETE", "/routes/b").status == 204);
+    auto visitor = server.connect_visitor();
+    auto refused = visitor->request({{"type", "request_agent"}, {"id", "q"}, {"route", "b"}});
+    CHECK(refused["code"] == "not_found");
+    CHECK(server.admin("DELETE", "/routes/b").status == 404);
+    CHECK(server.admin("PUT", "/routes/x", {{"type", "round_robin"}}, "t1", "t2").status == 403);
+}
+
+TEST_CASE("admin API: visitor profiles and activities feed the agent's visitor card and history", "[ops]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}});
+    auto agent = server.connect_agent("a1");
+
+    auto put = server.admin("PUT", "/visitors/crm-7",
+                            {{"name", "Lin"}, {"job_title", "CFO"}, {"email", "lin@x.io"}, {"crm_status", "Opportunity"}});
+    INFO(put.body);
+    CHECK(put.status == 200);
+    CHECK(server.admin("PUT", "/visitors/crm-7", {{"email", "nope"}}).status == 400);
+    auto card = agent->request({{"type", "get_visitor"}, {"id", "g"}, {"visitor_id", "crm-7"}});
+    CHECK(card["name"] == "Lin");
+    CHECK(card["job_title"] == "CFO");
+    CHECK(card["crm_status"] == "Opportunity");
+    CHECK(card["phone"].is_null());
+
+    const auto now = now_ms();
+    CHECK(server.admin("POST", "/visitors/crm-7/activities",
+                       {{"type", "visited_webpage"}, {"at", now - 60'000}, {"details", {{"url", "https://x.io/pricing"}}}})
+              .status == 201);
+    CHECK(server.admin("POST", "/visitors/crm-7/activities", {{"type", "opened_email"}, {"at", now - 30'000}}).status == 201);
+    // Older than 90 days: stored but never returned.
+    CHECK(server.admin("POST", "/visitors/crm-7/activities",
+                       {{"type", "filled_out_form"}, {"at", now - 91LL * 86'400'000}})
+              .status == 201);
+    CHECK(server.admin("POST", "/visitors/crm-7/activities", {{"type", "chat_ended"}, {"at", now}}).status == 400);
+    CHECK(server.admin("POST", "/visitors/crm-7/activities", {{"type", "Bad Type!"}, {"at", now}}).status == 400);
+    CHECK(server.admin("POST", "/visitors/crm-7/activities", {{"type", "x"}}).status == 400);
+
+    auto history = agent->request({{"type", "get_activity"}, {"id", "a"}, {"visitor_id", "crm-7"}, {"limit", 1}});
+    REQUIRE(history["activities"].size() == 1);
+    CHECK(history["activities"][0]["type"] == "opened_email");
+    REQUIRE(history["next_cursor"].is_string());
+    auto page2 = agent->request(
+        {{"type", "get_activity"}, {"id", "b"}, {"visitor_id", "crm-7"}, {"limit", 10}, {"cursor", history["next_cursor"]}});
+    REQUIRE(page2["activities"].size() == 1);
+    CHECK(page2["activities"][0]["type"] == "visited_webpage");
+    CHECK(page2["activities"][0]["details"]["url"] == "https://x.io/pricing");
+    CHECK(page2["next_cursor"].is_null());
+
+    // Another tenant's agent sees none of it.
+    server.put_agent("a1", {{"name", "Other"}}, "t2");
+    auto other = server.connect_agent("a1", true, "t2");
+    CHECK(other->request({{"type", "get_visitor"}, {"id", "g"}, {"visitor_id", "crm-7"}})["code"] == "not_found");
+    CHECK(other->request({{"type", "get_activity"}, {"id", "a"}, {"visitor_id", "crm-7"}})["activities"] == json::array());
+}
+
+TEST_CASE("/metrics counters and gauges move with the traffic", "[ops]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}, {"offer_timeout_s", 1}});
+    auto before = scrape(server.port());
+    CHECK(before["parley_connections{kind=\"agent\"}"] == 0);
+    CHECK(before.count("parley_chats_total{outcome=\"requested\"}") == 1);
+    CHECK(before["parley_storage_ready"] == 1);
+
+    auto agent = server.connect_agent("a1");
+    auto visitor = server.connect_visitor();
+    auto id = chat_server::request_agent(visitor, "sales");
+    agent->expect("offer");
+    CHECK(agent->expect("offer_withdrawn", 3s)["reason"] == "expired");
+    visitor->expect("ended", 3s);  // max_attempts 2 but only one agent: fallback
+    auto second = chat_server::request_agent(visitor, "sales", "k-2");
+    chat_server::accept_next_offer(agent);
+    for (int i = 0; i < 5; ++i) chat_server::send_text(*visitor.ws, second, "hi", "m-" + std::to_string(i));
+
+    std::map<std::string, double> after;
+    // Gauges are published once a second.
+    for (int i = 0; i < 30; ++i) {
+        after = scrape(server.port());
+        if (after["parley_capacity_in_use"] == 1) break;
+        std::this_thread::sleep_for(100ms);
+    }
+    CHECK(after["parley_connections{kind=\"agent\"}"] == 1);
+    CHECK(after["parley_connections{kind=\"visitor\"}"] == 1);
+    CHECK(after["parley_chats_total{outcome=\"requested\"}"] - before["parley_chats_total{outcome=\"requested\"}"] == 2);
+    CHECK(after["parley_chats_total{outcome=\"offered\"}"] - before["parley_chats_total{outcome=\"offered\"}"] == 2);
+    CHECK(after["parley_chats_total{outcome=\"expired\"}"] - before["parley_chats_total{outcome=\"expired\"}"] == 1);
+    CHECK(after["parley_chats_total{outcome=\"accepted\"}"] - before["parley_chats_total{outcome=\"accepted\"}"] == 1);
+    CHECK(after["parley_chats_total{outcome=\"fallback\"}"] - before["parley_chats_total{outcome=\"fallback\"}"] == 1);
+    CHECK(after["parley_frames_in_total"] > before["parley_frames_in_total"]);
+    CHECK(after["parley_frames_out_total"] > before["parley_frames_out_total"]);
+    CHECK(after["parley_capacity_in_use"] == 1);
+    CHECK(after["parley_agents_available"] == 1);
+    CHECK(after["parley_offer_to_accept_seconds_count"] == 1);
+    CHECK(after["parley_send_ack_seconds_count"] == 5);
+    CHECK(after["parley_storage_batches_total"] > before["parley_storage_batches_total"]);
+    CHECK(after["parley_storage_writes_total"] >= after["parley_storage_batches_total"]);
+    CHECK(after["parley_storage_batch_seconds_count"] == after["parley_storage_batches_total"]);
+    CHECK(after["parley_send_ack_seconds_bucket{le=\"+Inf\"}"] == 5);
+}
