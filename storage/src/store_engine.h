@@ -74,8 +74,9 @@ private:
         clock::time_point enqueued;
     };
 
-    // Returns true when the connection broke and must be replaced.
-    using read_job = std::function<bool(sql_connection*, const error*)>;
+    // Runs on a reader thread with that thread's connection: connects when it
+    // is null, and resets it when it broke.
+    using read_job = std::function<void(std::unique_ptr<sql_connection>& connection)>;
 
     void submit_write(write_job job);
     void submit_generic(std::function<std::optional<error>(sql_connection&)> apply, callback<void> done);
