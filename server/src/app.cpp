@@ -2,9 +2,11 @@
 
 #include <systemd/sd-daemon.h>
 
+#include <condition_variable>
 #include <csignal>
 #include <fstream>
 #include <future>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -65,6 +67,76 @@ void seed_demo(storage::store& store) {
     wait_for<void>([&](auto done) { store.put_route(support, done); });
     logger("main")->info("demo tenant seeded: agent demo-agent, routes sales and support");
 }
+
+// The retention job. store::prune() blocks until every batch of deletes is
+// done, so it gets a thread of its own and never runs on an I/O thread (the
+// store itself runs it on one of its reader threads). Runs every `interval`;
+// the first run comes after at most a minute, so a daemon restarted more
+// often than the interval still prunes. stop() wakes the thread and joins it,
+// letting a prune already running finish its pass (each batch is a short
+// transaction of storage.prune_batch rows).
+class retention_job {
+public:
+    retention_job(std::shared_ptr<storage::store> store, std::chrono::seconds interval, int retention_days)
+        : store_(std::move(store)), interval_(interval), retention_days_(retention_days) {
+        thread_ = std::thread([this] { run(); });
+    }
+    ~retention_job() { stop(); }
+    retention_job(const retention_job&) = delete;
+    retention_job& operator=(const retention_job&) = delete;
+
+    void stop() {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        if (thread_.joinable()) thread_.join();
+    }
+
+private:
+    void run() {
+        auto log = logger("store");
+        log->info("retention job: every {} s, deleting data older than {} day(s)", interval_.count(), retention_days_);
+        std::chrono::seconds delay = std::min(interval_, std::chrono::seconds(60));
+        std::unique_lock lock(mutex_);
+        for (;;) {
+            if (wake_.wait_for(lock, delay, [this] { return stopping_; })) return;
+            delay = interval_;
+            lock.unlock();
+            prune_once(*log);
+            lock.lock();
+        }
+    }
+
+    void prune_once(spdlog::logger& log) {
+        const auto started = std::chrono::steady_clock::now();
+        const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+        auto report = store_->prune(now);
+        const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+        if (!report) {
+            // Typically the database is down; the next run tries again.
+            log.warn("retention job: prune failed after {} ms: {}", took.count(), report.failure().message);
+            return;
+        }
+        const auto& r = report.value();
+        const bool deleted_something = r.messages + r.activities + r.conversations + r.offers > 0;
+        log.log(deleted_something ? spdlog::level::info : spdlog::level::debug,
+                "retention job: pruned {} message(s), {} activit(ies), {} conversation(s), {} offer(s) "
+                "in {} batch(es), {} ms",
+                r.messages, r.activities, r.conversations, r.offers, r.batches, took.count());
+    }
+
+    std::shared_ptr<storage::store> store_;
+    const std::chrono::seconds interval_;
+    const int retention_days_;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    bool stopping_ = false;
+    std::thread thread_;  // started in the constructor body, once every member above is initialised
+};
 
 }  // namespace
 
@@ -171,6 +243,7 @@ int app::run() {
     s.state->hubs = hubs;
     s.state->websocket_handler = std::make_shared<dispatcher>(s.state, hubs);
     s.state->ready = true;
+    retention_job retention(store, cfg.storage.prune_interval, static_cast<int>(cfg.storage.retention_days));
 
     try {
         s.server_listener = std::make_shared<listener>(s.ioc, tcp::endpoint{address, cfg.server.port}, s.state);
@@ -202,6 +275,7 @@ int app::run() {
     for (unsigned i = 1; i < s.thread_count; ++i) threads.emplace_back([&s] { s.ioc.run(); });
     s.ioc.run();
     for (auto& t : threads) t.join();
+    retention.stop();
 
     // Every write queued before the stop is committed before we exit.
     store->flush();
