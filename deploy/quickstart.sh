@@ -21,7 +21,8 @@ build_packages=(
   catch2 libsqlite3-dev libssl-dev libhowardhinnant-date-dev libjwt-dev
   libtoml11-dev libcli11-dev libsystemd-dev libbenchmark-dev
 )
-test_packages=(postgresql postgresql-contrib systemd procps iproute2)
+# systemd: systemd-analyze, systemd-sysusers, systemd-tmpfiles (tests/deploy); dpkg-dev, file: cpack -G DEB.
+test_packages=(postgresql postgresql-contrib systemd procps iproute2 dpkg-dev file)
 
 install_missing() {
   local missing=() p
