@@ -31,6 +31,10 @@ void ws_connection::connect(const tcp::endpoint& server, std::optional<asio::ip:
     auto host = server.address().to_string() + ":" + std::to_string(server.port());
     beast::get_lowest_layer(ws_).async_connect(server, [self, host, path, done](error_code connect_ec) {
         if (connect_ec) return done(connect_ec);
+        // As browsers do: without it, a frame written while the previous one is
+        // unacknowledged waits for the peer's delayed ACK (Nagle, up to 40 ms).
+        error_code ignored;
+        beast::get_lowest_layer(self->ws_).socket().set_option(tcp::no_delay(true), ignored);
         beast::get_lowest_layer(self->ws_).expires_never();
         self->ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
         self->ws_.text(true);

@@ -10,7 +10,10 @@
 #   --runs N           runs per comparison point; the summary quotes the median (default 3)
 #   --duration S       measured seconds per run (default 10)
 #   --smoke            a few seconds each, few connections, no PostgreSQL or comparison
-#   scenario...        any of: relay idle storm durable reconnect slow compare (default: all)
+#   --nodelay-shim     run parleyd with an LD_PRELOAD shim that sets TCP_NODELAY on accepted
+#                      sockets (parleyd does not; this measures what that fix would give)
+#   scenario...        any of: relay idle storm durable reconnect slow compare summary (default: all
+#                      but summary, which only summarises the results already in --out)
 #
 # Pinning: the server under test (parleyd, the Beast echo server, node) runs on
 # CPU 0, parley_load on CPU 1 (taskset), when the machine has two CPUs or more.
@@ -23,7 +26,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 parleyd=$(realpath "${1:?usage: run.sh PARLEYD [--load PATH] [--out DIR] [--runs N] [--duration S] [--smoke] [scenario...]}")
 shift
-load="" out="load-results-$(date +%Y%m%d-%H%M%S)" runs=3 duration=10 smoke=0 scenarios=()
+load="" out="load-results-$(date +%Y%m%d-%H%M%S)" runs=3 duration=10 smoke=0 nodelay_shim=0 scenarios=()
 while (($#)); do
   case $1 in
     --load) load=$(realpath "$2"); shift 2 ;;
@@ -31,6 +34,7 @@ while (($#)); do
     --runs) runs=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --smoke) smoke=1; shift ;;
+    --nodelay-shim) nodelay_shim=1; shift ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) scenarios+=("$1"); shift ;;
   esac
@@ -63,12 +67,37 @@ if (($(nproc) >= 2)); then
 else
   pin_server=() pin_load=()
 fi
+preload=()
+if ((nodelay_shim)); then
+  cat >"$tmp/nodelay.c" <<'C'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+static int nodelay(int fd) {
+  int one = 1;
+  if (fd >= 0) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+int accept(int s, struct sockaddr *a, socklen_t *l) {
+  int (*real)(int, struct sockaddr *, socklen_t *) = dlsym(RTLD_NEXT, "accept");
+  return nodelay(real(s, a, l));
+}
+int accept4(int s, struct sockaddr *a, socklen_t *l, int f) {
+  int (*real)(int, struct sockaddr *, socklen_t *, int) = dlsym(RTLD_NEXT, "accept4");
+  return nodelay(real(s, a, l, f));
+}
+C
+  gcc -O2 -shared -fPIC -o "$tmp/nodelay.so" "$tmp/nodelay.c" -ldl
+  preload=(env "LD_PRELOAD=$tmp/nodelay.so")
+fi
 tenant=bench admin_token=bench-admin-token-0123456789 agent_secret=bench-agent-secret-0123456789
 
-free_port() {
+free_port() {  # below the ephemeral range (32768..), so no client socket holds it
   local port
   while :; do
-    port=$((20000 + RANDOM % 30000))
+    port=$((10000 + RANDOM % 20000))
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
   done
 }
@@ -116,10 +145,11 @@ agent_secret = "$agent_secret"
 widget_secret = "bench-widget-secret-0123456789"
 TOML
   "$parleyd" -c "$dir/parley.toml" migrate >"$dir/migrate.log" 2>&1 || { cat "$dir/migrate.log" >&2; return 1; }
-  port=$(free_port)
-  "${pin_server[@]}" "$parleyd" -c "$dir/parley.toml" serve --port "$port" >"$dir/parleyd.log" 2>&1 &
+  "${pin_server[@]}" "${preload[@]}" "$parleyd" -c "$dir/parley.toml" serve --port 0 --port-file "$dir/port" >"$dir/parleyd.log" 2>&1 &
   server_pid=$!
-  wait_port "$port" "$server_pid" || { cat "$dir/parleyd.log" >&2; return 1; }
+  for _ in $(seq 1 200); do [[ -s $dir/port ]] && break; sleep 0.05; done
+  port=$(cat "$dir/port" 2>/dev/null || true)
+  [[ -n $port ]] && wait_port "$port" "$server_pid" || { cat "$dir/parleyd.log" >&2; stop_server; return 1; }
 }
 
 # run_load SCENARIO ARGS...: runs parley_load against the current server.
@@ -138,7 +168,7 @@ run_parley() {  # run_parley STORAGE_URL SCENARIO ARGS...: fresh server, one run
   local url=$1 durability=relaxed
   shift
   [[ $1 == durable ]] && durability=commit
-  start_parley "$url" "$durability"
+  start_parley "$url" "$durability" || { status=1; return 0; }
   run_load "$@" || status=1
   stop_server
 }
@@ -150,12 +180,12 @@ for scenario in "${scenarios[@]}"; do
   case $scenario in
     relay)
       for _ in $(seq 1 "$runs"); do run_parley "" relay --conversations 1000 --duration "$duration" --label max; done
-      run_parley "" relay --conversations 1000 --rate 5000 --duration "$duration" --label rate
+      run_parley "" relay --conversations 1000 --rate 2000 --duration "$duration" --label rate
       ;;
     idle) run_parley "" idle --connections 18500 --duration "$duration" --concurrency 500 ;;
     storm) run_parley "" storm --agents 50 --rate 200 --duration "$duration" ;;
     reconnect) run_parley "" reconnect --conversations 2000 --duration "$duration" --concurrency 1000 ;;
-    slow) run_parley "" slow --conversations 1000 --rate 5000 --slow-fraction 0.01 --duration "$duration" ;;
+    slow) run_parley "" slow --conversations 1000 --rate 2000 --slow-fraction 0.01 --duration "$duration" ;;
     durable)
       bash "$here/../support/pg_cluster.sh" start "$pg_env" >/dev/null
       url=$(sed -n 's/^PARLEY_TEST_PG_URL=//p' "$pg_env")
@@ -164,7 +194,7 @@ for scenario in "${scenarios[@]}"; do
         for pid in $(pgrep -f "$(sed -n 's/^PG_DIR=//p' "$pg_env")/data" || true); do taskset -pc 0 "$pid" >/dev/null; done
       fi
       for _ in $(seq 1 "$runs"); do run_parley "$url" durable --conversations 1000 --duration "$duration" --label max; done
-      run_parley "$url" durable --conversations 1000 --rate 2000 --duration "$duration" --label rate
+      run_parley "$url" durable --conversations 1000 --rate 1000 --duration "$duration" --label rate
       bash "$here/../support/pg_cluster.sh" stop "$pg_env" >/dev/null
       ;;
     compare)
@@ -200,6 +230,7 @@ JS
         run_parley "" relay --conversations 1000 --duration "$duration" --label compare
       done
       ;;
+    summary) ;;  # only the summary of what --out already holds
     *) echo "run.sh: unknown scenario $scenario" >&2; exit 2 ;;
   esac
 done
