@@ -120,7 +120,10 @@ int main(int argc, char** argv) {
         return 0;
     }
 
-    if (port_override >= 0) cfg->server.port = static_cast<std::uint16_t>(port_override);
+    if (port_override >= 0) {
+        cfg->server.port = static_cast<std::uint16_t>(port_override);
+        options.port_from_command_line = true;
+    }
     parley::server::app server(std::move(*cfg), options);
     return server.run();
 }

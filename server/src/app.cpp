@@ -10,10 +10,12 @@
 #include <thread>
 #include <vector>
 
+#include "blocking.h"
 #include "dispatcher.h"
 #include "listener.h"
 #include "metrics.h"
 #include "net.h"
+#include "reload.h"
 #include "parley/server/logging.h"
 #include "shared_state.h"
 #include "tenant_hub.h"
@@ -38,14 +40,6 @@ storage::store_options store_options_from(const config::config& cfg) {
 }
 
 namespace {
-
-template <typename T, typename Start>
-storage::result<T> wait_for(Start start) {
-    std::promise<storage::result<T>> promise;
-    auto future = promise.get_future();
-    start([&promise](storage::result<T> r) { promise.set_value(std::move(r)); });
-    return future.get();
-}
 
 // The quick start's demo tenant gets one agent and two routes when it has none.
 void seed_demo(storage::store& store) {
@@ -148,6 +142,7 @@ struct app::impl {
                                                       : std::max(1u, std::thread::hardware_concurrency())),
           ioc(static_cast<int>(thread_count)),
           signals(ioc, SIGINT, SIGTERM),
+          reload_signals(ioc, SIGHUP),
           drain_timer(ioc),
           watchdog_timer(ioc) {}
 
@@ -159,7 +154,8 @@ struct app::impl {
         logger("main")->info("{}: shutting down, {} connection(s) open", why, state->open_connections.load());
         sd_notify(0, "STOPPING=1");
         if (server_listener) server_listener->stop();
-        for (auto& [id, hub] : *state->hubs) hub->shutdown();
+        reload_signals.cancel();
+        for (auto& [id, hub] : *state->hubs()) hub->shutdown();
         drain_deadline = std::chrono::steady_clock::now() + state->cfg.server.shutdown_timeout / 2;
         wait_for_drain();
     }
@@ -174,6 +170,14 @@ struct app::impl {
         drain_timer.expires_after(std::chrono::milliseconds(20));
         drain_timer.async_wait([this](error_code ec) {
             if (!ec) wait_for_drain();
+        });
+    }
+
+    void wait_for_reload_signal() {
+        reload_signals.async_wait([this](error_code ec, int) {
+            if (ec || state->draining.load()) return;
+            reloader->request();
+            wait_for_reload_signal();
         });
     }
 
@@ -193,6 +197,8 @@ struct app::impl {
     unsigned thread_count;
     asio::io_context ioc;
     asio::signal_set signals;
+    asio::signal_set reload_signals;
+    std::unique_ptr<config_reloader> reloader;
     asio::steady_timer drain_timer;
     asio::steady_timer watchdog_timer;
     std::chrono::steady_clock::time_point drain_deadline;
@@ -232,16 +238,16 @@ int app::run() {
 
     auto hubs = std::make_shared<hub_map>();
     for (const auto& [id, tenant] : cfg.tenants) {
-        wait_for<void>([&](auto done) { store->put_tenant({id, {{"name", tenant.name}}}, done); });
-        auto hub = std::make_shared<tenant_hub>(s.ioc, s.state, tenant, store);
-        if (auto error = hub->load()) {
-            log->critical("{}", *error);
+        std::string error;
+        auto hub = tenant_hub::open(s.ioc, s.state, tenant, store, error);
+        if (!hub) {
+            log->critical("{}", error);
             return 1;
         }
         (*hubs)[id] = std::move(hub);
     }
-    s.state->hubs = hubs;
-    s.state->websocket_handler = std::make_shared<dispatcher>(s.state, hubs);
+    s.state->set_hubs(hubs);
+    s.state->websocket_handler = std::make_shared<dispatcher>(s.state);
     s.state->ready = true;
     retention_job retention(store, cfg.storage.prune_interval, static_cast<int>(cfg.storage.retention_days));
 
@@ -257,6 +263,8 @@ int app::run() {
     s.signals.async_wait([&s](error_code wait_ec, int signal_number) {
         if (!wait_ec) s.begin_shutdown(signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
     });
+    s.reloader = std::make_unique<config_reloader>(s.ioc, s.state, store, s.options.port_from_command_line);
+    s.wait_for_reload_signal();
     s.work_guard.emplace(s.ioc.get_executor());
 
     log->info("parleyd {} listening on {}:{} with {} I/O thread(s), storage {}, {} tenant(s)", PARLEY_VERSION,
@@ -275,13 +283,14 @@ int app::run() {
     for (unsigned i = 1; i < s.thread_count; ++i) threads.emplace_back([&s] { s.ioc.run(); });
     s.ioc.run();
     for (auto& t : threads) t.join();
+    s.reloader->stop();
     retention.stop();
 
     // Every write queued before the stop is committed before we exit.
     store->flush();
-    for (auto& [id, hub] : *hubs) hub->release_sessions();
+    for (auto& [id, hub] : *s.state->hubs()) hub->release_sessions();
     s.state->websocket_handler.reset();
-    s.state->hubs.reset();
+    s.state->set_hubs(std::make_shared<hub_map>());
     log->info("stopped");
     return 0;
 }

@@ -16,17 +16,21 @@ std::optional<std::string_view> re_of(const std::optional<std::string>& re) {
 }
 }  // namespace
 
-dispatcher::dispatcher(std::shared_ptr<shared_state> state, std::shared_ptr<const hub_map> hubs)
-    : state_(std::move(state)), hubs_(std::move(hubs)) {
-    limits_.max_frame_bytes = state_->cfg.limits.max_frame_bytes;
-    limits_.max_text_chars = state_->cfg.limits.max_text_chars;
+dispatcher::dispatcher(std::shared_ptr<shared_state> state) : state_(std::move(state)) {}
+
+proto::limits dispatcher::current_limits() const {
+    auto configured = state_->limits();
+    proto::limits limits;
+    limits.max_frame_bytes = configured->max_frame_bytes;
+    limits.max_text_chars = configured->max_text_chars;
+    return limits;
 }
 
 void dispatcher::on_text(const std::shared_ptr<websocket_session>& session, std::string&& text) {
     auto& m = global_metrics();
     m.frames_in++;
     auto role = session->role() == client_role::agent ? proto::role::agent : proto::role::visitor;
-    auto parsed = proto::parse_client_frame(text, role, limits_);
+    auto parsed = proto::parse_client_frame(text, role, current_limits());
     if (!session->admit_client_frame()) {
         m.rate_limited_frames++;
         std::optional<std::string> re = parsed ? parsed.value().id : parsed.error().re;
@@ -51,8 +55,9 @@ void dispatcher::on_text(const std::shared_ptr<websocket_session>& session, std:
         }
         return hello(session, frame);
     }
-    auto hub = hubs_->find(session->tenant);
-    if (hub == hubs_->end()) return;  // tenant removed by a reload: the session is being closed
+    auto hubs = state_->hubs();
+    auto hub = hubs->find(session->tenant);
+    if (hub == hubs->end()) return;  // tenant removed by a reload: the session is being closed
     hub->second->request(session, std::move(frame));
 }
 
@@ -68,9 +73,10 @@ void dispatcher::hello(const std::shared_ptr<websocket_session>& session, proto:
     if (auto* agent = std::get_if<proto::requests::agent_hello>(&frame.request)) {
         // The tenant is read from the unverified token only to pick the key that verifies it.
         auto tenant = unverified_claim(agent->token, "tenant");
-        auto hub = tenant ? hubs_->find(*tenant) : hubs_->end();
-        if (hub == hubs_->end()) return refuse(session, frame.id, "token names no known tenant");
-        auto verified = verify_agent_token(hub->second->tenant().agent_secret, agent->token, now, *tenant);
+        auto hubs = state_->hubs();
+        auto hub = tenant ? hubs->find(*tenant) : hubs->end();
+        if (hub == hubs->end()) return refuse(session, frame.id, "token names no known tenant");
+        auto verified = verify_agent_token(hub->second->tenant()->agent_secret, agent->token, now, *tenant);
         if (!verified.claims) return refuse(session, frame.id, to_string(verified.error));
         session->authenticated = true;
         session->tenant = *tenant;
@@ -79,9 +85,11 @@ void dispatcher::hello(const std::shared_ptr<websocket_session>& session, proto:
         return;
     }
     auto& visitor = std::get<proto::requests::visitor_hello>(frame.request);
-    auto hub = hubs_->find(visitor.tenant);
-    if (hub == hubs_->end()) return refuse(session, frame.id, "unknown tenant");
-    const auto& tenant = hub->second->tenant();
+    auto hubs = state_->hubs();
+    auto hub = hubs->find(visitor.tenant);
+    if (hub == hubs->end()) return refuse(session, frame.id, "unknown tenant");
+    const auto tenant_snapshot = hub->second->tenant();
+    const auto& tenant = *tenant_snapshot;
     std::string visitor_id;
     auto profile = visitor.profile;
     if (visitor.visitor_token) {
@@ -124,8 +132,9 @@ void dispatcher::hello(const std::shared_ptr<websocket_session>& session, proto:
 
 void dispatcher::on_closed(const std::shared_ptr<websocket_session>& session) {
     if (!session->authenticated) return;
-    auto hub = hubs_->find(session->tenant);
-    if (hub != hubs_->end()) hub->second->session_closed(session);
+    auto hubs = state_->hubs();
+    auto hub = hubs->find(session->tenant);
+    if (hub != hubs->end()) hub->second->session_closed(session);
 }
 
 }  // namespace parley::server

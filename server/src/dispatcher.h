@@ -14,7 +14,7 @@ namespace parley::server {
 
 class dispatcher : public frame_handler {
 public:
-    dispatcher(std::shared_ptr<shared_state> state, std::shared_ptr<const hub_map> hubs);
+    explicit dispatcher(std::shared_ptr<shared_state> state);
 
     void on_text(const std::shared_ptr<websocket_session>& session, std::string&& text) override;
     void on_closed(const std::shared_ptr<websocket_session>& session) override;
@@ -24,9 +24,9 @@ private:
     void refuse(const std::shared_ptr<websocket_session>& session, const std::optional<std::string>& re,
                 const std::string& why);
 
+    proto::limits current_limits() const;
+
     std::shared_ptr<shared_state> state_;
-    std::shared_ptr<const hub_map> hubs_;
-    proto::limits limits_;
 };
 
 }  // namespace parley::server

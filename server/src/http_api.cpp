@@ -75,17 +75,18 @@ caller identify(const shared_state& state, const std::string& tenant_id, const h
     auto header = request[http::field::authorization];
     if (header.substr(0, 7) != "Bearer ") return caller::none;
     std::string token(header.substr(7));
-    auto tenant = state.cfg.tenants.find(tenant_id);
-    if (tenant != state.cfg.tenants.end()) {
-        if (same_secret(token, tenant->second.admin_token)) return caller::admin;
-        if (verify_agent_token(tenant->second.agent_secret, token, std::chrono::system_clock::now(), tenant_id).claims)
-            return caller::agent;
+    const auto now = std::chrono::system_clock::now();
+    auto hubs = state.hubs();
+    if (auto own = hubs->find(tenant_id); own != hubs->end()) {
+        auto tenant = own->second->tenant();
+        if (same_secret(token, tenant->admin_token)) return caller::admin;
+        if (verify_agent_token(tenant->agent_secret, token, now, tenant_id).claims) return caller::agent;
     }
-    for (const auto& [id, other] : state.cfg.tenants) {
+    for (const auto& [id, hub] : *hubs) {
         if (id == tenant_id) continue;
-        if (same_secret(token, other.admin_token)) return caller::other_tenant;
-        if (verify_agent_token(other.agent_secret, token, std::chrono::system_clock::now(), id).claims)
-            return caller::other_tenant;
+        auto other = hub->tenant();
+        if (same_secret(token, other->admin_token)) return caller::other_tenant;
+        if (verify_agent_token(other->agent_secret, token, now, id).claims) return caller::other_tenant;
     }
     return caller::none;
 }
@@ -146,8 +147,9 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
         return done(error_response(request, 401, proto::error_code::unauthorized, "missing or invalid bearer token"));
     if (who == caller::other_tenant)
         return done(error_response(request, 403, proto::error_code::forbidden, "this token is for another tenant"));
-    auto hub_it = state->hubs->find(tenant_id);
-    if (hub_it == state->hubs->end())
+    auto hubs = state->hubs();
+    auto hub_it = hubs->find(tenant_id);
+    if (hub_it == hubs->end())
         return done(error_response(request, 404, proto::error_code::not_found, "no such tenant"));
     auto hub = hub_it->second;
 
@@ -170,7 +172,7 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
     if (who != caller::admin)
         return done(error_response(request, 403, proto::error_code::forbidden, "the admin API needs the tenant's admin token"));
 
-    const auto& limits = state->cfg.limits;
+    const auto& limits = *state->limits();
     proto::limits proto_limits;
     proto_limits.max_frame_bytes = limits.http_body_max_bytes;
     proto_limits.max_text_chars = limits.max_text_chars;

@@ -20,9 +20,9 @@ void http_session::run() {
 
 void http_session::do_read() {
     parser_.emplace();
-    parser_->body_limit(state_->cfg.limits.http_body_max_bytes);
+    parser_->body_limit(state_->limits()->http_body_max_bytes);
     parser_->header_limit(16 * 1024);
-    stream_.expires_after(state_->cfg.limits.handshake_timeout);
+    stream_.expires_after(state_->limits()->handshake_timeout);
     http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&http_session::on_read, shared_from_this()));
 }
 
@@ -64,7 +64,7 @@ void http_session::on_read(error_code ec, std::size_t) {
             self->response_ = std::make_shared<http::response<http::string_body>>(std::move(response));
             bool keep_alive = self->response_->keep_alive() && !self->state_->draining.load();
             self->response_->keep_alive(keep_alive);
-            self->stream_.expires_after(self->state_->cfg.limits.handshake_timeout);
+            self->stream_.expires_after(self->state_->limits()->handshake_timeout);
             http::async_write(self->stream_, *self->response_,
                               beast::bind_front_handler(&http_session::on_write, self, keep_alive));
         });

@@ -33,7 +33,7 @@ void listener::on_accept(error_code ec, tcp::socket socket) {
     if (ec) {
         // EMFILE and friends: log and keep accepting; the next accept may succeed.
         logger("net")->warn("accept failed: {}", ec.message());
-    } else if (state_->open_connections.load() >= static_cast<std::int64_t>(state_->cfg.limits.max_connections)) {
+    } else if (state_->open_connections.load() >= static_cast<std::int64_t>(state_->limits()->max_connections)) {
         error_code ignored;
         socket.close(ignored);  // over the connection limit: refuse rather than degrade everyone
     } else {

@@ -5,6 +5,7 @@
 
 #include <fmt/chrono.h>
 
+#include "blocking.h"
 #include "metrics.h"
 #include "parley/proto/encode.h"
 #include "parley/server/auth.h"
@@ -50,21 +51,14 @@ admin_reply admin_storage_error(const storage::error& e) {
     return admin_error(http_status(e.kind), to_proto_error(e.kind), e.message);
 }
 
-// Waits for an asynchronous storage read at start-up (never on an I/O thread).
-template <typename T, typename Start>
-storage::result<T> wait_for(Start start) {
-    std::promise<storage::result<T>> promise;
-    auto future = promise.get_future();
-    start([&promise](storage::result<T> r) { promise.set_value(std::move(r)); });
-    return future.get();
-}
 
 }  // namespace
 
 tenant_hub::tenant_hub(asio::io_context& ioc, std::shared_ptr<shared_state> state, config::tenant_config tenant,
                        std::shared_ptr<storage::store> store)
     : state_(std::move(state)),
-      tenant_(std::move(tenant)),
+      tenant_id_(tenant.id),
+      tenant_(std::make_shared<const config::tenant_config>(std::move(tenant))),
       store_(std::move(store)),
       strand_(asio::make_strand(ioc)),
       wakeup_timer_(strand_),
@@ -76,6 +70,22 @@ tenant_hub::~tenant_hub() = default;
 // ---------------------------------------------------------------------------
 // Start-up and restart recovery
 
+std::shared_ptr<tenant_hub> tenant_hub::open(asio::io_context& ioc, std::shared_ptr<shared_state> state,
+                                             const config::tenant_config& tenant,
+                                             std::shared_ptr<storage::store> store, std::string& error) {
+    auto stored = wait_for<void>([&](auto done) { store->put_tenant({tenant.id, {{"name", tenant.name}}}, done); });
+    if (!stored) {
+        error = "cannot store tenant " + tenant.id + ": " + stored.failure().message;
+        return nullptr;
+    }
+    auto hub = std::make_shared<tenant_hub>(ioc, std::move(state), tenant, std::move(store));
+    if (auto failed = hub->load()) {
+        error = *failed;
+        return nullptr;
+    }
+    return hub;
+}
+
 std::optional<std::string> tenant_hub::load() {
     auto log = logger("route");
     const auto now = current_time();
@@ -83,19 +93,19 @@ std::optional<std::string> tenant_hub::load() {
     config.settings = tenant_settings_from(state_->cfg.routing);
 
     auto agents = wait_for<std::vector<storage::agent_record>>(
-        [&](auto done) { store_->list_agents(tenant_.id, std::move(done)); });
-    if (!agents) return "cannot load agents of tenant " + tenant_.id + ": " + agents.failure().message;
+        [&](auto done) { store_->list_agents(tenant_id_, std::move(done)); });
+    if (!agents) return "cannot load agents of tenant " + tenant_id_ + ": " + agents.failure().message;
     for (auto& a : agents.value()) {
         config.agents.push_back(agent_config_from_record(a));
         agents_[a.id] = std::move(a);
     }
     auto routes = wait_for<std::vector<storage::route_record>>(
-        [&](auto done) { store_->list_routes(tenant_.id, std::move(done)); });
-    if (!routes) return "cannot load routes of tenant " + tenant_.id + ": " + routes.failure().message;
+        [&](auto done) { store_->list_routes(tenant_id_, std::move(done)); });
+    if (!routes) return "cannot load routes of tenant " + tenant_id_ + ": " + routes.failure().message;
     for (auto& r : routes.value()) {
         auto parsed = route_config_from_json(r.name, r.config, state_->cfg.routing);
         if (!parsed) {
-            log->error("tenant {}: stored route {} is invalid and skipped: {}", tenant_.id, r.name,
+            log->error("tenant {}: stored route {} is invalid and skipped: {}", tenant_id_, r.name,
                        parsed.error().message);
             continue;
         }
@@ -103,14 +113,14 @@ std::optional<std::string> tenant_hub::load() {
         routes_[r.name] = std::move(r.config);
     }
     auto accounts = wait_for<std::vector<storage::account_record>>(
-        [&](auto done) { store_->list_accounts(tenant_.id, std::move(done)); });
-    if (!accounts) return "cannot load accounts of tenant " + tenant_.id + ": " + accounts.failure().message;
+        [&](auto done) { store_->list_accounts(tenant_id_, std::move(done)); });
+    if (!accounts) return "cannot load accounts of tenant " + tenant_id_ + ": " + accounts.failure().message;
     for (const auto& a : accounts.value()) config.accounts[a.domain] = a.agent_id;
 
     try {
         router_ = std::make_unique<routing::tenant_router>(config, random_id("").substr(0, 8), now);
     } catch (const std::exception& e) {
-        return "tenant " + tenant_.id + ": invalid stored configuration: " + e.what();
+        return "tenant " + tenant_id_ + ": invalid stored configuration: " + e.what();
     }
 
     std::string error;
@@ -121,18 +131,23 @@ std::optional<std::string> tenant_hub::load() {
 
 std::optional<routing::time_point> tenant_hub::restore_state(std::string& error) {
     const auto now = current_time();
-    auto open = store_->load_open_state(tenant_.id, to_millis(now));
+    auto open = store_->load_open_state(tenant_id_, to_millis(now));
     if (!open) {
-        error = "cannot load open conversations of tenant " + tenant_.id + ": " + open.failure().message;
+        error = "cannot load open conversations of tenant " + tenant_id_ + ": " + open.failure().message;
         return std::nullopt;
     }
     for (const auto& o : open->overrides)
         if (o.until_at) router_->restore_availability_override(o.agent_id, o.available, to_time_point(*o.until_at), now);
 
+    // Offers pending when the process died were never answered: their agents may be offered the
+    // chat again, so they do not count as tried.
+    std::unordered_map<std::string, std::vector<std::string>> voided_offers;  // conversation -> agents
+    for (const auto& o : open->pending_offers) voided_offers[o.conversation_id].push_back(o.agent_id);
+
     std::size_t restored = 0;
     for (const auto& c : open->conversations) {
         auto visitor = wait_for<storage::visitor_record>(
-            [&](auto done) { store_->get_visitor(tenant_.id, c.visitor_id, std::move(done)); });
+            [&](auto done) { store_->get_visitor(tenant_id_, c.visitor_id, std::move(done)); });
         conversation entry;
         entry.id = c.id;
         entry.visitor_id = c.visitor_id;
@@ -155,10 +170,12 @@ std::optional<routing::time_point> tenant_hub::restore_state(std::string& error)
         r.state = entry.state;
         r.agent_id = entry.agent_id;
         r.tried_agents = c.tried_agents;
+        if (auto voided = voided_offers.find(c.id); voided != voided_offers.end())
+            for (const auto& agent : voided->second) std::erase(r.tried_agents, agent);
         r.requested_at = to_time_point(c.started_at);
         r.last_activity_at = now;  // idle timers restart: the outage was not the visitor's silence
         if (router_->restore_conversation(r, now) != routing::outcome::ok) {
-            logger("route")->warn("tenant {}: conversation {} could not be restored", tenant_.id, c.id);
+            logger("route")->warn("tenant {}: conversation {} could not be restored", tenant_id_, c.id);
             continue;
         }
         conversations_.emplace(c.id, std::move(entry));
@@ -166,11 +183,12 @@ std::optional<routing::time_point> tenant_hub::restore_state(std::string& error)
     }
     // Offers pending when the process died are void: their conversations are routed again below.
     for (const auto& o : open->pending_offers)
-        store_->resolve_offer(tenant_.id, o.id, storage::offer_outcome::withdrawn, to_millis(now), [](auto) {});
+        store_->resolve_offer(tenant_id_, o.id, storage::offer_outcome::withdrawn, to_millis(now), [](auto) {});
 
     if (restored > 0)
-        logger("route")->info("tenant {}: restored {} open conversation(s), {} availability override(s)", tenant_.id,
-                              restored, open->overrides.size());
+        logger("route")->info("tenant {}: restored {} open conversation(s), {} availability override(s), {} offer(s) "
+                              "voided by the restart",
+                              tenant_id_, restored, open->overrides.size(), open->pending_offers.size());
     // Agents need a moment to reconnect after a restart; routing waiting chats at once would send
     // them all to fallback. Active chats keep their agent meanwhile.
     restore_timer_.expires_after(restored > 0 ? state_->cfg.routing.restore_window : std::chrono::seconds(0));
@@ -251,7 +269,7 @@ void tenant_hub::apply(routing::actions& actions) {
                     m.chats_offered++;
                     offers_[a.offer_id] = {a.conversation_id, a.agent_id, std::chrono::steady_clock::now()};
                     storage::offer_record offer;
-                    offer.tenant_id = tenant_.id;
+                    offer.tenant_id = tenant_id_;
                     offer.id = a.offer_id;
                     offer.conversation_id = a.conversation_id;
                     offer.agent_id = a.agent_id;
@@ -266,7 +284,7 @@ void tenant_hub::apply(routing::actions& actions) {
                 } else if constexpr (std::is_same_v<A, routing::withdraw_offer>) {
                     if (a.reason == routing::withdraw_reason::expired) m.chats_expired++;
                     offers_.erase(a.offer_id);
-                    store_->resolve_offer(tenant_.id, a.offer_id,
+                    store_->resolve_offer(tenant_id_, a.offer_id,
                                           a.reason == routing::withdraw_reason::expired
                                               ? storage::offer_outcome::expired
                                               : storage::offer_outcome::withdrawn,
@@ -308,11 +326,11 @@ void tenant_hub::apply(routing::actions& actions) {
                     to_agent(a.agent_id, make_frame(proto::encode_availability_event(to_proto(a.state))));
                     // Persist the override so a restart keeps it; a revert clears it.
                     if (a.state.source == routing::availability_source::override && a.state.until_at)
-                        store_->set_override({tenant_.id, a.agent_id, a.state.available, to_millis(*a.state.until_at),
+                        store_->set_override({tenant_id_, a.agent_id, a.state.available, to_millis(*a.state.until_at),
                                               now_ms},
                                              [](auto) {});
                     else
-                        store_->clear_override(tenant_.id, a.agent_id, [](auto) {});
+                        store_->clear_override(tenant_id_, a.agent_id, [](auto) {});
                 } else if constexpr (std::is_same_v<A, routing::conversation_state_changed>) {
                     auto it = conversations_.find(a.conversation_id);
                     if (it == conversations_.end()) return;
@@ -340,7 +358,7 @@ void tenant_hub::apply(routing::actions& actions) {
                     if (a.state == routing::conversation_state::ended) forget_if_done(c.id);
                 } else if constexpr (std::is_same_v<A, routing::record_activity>) {
                     storage::activity_record activity;
-                    activity.tenant_id = tenant_.id;
+                    activity.tenant_id = tenant_id_;
                     activity.visitor_id = a.visitor_id;
                     activity.type = activity_name(a.type);
                     activity.at = to_millis(a.at);
@@ -378,7 +396,7 @@ void tenant_hub::on_wakeup() {
 
 void tenant_hub::persist_conversation(const conversation& c) {
     storage::conversation_record record;
-    record.tenant_id = tenant_.id;
+    record.tenant_id = tenant_id_;
     record.id = c.id;
     record.visitor_id = c.visitor_id;
     record.route = c.route;
@@ -478,7 +496,7 @@ void tenant_hub::visitor_hello(std::shared_ptr<websocket_session> session, std::
         self->visitor_sessions_[visitor_id].push_back(sid);
         global_metrics().visitor_connections++;
         if (profile_given) {
-            self->store_->put_visitor(visitor_record_from(self->tenant_.id, visitor_id, profile), [](auto) {});
+            self->store_->put_visitor(visitor_record_from(self->tenant_id_, visitor_id, profile), [](auto) {});
             self->visitor_profiles_[visitor_id] = profile;
             if (auto cid = self->router_->open_conversation_of_visitor(visitor_id))
                 if (auto* c = self->find_conversation(*cid)) c->profile = profile;
@@ -488,7 +506,7 @@ void tenant_hub::visitor_hello(std::shared_ptr<websocket_session> session, std::
         // A returning visitor without a profile in this hello: the stored card is what routing
         // rules and agents see. The ok waits for it.
         self->store_->get_visitor(
-            self->tenant_.id, visitor_id,
+            self->tenant_id_, visitor_id,
             self->back_on_strand<storage::visitor_record>(
                 [self, sid, re = std::move(re), visitor_id](storage::result<storage::visitor_record> stored) {
                     if (self->sessions_.count(sid) == 0) return;
@@ -503,7 +521,7 @@ void tenant_hub::finish_visitor_hello(std::uint64_t sid, const std::optional<std
     std::optional<proto::conversation_summary> open;
     if (auto cid = router_->open_conversation_of_visitor(visitor_id))
         if (auto* c = find_conversation(*cid)) open = proto::conversation_summary{c->id, to_proto(c->state), c->last_seq};
-    auto resume_token = mint_resume_token(tenant_.widget_secret, tenant_.id, visitor_id, std::chrono::hours(24 * 30),
+    auto resume_token = mint_resume_token(tenant()->widget_secret, tenant_id_, visitor_id, std::chrono::hours(24 * 30),
                                           std::chrono::system_clock::now());
     send(sid, proto::encode_visitor_hello_ok(re.value_or(""), visitor_id, resume_token, open));
 }
@@ -625,7 +643,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
             } else if constexpr (std::is_same_v<R, rq::meeting_booked>) {
                 if (from.role != client_role::visitor) return;
                 storage::activity_record activity;
-                activity.tenant_id = tenant_.id;
+                activity.tenant_id = tenant_id_;
                 activity.visitor_id = from.principal;
                 activity.type = "meeting_booked";
                 activity.at = to_millis(now);
@@ -646,7 +664,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                     return reply_error(sid, re, proto::error_code::conflict, "the offer is no longer pending");
                 global_metrics().chats_declined++;
                 offers_.erase(r.offer_id);
-                store_->resolve_offer(tenant_.id, r.offer_id, storage::offer_outcome::declined, to_millis(now),
+                store_->resolve_offer(tenant_id_, r.offer_id, storage::offer_outcome::declined, to_millis(now),
                                       [](auto) {});
                 reply_ok(sid, re);
                 // The agent's other tabs drop the offer too.
@@ -663,7 +681,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                 auto* c = participant_conversation(from, r.conversation_id, true);
                 if (c != nullptr) {
                     storage::activity_record activity;
-                    activity.tenant_id = tenant_.id;
+                    activity.tenant_id = tenant_id_;
                     activity.visitor_id = c->visitor_id;
                     activity.type = "calendar_shared";
                     activity.at = to_millis(now);
@@ -681,7 +699,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                 }
                 // A past conversation: read it, check it was this agent's, store the score.
                 store_->get_conversation(
-                    tenant_.id, r.conversation_id,
+                    tenant_id_, r.conversation_id,
                     back_on_strand<storage::conversation_record>(
                         [self = shared_from_this(), sid, re, agent = from.principal,
                          score = r.score](storage::result<storage::conversation_record> found) mutable {
@@ -699,7 +717,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                         }));
             } else if constexpr (std::is_same_v<R, rq::list_conversations>) {
                 storage::conversation_query q;
-                q.tenant_id = tenant_.id;
+                q.tenant_id = tenant_id_;
                 q.agent_id = from.principal;
                 q.filter = r.filter == proto::conversation_filter::all ? storage::conversation_filter::all
                                                                        : storage::conversation_filter::active;
@@ -730,7 +748,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                     self->on_strand([self, sid, text = std::move(text)]() mutable { self->send(sid, std::move(text)); });
                 });
             } else if constexpr (std::is_same_v<R, rq::get_visitor>) {
-                store_->get_visitor(tenant_.id, r.visitor_id,
+                store_->get_visitor(tenant_id_, r.visitor_id,
                                     [self = shared_from_this(), sid, re, id = r.visitor_id](
                                         storage::result<storage::visitor_record> v) {
                                         std::string text =
@@ -743,7 +761,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                                         });
                                     });
             } else if constexpr (std::is_same_v<R, rq::get_activity>) {
-                storage::activity_query q{tenant_.id, r.visitor_id, r.limit, r.cursor, to_millis(now)};
+                storage::activity_query q{tenant_id_, r.visitor_id, r.limit, r.cursor, to_millis(now)};
                 store_->get_activity(std::move(q), [self = shared_from_this(), sid, re](
                                                        storage::result<storage::activity_page> page) {
                     std::string text;
@@ -762,7 +780,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                     self->on_strand([self, sid, text = std::move(text)]() mutable { self->send(sid, std::move(text)); });
                 });
             } else if constexpr (std::is_same_v<R, rq::get_transcript>) {
-                store_->get_transcript(tenant_.id, r.conversation_id, to_millis(now),
+                store_->get_transcript(tenant_id_, r.conversation_id, to_millis(now),
                                        [self = shared_from_this(), sid, re](
                                            storage::result<std::vector<storage::message_record>> messages) {
                                            std::string text;
@@ -852,7 +870,7 @@ void tenant_hub::handle_send(const session_entry& from, std::uint64_t sid, const
     if (c->outbox.size() >= max_outbox_per_conversation)
         return reply_error(sid, re, proto::error_code::rate_limited, "too many messages waiting to be stored");
     pending_write w;
-    w.message.tenant_id = tenant_.id;
+    w.message.tenant_id = tenant_id_;
     w.message.conversation_id = c->id;
     w.message.sender = from.role == client_role::agent ? storage::sender_kind::agent : storage::sender_kind::visitor;
     if (from.role == client_role::agent) w.message.agent_id = from.principal;
@@ -944,7 +962,7 @@ void tenant_hub::handle_accept(const session_entry& from, std::uint64_t sid, con
             std::chrono::duration<double>(std::chrono::steady_clock::now() - o->second.offered_at).count());
         offers_.erase(o);
     }
-    store_->resolve_offer(tenant_.id, offer_id, storage::offer_outcome::accepted, to_millis(now), [](auto) {});
+    store_->resolve_offer(tenant_id_, offer_id, storage::offer_outcome::accepted, to_millis(now), [](auto) {});
     apply(actions);
     // The agent's other tabs see the offer gone.
     to_agent(from.principal, make_frame(proto::encode_offer_withdrawn_event(offer_id, proto::withdraw_reason::taken)), sid);
@@ -952,7 +970,7 @@ void tenant_hub::handle_accept(const session_entry& from, std::uint64_t sid, con
     if (c == nullptr) return reply_error(sid, re, proto::error_code::conflict, "the conversation ended");
     auto entry = entry_of(*c);
     // Messages the visitor sent while waiting; the ok carries them so the agent starts with the context.
-    store_->get_transcript(tenant_.id, c->id, to_millis(now),
+    store_->get_transcript(tenant_id_, c->id, to_millis(now),
                            [self = shared_from_this(), sid, re, entry = std::move(entry)](
                                storage::result<std::vector<storage::message_record>> messages) {
                                std::vector<proto::chat_message> list;
@@ -974,7 +992,7 @@ struct tenant_hub::resume_replay : std::enable_shared_from_this<resume_replay> {
 
     void read_after(std::int64_t after_seq) {
         hub->store_->messages_after(
-            hub->tenant_.id, conversation_id, after_seq, resume_page, to_millis(current_time()),
+            hub->tenant_id_, conversation_id, after_seq, resume_page, to_millis(current_time()),
             [self = shared_from_this()](storage::result<std::vector<storage::message_record>> page) {
                 if (!page) {
                     self->session->send(make_frame(proto::encode_error(
@@ -1017,7 +1035,7 @@ void tenant_hub::handle_resume(std::uint64_t sid, const std::optional<std::strin
         return finish();
     }
     // Not open any more: check ownership in storage.
-    store_->get_conversation(tenant_.id, r.conversation_id,
+    store_->get_conversation(tenant_id_, r.conversation_id,
                              back_on_strand<storage::conversation_record>(
                                  [self = shared_from_this(), sid, re, finish, role = from.role,
                                   principal = from.principal](storage::result<storage::conversation_record> c) {
@@ -1039,7 +1057,7 @@ void tenant_hub::handle_resume(std::uint64_t sid, const std::optional<std::strin
 namespace parley::server {
 
 void tenant_hub::admin_put_agent(std::string id, proto::admin::agent_body body, admin_done done) {
-    auto record = agent_record_from_body(tenant_.id, id, body);
+    auto record = agent_record_from_body(tenant_id_, id, body);
     auto config = agent_config_from_record(record);
     // Validate against the router's rules (time zone exists, ...) before storing anything.
     try {
@@ -1059,7 +1077,7 @@ void tenant_hub::admin_put_agent(std::string id, proto::admin::agent_body body, 
         }
         self->agents_[record.id] = record;
         self->apply(actions);
-        logger("route")->info("tenant {}: agent {} {}", self->tenant_.id, record.id, created ? "created" : "updated");
+        logger("route")->info("tenant {}: agent {} {}", self->tenant_id_, record.id, created ? "created" : "updated");
         done({created ? 201 : 200, agent_record_to_json(record).dump()});
     }));
 }
@@ -1067,7 +1085,7 @@ void tenant_hub::admin_put_agent(std::string id, proto::admin::agent_body body, 
 void tenant_hub::admin_delete_agent(std::string id, admin_done done) {
     on_strand([self = shared_from_this(), id = std::move(id), done = std::move(done)]() mutable {
         if (self->agents_.count(id) == 0) return done(admin_error(404, proto::error_code::not_found, "no such agent"));
-        self->store_->delete_agent(self->tenant_.id, id, self->back_on_strand<void>([self, id, done = std::move(done)](
+        self->store_->delete_agent(self->tenant_id_, id, self->back_on_strand<void>([self, id, done = std::move(done)](
                                                                                       storage::status s) {
             if (!s) return done(admin_storage_error(s.failure()));
             routing::actions actions;
@@ -1108,7 +1126,7 @@ void tenant_hub::admin_put_route(std::string name, nlohmann::json body, admin_do
     auto parsed = route_config_from_json(name, body, state_->cfg.routing);
     if (!parsed) return done({400, proto::admin::encode_admin_error(parsed.error())});
     auto config = std::move(parsed.value());
-    storage::route_record record{tenant_.id, name, body};
+    storage::route_record record{tenant_id_, name, body};
     on_strand([self = shared_from_this(), record = std::move(record), config = std::move(config),
                done = std::move(done)]() mutable {
         // A fallback_route must exist and must not lead back here.
@@ -1134,7 +1152,7 @@ void tenant_hub::admin_put_route(std::string name, nlohmann::json body, admin_do
             bool created = self->routes_.count(record.name) == 0;
             self->routes_[record.name] = record.config;
             self->apply(actions);
-            logger("route")->info("tenant {}: route {} {}", self->tenant_.id, record.name, created ? "created" : "updated");
+            logger("route")->info("tenant {}: route {} {}", self->tenant_id_, record.name, created ? "created" : "updated");
             auto reply = record.config;
             reply["name"] = record.name;
             done({created ? 201 : 200, reply.dump()});
@@ -1145,7 +1163,7 @@ void tenant_hub::admin_put_route(std::string name, nlohmann::json body, admin_do
 void tenant_hub::admin_delete_route(std::string name, admin_done done) {
     on_strand([self = shared_from_this(), name = std::move(name), done = std::move(done)]() mutable {
         if (self->routes_.count(name) == 0) return done(admin_error(404, proto::error_code::not_found, "no such route"));
-        self->store_->delete_route(self->tenant_.id, name, self->back_on_strand<void>([self, name, done = std::move(done)](
+        self->store_->delete_route(self->tenant_id_, name, self->back_on_strand<void>([self, name, done = std::move(done)](
                                                                                        storage::status s) {
             if (!s) return done(admin_storage_error(s.failure()));
             routing::actions actions;
@@ -1165,7 +1183,7 @@ void tenant_hub::admin_put_account(std::string key, std::string agent_id, admin_
         std::string lowered = key;
         std::transform(lowered.begin(), lowered.end(), lowered.begin(),
                        [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-        self->store_->put_account({self->tenant_.id, lowered, agent_id},
+        self->store_->put_account({self->tenant_id_, lowered, agent_id},
                                   self->back_on_strand<void>([self, lowered, agent_id, done = std::move(done)](
                                                                  storage::status s) {
                                       if (!s) return done(admin_storage_error(s.failure()));
@@ -1177,7 +1195,7 @@ void tenant_hub::admin_put_account(std::string key, std::string agent_id, admin_
 
 void tenant_hub::admin_delete_account(std::string key, admin_done done) {
     std::transform(key.begin(), key.end(), key.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-    store_->delete_account(tenant_.id, key, back_on_strand<void>([self = shared_from_this(), key, done = std::move(done)](
+    store_->delete_account(tenant_id_, key, back_on_strand<void>([self = shared_from_this(), key, done = std::move(done)](
                                                                     storage::status s) {
         if (!s) return done(admin_storage_error(s.failure()));
         if (self->router_->remove_account(key) != routing::outcome::ok)
@@ -1187,7 +1205,7 @@ void tenant_hub::admin_delete_account(std::string key, admin_done done) {
 }
 
 void tenant_hub::admin_put_visitor(std::string id, proto::visitor_profile profile, admin_done done) {
-    store_->put_visitor(visitor_record_from(tenant_.id, id, profile),
+    store_->put_visitor(visitor_record_from(tenant_id_, id, profile),
                         back_on_strand<void>([self = shared_from_this(), id, profile, done = std::move(done)](
                                                  storage::status s) {
                             if (!s) return done(admin_storage_error(s.failure()));
@@ -1213,7 +1231,7 @@ void tenant_hub::admin_put_visitor(std::string id, proto::visitor_profile profil
 
 void tenant_hub::admin_add_activity(std::string visitor_id, proto::admin::activity_body body, admin_done done) {
     storage::activity_record activity;
-    activity.tenant_id = tenant_.id;
+    activity.tenant_id = tenant_id_;
     activity.visitor_id = visitor_id;
     activity.type = body.type;
     activity.at = body.at;
@@ -1226,7 +1244,7 @@ void tenant_hub::admin_add_activity(std::string visitor_id, proto::admin::activi
 
 void tenant_hub::transcript_text(std::string conversation_id, admin_done done) {
     store_->get_transcript(
-        tenant_.id, conversation_id, to_millis(current_time()),
+        tenant_id_, conversation_id, to_millis(current_time()),
         [done = std::move(done)](storage::result<std::vector<storage::message_record>> messages) {
             if (!messages) return done(admin_storage_error(messages.failure()));
             std::string text;

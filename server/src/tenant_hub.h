@@ -11,6 +11,7 @@
 //    are assigned in order, gap-free, and fan-out order equals seq order;
 //  - an `ok` to `send` goes out only after storage reported the message durable
 //    (durability commit) or queued (relaxed).
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <list>
@@ -45,12 +46,25 @@ public:
                std::shared_ptr<storage::store> store);
     ~tenant_hub();
 
+    // Registers the tenant in storage and loads its hub (load() below); on
+    // failure returns nullptr and says why in `error`. Blocks: start-up and
+    // reloads only.
+    static std::shared_ptr<tenant_hub> open(asio::io_context& ioc, std::shared_ptr<shared_state> state,
+                                            const config::tenant_config& tenant, std::shared_ptr<storage::store> store,
+                                            std::string& error);
+
     // Start-up, before serving: loads agents, routes, accounts and the open
     // state (restart recovery) from storage. Blocks the calling thread, never
     // an I/O thread. Returns a message on failure.
     std::optional<std::string> load();
 
-    const config::tenant_config& tenant() const { return tenant_; }
+    // A snapshot: secrets may be rotated by a reload.
+    std::shared_ptr<const config::tenant_config> tenant() const { return tenant_.load(); }
+    const std::string& tenant_id() const { return tenant_id_; }
+    // Reload: new name, secrets or allow_anonymous (the id never changes).
+    void update_tenant(const config::tenant_config& tenant) {
+        tenant_.store(std::make_shared<const config::tenant_config>(tenant));
+    }
 
     // --- from sessions (any thread; work happens on the hub strand) ---
     void visitor_hello(std::shared_ptr<websocket_session> session, std::optional<std::string> re,
@@ -171,7 +185,8 @@ private:
     std::optional<routing::time_point> restore_state(std::string& error);
 
     std::shared_ptr<shared_state> state_;
-    config::tenant_config tenant_;
+    const std::string tenant_id_;
+    std::atomic<std::shared_ptr<const config::tenant_config>> tenant_;
     std::shared_ptr<storage::store> store_;
     asio::strand<asio::io_context::executor_type> strand_;
     asio::steady_timer wakeup_timer_;

@@ -23,7 +23,7 @@ websocket_session::websocket_session(tcp::socket&& socket, std::shared_ptr<share
       ping_timer_(ws_.get_executor()),
       close_deadline_(ws_.get_executor()),
       last_heard_(std::chrono::steady_clock::now()),
-      rate_tokens_(state_->cfg.limits.frame_burst),
+      rate_tokens_(state_->limits()->frame_burst),
       rate_refilled_at_(last_heard_) {
     ++state_->open_connections;
 }
@@ -31,7 +31,8 @@ websocket_session::websocket_session(tcp::socket&& socket, std::shared_ptr<share
 websocket_session::~websocket_session() { --state_->open_connections; }
 
 void websocket_session::run(http::request<http::string_body> upgrade_request) {
-    const auto& limits = state_->cfg.limits;
+    const auto limits_snapshot = state_->limits();
+    const auto& limits = *limits_snapshot;
     beast::get_lowest_layer(ws_).expires_never();
     websocket::stream_base::timeout timeouts{};
     timeouts.handshake_timeout = limits.handshake_timeout;  // upgrade and close handshakes
@@ -52,7 +53,7 @@ void websocket_session::run(http::request<http::string_body> upgrade_request) {
 
 void websocket_session::on_accept(error_code ec) {
     if (ec) return fail(ec, "accept");
-    hello_timer_.expires_after(state_->cfg.limits.hello_timeout);
+    hello_timer_.expires_after(state_->limits()->hello_timeout);
     hello_timer_.async_wait(beast::bind_front_handler(&websocket_session::on_hello_deadline, shared_from_this()));
     schedule_ping();
     do_read();
@@ -64,14 +65,14 @@ void websocket_session::on_hello_deadline(error_code ec) {
 }
 
 void websocket_session::schedule_ping() {
-    ping_timer_.expires_after(state_->cfg.limits.ping_interval);
+    ping_timer_.expires_after(state_->limits()->ping_interval);
     ping_timer_.async_wait(beast::bind_front_handler(&websocket_session::on_ping_timer, shared_from_this()));
 }
 
 void websocket_session::on_ping_timer(error_code ec) {
     if (ec || finished_) return;
     auto silent_for = std::chrono::steady_clock::now() - last_heard_;
-    if (silent_for >= state_->cfg.limits.peer_silence_timeout) {
+    if (silent_for >= state_->limits()->peer_silence_timeout) {
         logger("net")->info("[C{}] peer silent for {}s: dropped", id_,
                             std::chrono::duration_cast<std::chrono::seconds>(silent_for).count());
         error_code ignored;
@@ -111,7 +112,8 @@ void websocket_session::on_read(error_code ec, std::size_t) {
 }
 
 bool websocket_session::admit_client_frame() {
-    const auto& limits = state_->cfg.limits;
+    const auto limits_snapshot = state_->limits();
+    const auto& limits = *limits_snapshot;
     auto now = std::chrono::steady_clock::now();
     std::chrono::duration<double> elapsed = now - rate_refilled_at_;
     rate_refilled_at_ = now;
@@ -129,7 +131,8 @@ bool websocket_session::admit_client_frame() {
 void websocket_session::send(outbound_frame message) {
     asio::post(ws_.get_executor(), [self = shared_from_this(), message = std::move(message)]() mutable {
         if (self->closing_ || self->finished_) return;
-        const auto& limits = self->state_->cfg.limits;
+        const auto limits_snapshot = self->state_->limits();
+        const auto& limits = *limits_snapshot;
         self->outbound_bytes_ += message->size();
         self->outbound_.push_back(std::move(message));
         if (self->outbound_.size() > limits.outbound_max_frames || self->outbound_bytes_ > limits.outbound_max_bytes) {
@@ -159,7 +162,8 @@ void websocket_session::send_paced(std::vector<outbound_frame> frames, std::func
 }
 
 void websocket_session::feed_paced() {
-    const auto& limits = state_->cfg.limits;
+    const auto limits_snapshot = state_->limits();
+    const auto& limits = *limits_snapshot;
     while (!paced_.empty() && outbound_.size() < std::max<std::size_t>(1, limits.outbound_max_frames / 2) &&
            outbound_bytes_ < limits.outbound_max_bytes / 2) {
         outbound_bytes_ += paced_.front()->size();

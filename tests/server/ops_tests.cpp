@@ -1,6 +1,8 @@
 // Operators' surface of the real daemon: the admin API of protocol.md section
 // 6 (each endpoint, bad input, other tenants' tokens), applied to the running
 // routing core at once, and /metrics counters that move with the traffic.
+#include <signal.h>
+
 #include <sstream>
 #include <thread>
 
@@ -236,4 +238,36 @@ TEST_CASE("/metrics counters and gauges move with the traffic", "[ops]") {
     CHECK(after["parley_storage_writes_total"] >= after["parley_storage_batches_total"]);
     CHECK(after["parley_storage_batch_seconds_count"] == after["parley_storage_batches_total"]);
     CHECK(after["parley_send_ack_seconds_bucket{le=\"+Inf\"}"] == 5);
+}
+
+TEST_CASE("SIGTERM drains: clients get 1001, acknowledged messages survive, exit 0", "[ops]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto agent = server.connect_agent("a1");
+    auto visitor = server.connect_visitor();
+    const auto id = chat_server::request_agent(visitor, "sales");
+    chat_server::accept_next_offer(agent);
+    // Sent without waiting: some are still in flight when the signal arrives.
+    for (int i = 0; i < 30; ++i)
+        visitor->send_json({{"type", "send"}, {"id", "s" + std::to_string(i)}, {"conversation_id", id},
+                            {"text", "m" + std::to_string(i)}, {"client_msg_id", "c" + std::to_string(i)}});
+    int acknowledged = visitor->expect("ok")["re"] == "s0";
+    server.daemon().signal(SIGTERM);
+    while (auto frame = visitor->receive(5s)) acknowledged += json::parse(*frame)["type"] == "ok";
+    CHECK(visitor->close_code() == 1001);
+    CHECK(agent->wait_closed() == 1001);
+    CHECK(server.daemon().wait_exit(15s) == std::optional<int>(0));
+    INFO(server.daemon().log());
+    CHECK(server.daemon().log().find("SIGTERM: shutting down") != std::string::npos);
+
+    // Everything acknowledged is there after a restart on the same database.
+    daemon_process again(server.dir().path(), test_config(server.dir().path()));
+    auto reader = std::make_unique<ws_client>(again.port(), "/v1/agent");
+    REQUIRE(reader->request({{"type", "hello"}, {"id", "h"}, {"token", chat_server::agent_token("a1")}})["type"] == "ok");
+    auto transcript = reader->request({{"type", "get_transcript"}, {"id", "t"}, {"conversation_id", id}});
+    REQUIRE(transcript["type"] == "ok");
+    CHECK(acknowledged > 0);
+    CHECK(static_cast<int>(transcript["messages"].size()) >= acknowledged);
+    for (std::size_t i = 0; i < transcript["messages"].size(); ++i) CHECK(transcript["messages"][i]["seq"] == i + 1);
 }

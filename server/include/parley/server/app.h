@@ -13,6 +13,7 @@ struct app_options {
     std::string port_file;
     // Creates the demo tenant's agent and route at start-up when missing (quick start).
     bool seed_demo = false;
+    bool port_from_command_line = false;  // --port: a reload keeps it
 };
 
 // Storage options as the configuration sets them.
