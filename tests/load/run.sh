@@ -185,7 +185,8 @@ for scenario in "${scenarios[@]}"; do
     idle) run_parley "" idle --connections 18500 --duration "$duration" --concurrency 500 ;;
     storm) run_parley "" storm --agents 50 --rate 200 --duration "$duration" ;;
     reconnect) run_parley "" reconnect --conversations 2000 --duration "$duration" --concurrency 1000 ;;
-    slow) run_parley "" slow --conversations 1000 --rate 2000 --slow-fraction 0.01 --duration "$duration" ;;
+    # Twice as long: the flood needs a few seconds to fill a slow consumer's socket buffers and 1 MiB queue.
+    slow) run_parley "" slow --conversations 1000 --rate 2000 --slow-fraction 0.01 --duration "$((duration * 2))" ;;
     durable)
       bash "$here/../support/pg_cluster.sh" start "$pg_env" >/dev/null
       url=$(sed -n 's/^PARLEY_TEST_PG_URL=//p' "$pg_env")
