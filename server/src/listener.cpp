@@ -6,7 +6,7 @@
 namespace parley::server {
 
 listener::listener(asio::io_context& ioc, tcp::endpoint endpoint, std::shared_ptr<shared_state> state)
-    : ioc_(ioc), acceptor_(asio::make_strand(ioc)), state_(std::move(state)) {
+    : ioc_(ioc), acceptor_(asio::make_strand(ioc)), retry_timer_(acceptor_.get_executor()), state_(std::move(state)) {
     acceptor_.open(endpoint.protocol());
     acceptor_.set_option(asio::socket_base::reuse_address(true));
     acceptor_.bind(endpoint);
@@ -20,6 +20,7 @@ void listener::stop() {
     asio::post(acceptor_.get_executor(), [self = shared_from_this()] {
         error_code ignored;
         self->acceptor_.close(ignored);
+        self->retry_timer_.cancel();
     });
 }
 
@@ -31,12 +32,22 @@ void listener::do_accept() {
 void listener::on_accept(error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
     if (ec) {
-        // EMFILE and friends: log and keep accepting; the next accept may succeed.
-        logger("net")->warn("accept failed: {}", ec.message());
+        // EMFILE and friends: the next accept may succeed once connections close; retrying at
+        // once would spin, so wait a moment.
+        logger("net")->warn("accept failed: {}; retrying in 100 ms", ec.message());
+        retry_timer_.expires_after(std::chrono::milliseconds(100));
+        retry_timer_.async_wait([self = shared_from_this()](error_code wait_ec) {
+            if (!wait_ec && self->acceptor_.is_open()) self->do_accept();
+        });
+        return;
     } else if (state_->open_connections.load() >= static_cast<std::int64_t>(state_->limits()->max_connections)) {
         error_code ignored;
         socket.close(ignored);  // over the connection limit: refuse rather than degrade everyone
     } else {
+        // Frames are small and often sent back to back (ok, then an event): without this the
+        // second waits for the peer's delayed ACK (~40 ms).
+        error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);
         std::make_shared<http_session>(std::move(socket), state_)->run();
     }
     do_accept();

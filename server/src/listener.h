@@ -21,6 +21,7 @@ private:
 
     asio::io_context& ioc_;
     tcp::acceptor acceptor_;
+    asio::steady_timer retry_timer_;  // after a failed accept (EMFILE...): pause instead of spinning
     std::shared_ptr<shared_state> state_;
     std::uint16_t port_ = 0;
 };

@@ -109,6 +109,19 @@ public:
         return ok;
     }
 
+    // A visitor (with `profile`) in an active chat with `agent` on `route`, the agent_joined seen.
+    struct chat {
+        visitor_session visitor;
+        std::string conversation_id;
+    };
+    chat start_chat(agent_session& agent, const std::string& route, const nlohmann::json& profile = nullptr) {
+        chat c{connect_visitor(profile), {}};
+        c.conversation_id = request_agent(c.visitor, route);
+        accept_next_offer(agent);
+        c.visitor->expect("agent_joined");
+        return c;
+    }
+
     static nlohmann::json send_text(ws_client& client, const std::string& conversation_id, const std::string& text,
                                     const std::string& client_msg_id) {
         nlohmann::json frame{{"type", "send"}, {"id", "s-" + client_msg_id}, {"conversation_id", conversation_id},

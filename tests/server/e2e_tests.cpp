@@ -439,10 +439,7 @@ TEST_CASE("agent disconnects: offers withdrawn and re-routed, chats kept for the
     server.put_route("sales", {{"type", "team"}, {"team", "t"}, {"offer_timeout_s", 30}});
 
     auto a1 = server.connect_agent("a1");
-    auto visitor = server.connect_visitor();
-    const auto conversation_id = chat_server::request_agent(visitor, "sales");
-    chat_server::accept_next_offer(a1);
-    visitor->expect("agent_joined");
+    auto [visitor, conversation_id] = server.start_chat(a1, "sales");
 
     // A second chat is only offered to a1 when a1 drops: it goes to a2 at once.
     auto visitor2 = server.connect_visitor();
@@ -470,10 +467,7 @@ TEST_CASE("agent reconnects within the grace period: the visitor sees agent_back
     server.put_agent("a1", {{"name", "Ann"}});
     server.put_route("sales", {{"type", "round_robin"}});
     auto a1 = server.connect_agent("a1");
-    auto visitor = server.connect_visitor();
-    const auto conversation_id = chat_server::request_agent(visitor, "sales");
-    chat_server::accept_next_offer(a1);
-    visitor->expect("agent_joined");
+    auto [visitor, conversation_id] = server.start_chat(a1, "sales");
     a1->close();
     visitor->expect("agent_away");
     auto again = server.connect_agent("a1", false);
@@ -489,10 +483,7 @@ TEST_CASE("visitor reconnects with its resume token and resumes without gaps or 
     server.put_agent("a1", {{"name", "Ann"}});
     server.put_route("sales", {{"type", "round_robin"}});
     auto agent = server.connect_agent("a1");
-    auto visitor = server.connect_visitor({{"name", "Ada"}});
-    const auto conversation_id = chat_server::request_agent(visitor, "sales");
-    chat_server::accept_next_offer(agent);
-    visitor->expect("agent_joined");
+    auto [visitor, conversation_id] = server.start_chat(agent, "sales", {{"name", "Ada"}});
 
     for (int i = 1; i <= 5; ++i) {
         REQUIRE(chat_server::send_text(*visitor.ws, conversation_id, "v" + std::to_string(i), "v-" + std::to_string(i))["type"] == "ok");
@@ -659,9 +650,7 @@ TEST_CASE("bad frames get the right error code and the connection survives", "[e
     server.put_agent("a1", {{"name", "Ann"}});
     server.put_route("sales", {{"type", "round_robin"}});
     auto agent = server.connect_agent("a1");
-    auto visitor = server.connect_visitor();
-    const auto conversation_id = chat_server::request_agent(visitor, "sales");
-    chat_server::accept_next_offer(agent);
+    auto [visitor, conversation_id] = server.start_chat(agent, "sales");
 
     struct bad_case {
         const char* frame;
@@ -735,10 +724,7 @@ TEST_CASE("a slow consumer is closed with 1013 and resumes without losing anythi
     server.put_agent("a1", {{"name", "Ann"}});
     server.put_route("sales", {{"type", "round_robin"}});
     auto agent = server.connect_agent("a1");
-    auto visitor = server.connect_visitor();
-    const auto conversation_id = chat_server::request_agent(visitor, "sales");
-    chat_server::accept_next_offer(agent);
-    visitor->expect("agent_joined");
+    auto [visitor, conversation_id] = server.start_chat(agent, "sales");
 
     visitor->pause_reading();
     const std::string text(3900, 'z');
@@ -843,9 +829,7 @@ TEST_CASE("a conversation idle past the timeout ends with idle_timeout", "[e2e]"
     server.put_agent("a1", {{"name", "Ann"}});
     server.put_route("sales", {{"type", "round_robin"}});
     auto agent = server.connect_agent("a1");
-    auto visitor = server.connect_visitor();
-    const auto conversation_id = chat_server::request_agent(visitor, "sales");
-    chat_server::accept_next_offer(agent);
+    auto [visitor, conversation_id] = server.start_chat(agent, "sales");
     // A message resets the clock: the chat ends about 2 s after it, not after the accept.
     std::this_thread::sleep_for(1200ms);
     REQUIRE(chat_server::send_text(*visitor.ws, conversation_id, "still deciding", "m-1")["type"] == "ok");

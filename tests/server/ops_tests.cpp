@@ -245,9 +245,7 @@ TEST_CASE("SIGTERM drains: clients get 1001, acknowledged messages survive, exit
     server.put_agent("a1", {{"name", "Ann"}});
     server.put_route("sales", {{"type", "round_robin"}});
     auto agent = server.connect_agent("a1");
-    auto visitor = server.connect_visitor();
-    const auto id = chat_server::request_agent(visitor, "sales");
-    chat_server::accept_next_offer(agent);
+    auto [visitor, id] = server.start_chat(agent, "sales");
     // Sent without waiting: some are still in flight when the signal arrives.
     for (int i = 0; i < 30; ++i)
         visitor->send_json({{"type", "send"}, {"id", "s" + std::to_string(i)}, {"conversation_id", id},
