@@ -420,6 +420,7 @@ TEST_CASE("restart after kill -9 on PostgreSQL: open chats, seq and every acknow
     constexpr int rounds = 25;  // 25 messages each way
 
     std::string visitor_resume_token, visitor_id, conversation_id;
+    json override_until;
     std::map<std::int64_t, std::string> acknowledged;       // seq -> text
     std::map<std::string, std::int64_t> seq_of_client_id;  // client_msg_id -> seq
     {
@@ -455,6 +456,11 @@ TEST_CASE("restart after kill -9 on PostgreSQL: open chats, seq and every acknow
         CHECK(resent["type"] == "ok");
         CHECK(resent.value("seq", std::int64_t{-1}) == seq_of_client_id["v-3"]);
 
+        // The agent steps away (an override until local midnight); it must survive the crash too.
+        auto away = agent.request({{"type", "set_availability"}, {"available", false}});
+        REQUIRE(away["type"] == "ok");
+        override_until = next_of_type(agent, "availability", 5s)["until_at"];
+        // Acknowledged after the override's write was queued: both are committed once this is ok.
         send_and_record(visitor, "last words", "v-last");
 
         daemon.signal(SIGKILL);
@@ -468,10 +474,11 @@ TEST_CASE("restart after kill -9 on PostgreSQL: open chats, seq and every acknow
     auto agent_ok = agent_hello(agent);
     INFO("agent hello after restart: " << agent_ok.dump());
     REQUIRE(agent_ok["active"].size() == 1);
+    REQUIRE(override_until.is_number_integer());
+    CHECK(agent_ok["availability"] ==
+          json({{"available", false}, {"source", "override"}, {"until_at", override_until}}));
     CHECK(agent_ok["active"][0]["id"] == conversation_id);
     CHECK(agent_ok["active"][0]["state"] == "active");
-    // a1 has no schedule, so it is available by default, before and after the crash.
-    CHECK(agent_ok["availability"]["available"] == true);
 
     ws_client visitor(daemon.port(), "/v1/visitor");
     auto visitor_ok = visitor_hello(visitor, visitor_resume_token);
