@@ -873,3 +873,43 @@ TEST_CASE("HTTP limits: oversized body 413, bad admin input 400 with a reason", 
     CHECK(server.admin("DELETE", "/agents/ghost").status == 404);
     CHECK(http_request(server.port(), "GET", "/healthz").status == 200);
 }
+
+TEST_CASE("list_conversations pages through the tenant's history, newest first; visitor_left withdraws an offer",
+          "[e2e]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto agent = server.connect_agent("a1");
+    std::vector<std::string> ids;
+    for (int i = 0; i < 5; ++i) {
+        auto [visitor, id] = server.start_chat(agent, "sales");
+        ids.push_back(id);
+        REQUIRE(visitor->request({{"type", "end_chat"}, {"id", "e"}, {"conversation_id", id}})["type"] == "ok");
+        std::this_thread::sleep_for(5ms);  // distinct started_at
+    }
+    std::vector<std::string> listed;
+    json cursor = nullptr;
+    for (int page = 0; page < 10; ++page) {
+        json request{{"type", "list_conversations"}, {"id", "l" + std::to_string(page)}, {"filter", "all"}, {"limit", 2}};
+        if (!cursor.is_null()) request["cursor"] = cursor;
+        auto reply = agent->request(request);
+        REQUIRE(reply["type"] == "ok");
+        CHECK(reply["conversations"].size() <= 2);
+        for (const auto& c : reply["conversations"]) listed.push_back(c["id"]);
+        cursor = reply["next_cursor"];
+        if (cursor.is_null()) break;
+    }
+    CHECK(listed == std::vector<std::string>(ids.rbegin(), ids.rend()));
+    CHECK(agent->request({{"type", "list_conversations"}, {"id", "bad"}, {"filter", "all"}, {"cursor", "garbage"}})["code"] ==
+          "bad_request");
+
+    // The visitor leaves while the offer is pending: the agent sees it withdrawn (visitor_left).
+    auto visitor = server.connect_visitor();
+    auto id = chat_server::request_agent(visitor, "sales", "k-left");
+    auto offer = agent->expect("offer");
+    REQUIRE(visitor->request({{"type", "end_chat"}, {"id", "e"}, {"conversation_id", id}})["type"] == "ok");
+    auto withdrawn = agent->expect("offer_withdrawn");
+    CHECK(withdrawn["offer_id"] == offer["offer_id"]);
+    CHECK(withdrawn["reason"] == "visitor_left");
+    CHECK(agent->request({{"type", "accept"}, {"id", "late"}, {"offer_id", offer["offer_id"]}})["code"] == "conflict");
+}
