@@ -101,6 +101,7 @@ cmd_test() {
     configure_and_build "$root/build/asan" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
       -DPARLEY_WERROR=ON -DPARLEY_SANITIZE=address,undefined -DPARLEY_BUILD_BENCH=OFF
     (cd "$root/build/asan" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+      LSAN_OPTIONS=suppressions=$root/tests/support/lsan.supp \
       ctest --output-on-failure --timeout 1800 -j "$jobs") || failed=1
   fi
   if ((failed)); then
