@@ -175,20 +175,6 @@ void check_replay(const std::vector<json>& replayed, const std::map<std::int64_t
     for (const auto& [seq, text] : acknowledged) CHECK(texts[seq] == text);
 }
 
-// The reply (ok or error) to a request sent earlier with `id`; other frames are dropped.
-json reply_to(ws_client& client, const std::string& id, std::chrono::milliseconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-        auto frame = client.receive(std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now()));
-        if (!frame) break;
-        auto message = json::parse(*frame, nullptr, false);
-        if (message.is_object() && message.value("re", "") == id) return message;
-    }
-    FAIL("no reply to " << id << " within the timeout");
-    return {};
-}
-
 template <class Predicate>
 bool eventually(Predicate predicate, std::chrono::milliseconds limit, std::chrono::milliseconds step = 50ms) {
     auto deadline = std::chrono::steady_clock::now() + limit;
@@ -215,16 +201,6 @@ std::unique_ptr<storage::store> open_store_ok(const std::string& url) {
     return std::move(opened).value();
 }
 
-std::map<std::string, std::string> read_env_file(const std::filesystem::path& file) {
-    std::ifstream in(file);
-    std::map<std::string, std::string> values;
-    for (std::string line; std::getline(in, line);) {
-        auto eq = line.find('=');
-        if (eq != std::string::npos) values[line.substr(0, eq)] = line.substr(eq + 1);
-    }
-    return values;
-}
-
 // A PostgreSQL cluster of this test's own, made by tests/support/pg_cluster.sh,
 // that the test may stop and start (pg_ctl, as tests/storage/pg_outage_tests.cpp
 // does with the shared one). Removed however the test ends.
@@ -232,7 +208,7 @@ class private_pg_cluster {
 public:
     explicit private_pg_cluster(const std::filesystem::path& dir) : env_file_(dir / "private_pg.env") {
         REQUIRE(run("bash " + script() + " start " + env_file_.string()) == 0);
-        env_ = read_env_file(env_file_);
+        env_ = read_pg_cluster_env(env_file_);
         REQUIRE(env_.count("PARLEY_TEST_PG_URL") == 1);
     }
     ~private_pg_cluster() { run("bash " + script() + " stop " + env_file_.string()); }
@@ -647,7 +623,7 @@ TEST_CASE("PostgreSQL down under the daemon: not ready, sends refused or delayed
                      {"client_msg_id", "down-2"}});
     std::this_thread::sleep_for(300ms);
     cluster.start();
-    auto around = reply_to(agent, "around-restart", 20s);
+    auto around = agent.expect("", 20s, "around-restart");  // the ok or the error
     INFO(around.dump());
     record_if_ok(around, "sent around the restart");
 

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "parley/storage/store.h"
+#include "support/test_env.h"
 #include "test_database.h"
 
 using namespace parley::storage;
@@ -19,23 +20,10 @@ using parley::storage::test::wait_for;
 
 namespace {
 
-std::map<std::string, std::string> cluster_env() {
-    const char* file = std::getenv("PARLEY_TEST_PG_ENV");
-    REQUIRE(file != nullptr);
-    std::ifstream in(file);
-    REQUIRE(in);
-    std::map<std::string, std::string> values;
-    for (std::string line; std::getline(in, line);) {
-        auto eq = line.find('=');
-        if (eq != std::string::npos) values[line.substr(0, eq)] = line.substr(eq + 1);
-    }
-    return values;
-}
-
 // Starts and stops the shared cluster exactly as tests/support/pg_cluster.sh does.
 class cluster_control {
 public:
-    cluster_control() : env_(cluster_env()) {}
+    cluster_control() : env_(parley::test::shared_pg_cluster_env()) {}
     ~cluster_control() {
         if (stopped_) start();  // never leave the shared cluster down
     }

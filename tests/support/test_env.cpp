@@ -11,19 +11,6 @@
 namespace parley::test {
 namespace {
 
-std::map<std::string, std::string> read_pg_env() {
-    const char* file = std::getenv("PARLEY_TEST_PG_ENV");
-    if (file == nullptr) FAIL("PARLEY_TEST_PG_ENV is not set: run this test through ctest");
-    std::ifstream in(file);
-    if (!in) FAIL("no PostgreSQL test cluster: " << file << " is missing (did pg_cluster_start run?)");
-    std::map<std::string, std::string> values;
-    for (std::string line; std::getline(in, line);) {
-        auto eq = line.find('=');
-        if (eq != std::string::npos) values[line.substr(0, eq)] = line.substr(eq + 1);
-    }
-    return values;
-}
-
 std::string required_env(const char* name) {
     const char* value = std::getenv(name);
     if (value == nullptr) FAIL(name << " is not set: run this test through ctest");
@@ -32,11 +19,26 @@ std::string required_env(const char* name) {
 
 }  // namespace
 
-std::string postgres_url() { return read_pg_env().at("PARLEY_TEST_PG_URL"); }
+std::map<std::string, std::string> read_pg_cluster_env(const std::filesystem::path& file) {
+    std::ifstream in(file);
+    if (!in) FAIL("no PostgreSQL test cluster: " << file << " is missing (did pg_cluster.sh start run?)");
+    std::map<std::string, std::string> values;
+    for (std::string line; std::getline(in, line);) {
+        auto eq = line.find('=');
+        if (eq != std::string::npos) values[line.substr(0, eq)] = line.substr(eq + 1);
+    }
+    return values;
+}
+
+std::map<std::string, std::string> shared_pg_cluster_env() {
+    return read_pg_cluster_env(required_env("PARLEY_TEST_PG_ENV"));
+}
+
+std::string postgres_url() { return shared_pg_cluster_env().at("PARLEY_TEST_PG_URL"); }
 
 std::string fresh_postgres_database(const std::string& name_hint) {
     static std::atomic<int> counter{0};
-    auto env = read_pg_env();
+    auto env = shared_pg_cluster_env();
     std::string name = "t_" + name_hint + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
     for (auto& c : name) {
         if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';

@@ -1,9 +1,17 @@
 #pragma once
 // Environment the ctest registration passes to every test (tests/CMakeLists.txt).
 #include <filesystem>
+#include <map>
 #include <string>
 
 namespace parley::test {
+
+// The KEY=value lines that tests/support/pg_cluster.sh writes about a cluster
+// it started (PARLEY_TEST_PG_URL, PG_PORT, PG_DIR, PG_BIN). Fails the test when
+// the file is missing.
+std::map<std::string, std::string> read_pg_cluster_env(const std::filesystem::path& file);
+// The same for the shared cluster of the `pg_cluster` ctest fixture.
+std::map<std::string, std::string> shared_pg_cluster_env();
 
 // URL of the throwaway PostgreSQL cluster the `pg_cluster` ctest fixture
 // started. Fails the calling test (not skips) when the fixture did not run.
