@@ -543,6 +543,33 @@ TEST_CASE("retention: old rows are invisible before the prune and deleted by it 
     CHECK(history->size() == 10);
 }
 
+TEST_CASE("retention: a message stamped in the future does not hold back older ones", "[storage][retention]") {
+    // A clock stepped back leaves a young row before old ones in insertion order.
+    auto db = make_test_database("retention_skew");
+    store_options options;
+    options.retention_days = 90;
+    options.prune_batch = 2;
+    auto s = open_ok(db.url, options);
+    const millis old = now - 91 * day;
+    require_ok(save(*s, conversation("acme", "c", old - 1000)));
+    int seq = 0;
+    for (int i = 0; i < 5; ++i) REQUIRE(append(*s, text_message("acme", "c", ++seq, old)).ok());
+    REQUIRE(append(*s, text_message("acme", "c", ++seq, now + 365 * day)).ok());
+    for (int i = 0; i < 5; ++i) REQUIRE(append(*s, text_message("acme", "c", ++seq, old + i)).ok());
+    for (int i = 0; i < 3; ++i) REQUIRE(append(*s, text_message("acme", "c", ++seq, now - 100)).ok());
+
+    auto report = s->prune(now);
+    REQUIRE(report.ok());
+    CHECK(report->messages == 10);
+    auto left = wait_for<std::vector<message_record>>(
+        [&](auto done) { s->messages_after("acme", "c", 0, 100, old - 1, done); });
+    REQUIRE(left.ok());
+    REQUIRE(left->size() == 4);
+    CHECK(left->at(0).seq == 6);
+    CHECK(left->at(1).seq == 12);
+    CHECK(s->prune(now)->messages == 0);
+}
+
 TEST_CASE("load_open_state brings back open conversations, seq counters, pending offers and overrides",
           "[storage][recovery]") {
     auto db = make_test_database("openstate");

@@ -178,7 +178,7 @@ struct prune_report {
     std::uint64_t activities = 0;
     std::uint64_t conversations = 0;
     std::uint64_t offers = 0;
-    std::uint64_t batches = 0;  // delete transactions run
+    std::uint64_t batches = 0;  // delete transactions that removed rows
 };
 
 std::string_view to_string(conversation_state state);
