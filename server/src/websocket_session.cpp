@@ -33,7 +33,6 @@ websocket_session::~websocket_session() { --state_->open_connections; }
 void websocket_session::run(http::request<http::string_body> upgrade_request) {
     const auto limits_snapshot = state_->limits();
     const auto& limits = *limits_snapshot;
-    beast::get_lowest_layer(ws_).expires_never();
     websocket::stream_base::timeout timeouts{};
     timeouts.handshake_timeout = limits.handshake_timeout;  // upgrade and close handshakes
     timeouts.idle_timeout = websocket::stream_base::none();  // our own ping timer decides silence
@@ -76,7 +75,7 @@ void websocket_session::on_ping_timer(error_code ec) {
         logger("net")->info("[C{}] peer silent for {}s: dropped", id_,
                             std::chrono::duration_cast<std::chrono::seconds>(silent_for).count());
         error_code ignored;
-        beast::get_lowest_layer(ws_).socket().close(ignored);
+        ws_.next_layer().close(ignored);
         return;
     }
     // A ping is a write: never start one beside another write or the close.
@@ -193,6 +192,7 @@ void websocket_session::do_write() {
     }
     writing_ = true;
     ws_.text(true);
+    if (outbound_.size() > 1) ws_.next_layer().more_follows();
     ws_.async_write(asio::buffer(*outbound_.front()),
                     beast::bind_front_handler(&websocket_session::on_write, shared_from_this()));
 }
@@ -227,7 +227,7 @@ void websocket_session::begin_close(websocket::close_reason reason) {
     close_deadline_.async_wait([self = shared_from_this()](error_code ec) {
         if (ec || self->finished_) return;
         error_code ignored;
-        beast::get_lowest_layer(self->ws_).socket().close(ignored);
+        self->ws_.next_layer().close(ignored);
     });
     do_write();
 }
@@ -246,7 +246,7 @@ void websocket_session::finish() {
     ping_timer_.cancel();
     close_deadline_.cancel();
     error_code ignored;
-    beast::get_lowest_layer(ws_).socket().close(ignored);
+    ws_.next_layer().close(ignored);
     paced_.clear();
     paced_done_ = nullptr;
     // A write still in flight completes (aborted) later and may touch its frame: keep that one.

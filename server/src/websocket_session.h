@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 
+#include "corking_socket.h"
 #include "net.h"
 #include "shared_state.h"
 
@@ -82,7 +83,7 @@ private:
     void finish();
 
     std::shared_ptr<shared_state> state_;
-    websocket::stream<beast::tcp_stream> ws_;
+    websocket::stream<corking_socket> ws_;
     beast::flat_buffer buffer_;
     client_role role_;
     std::shared_ptr<frame_handler> handler_;
