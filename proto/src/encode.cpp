@@ -1,5 +1,8 @@
 #include "parley/proto/encode.h"
 
+#include <charconv>
+#include <iterator>
+
 #include <nlohmann/json.hpp>
 
 namespace parley::proto {
@@ -24,6 +27,115 @@ std::string dump(const json& frame) {
     // not throw on the I/O path: replace it with U+FFFD instead.
     return frame.dump(-1, ' ', false, json::error_handler_t::replace);
 }
+
+// The two frames of every relayed message (`ok` to a `send`, the `message`
+// event) are written straight into a string instead of through a json object:
+// no per-member allocations. The bytes are exactly what dump() writes for the
+// same object (tests/proto compares them on random input), including U+FFFD
+// for invalid UTF-8, which is left to nlohmann itself.
+class frame_writer {
+public:
+    explicit frame_writer(std::size_t payload) {
+        out_.reserve(payload + 160);
+        out_ += '{';
+    }
+
+    frame_writer& string(std::string_view key, std::string_view value) {
+        name(key);
+        quoted(value);
+        return *this;
+    }
+    frame_writer& integer(std::string_view key, std::int64_t value) {
+        name(key);
+        char digits[24];
+        auto [end, ec] = std::to_chars(std::begin(digits), std::end(digits), value);
+        out_.append(digits, end);
+        return *this;
+    }
+    frame_writer& null(std::string_view key) {
+        name(key);
+        out_ += "null";
+        return *this;
+    }
+    std::string finish() {
+        out_ += '}';
+        return std::move(out_);
+    }
+
+private:
+    // Keys are literals of this file: nothing in them needs escaping.
+    void name(std::string_view key) {
+        if (out_.size() > 1) out_ += ',';
+        out_ += '"';
+        out_ += key;
+        out_ += "\":";
+    }
+
+    void quoted(std::string_view value) {
+        if (!valid_utf8(value)) {
+            out_ += dump(json(std::string(value)));
+            return;
+        }
+        static constexpr char hex[] = "0123456789abcdef";
+        out_ += '"';
+        for (char ch : value) {
+            const auto c = static_cast<unsigned char>(ch);
+            switch (c) {
+                case '"': out_ += "\\\""; break;
+                case '\\': out_ += "\\\\"; break;
+                case '\b': out_ += "\\b"; break;
+                case '\f': out_ += "\\f"; break;
+                case '\n': out_ += "\\n"; break;
+                case '\r': out_ += "\\r"; break;
+                case '\t': out_ += "\\t"; break;
+                default:
+                    if (c < 0x20) {
+                        out_ += "\\u00";
+                        out_ += hex[c >> 4];
+                        out_ += hex[c & 0xf];
+                    } else {
+                        out_ += ch;
+                    }
+            }
+        }
+        out_ += '"';
+    }
+
+    // RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF.
+    static bool valid_utf8(std::string_view text) {
+        const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+        const auto* end = p + text.size();
+        while (p < end) {
+            const unsigned char c = *p;
+            if (c < 0x80) {
+                ++p;
+                continue;
+            }
+            std::size_t length = 0;
+            unsigned char low = 0x80, high = 0xbf;  // bounds of the second byte
+            if (c >= 0xc2 && c <= 0xdf) {
+                length = 2;
+            } else if (c >= 0xe0 && c <= 0xef) {
+                length = 3;
+                if (c == 0xe0) low = 0xa0;
+                if (c == 0xed) high = 0x9f;
+            } else if (c >= 0xf0 && c <= 0xf4) {
+                length = 4;
+                if (c == 0xf0) low = 0x90;
+                if (c == 0xf4) high = 0x8f;
+            } else {
+                return false;
+            }
+            if (static_cast<std::size_t>(end - p) < length || p[1] < low || p[1] > high) return false;
+            for (std::size_t i = 2; i < length; ++i)
+                if (p[i] < 0x80 || p[i] > 0xbf) return false;
+            p += length;
+        }
+        return true;
+    }
+
+    std::string out_;
+};
 
 json reply(std::string_view re) {
     json frame = json::object();
@@ -231,10 +343,7 @@ std::string encode_request_agent_ok(std::string_view re, std::string_view conver
 }
 
 std::string encode_send_ok(std::string_view re, std::int64_t seq, std::int64_t at) {
-    json frame = reply(re);
-    frame["seq"] = seq;
-    frame["at"] = at;
-    return dump(frame);
+    return frame_writer(re.size()).string("type", "ok").string("re", re).integer("seq", seq).integer("at", at).finish();
 }
 
 std::string encode_accept_ok(std::string_view re, const conversation_entry& conversation,
@@ -288,9 +397,21 @@ std::string encode_get_transcript_ok(std::string_view re, std::span<const chat_m
 }
 
 std::string encode_message_event(const chat_message& message) {
-    json frame = event("message");
-    add_message_fields(frame, message);
-    return dump(frame);
+    if (message.kind != message_kind::text) {  // calendar cards: rare, nested
+        json frame = event("message");
+        add_message_fields(frame, message);
+        return dump(frame);
+    }
+    frame_writer frame(message.conversation_id.size() + message.text.size());
+    frame.string("type", "message")
+        .string("conversation_id", message.conversation_id)
+        .integer("seq", message.seq)
+        .string("from", to_string(message.from));
+    if (message.agent_id)
+        frame.string("agent_id", *message.agent_id);
+    else
+        frame.null("agent_id");
+    return frame.string("kind", to_string(message.kind)).string("text", message.text).integer("at", message.at).finish();
 }
 
 std::string encode_typing_event(std::string_view conversation_id, message_author from, bool on) {

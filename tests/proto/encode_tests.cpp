@@ -2,6 +2,10 @@
 // field checked, including the ones encoded as null.
 #include <catch2/catch.hpp>
 
+#include <climits>
+#include <random>
+#include <vector>
+
 #include <nlohmann/json.hpp>
 
 #include "parley/proto/encode.h"
@@ -267,6 +271,58 @@ TEST_CASE("message events", "[proto][encode]") {
         std::string encoded;
         REQUIRE_NOTHROW(encoded = encode_message_event(message));
         CHECK(decode(encoded)["text"] == "bad \xef\xbf\xbd byte");
+    }
+}
+
+// `ok` to a send and the text `message` event are written without a json
+// object (the relay's hot path); they must be byte for byte what nlohmann's
+// dump writes, for any text: escapes, control characters, multi-byte
+// characters, and invalid UTF-8 (replaced by U+FFFD).
+TEST_CASE("hot-path frames are byte-identical to nlohmann's dump on random text", "[proto][encode][random]") {
+    std::mt19937 random(20261126);
+    const std::vector<std::string> pieces = {
+        "a", "Z", " ", "\"", "\\", "/", "\b", "\f", "\n", "\r", "\t", std::string(1, '\0'), "\x01", "\x1f", "\x7f",
+        "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xed\x9f\xbf", "\xef\xbf\xbd",
+        // invalid: stray continuation, truncated, overlong, surrogate, above U+10FFFF, bad lead bytes
+        "\x80", "\xc3", "\xe2\x82", "\xc0\xaf", "\xe0\x80\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xf5", "\xff"};
+    auto random_text = [&](bool valid_only) {
+        std::string text;
+        const int count = std::uniform_int_distribution<int>(0, 12)(random);
+        const std::size_t last = valid_only ? 19 : pieces.size() - 1;
+        for (int i = 0; i < count; ++i) text += pieces[std::uniform_int_distribution<std::size_t>(0, last)(random)];
+        return text;
+    };
+    auto reference = [](const nlohmann::ordered_json& frame) {
+        return frame.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    };
+    for (int round = 0; round < 5000; ++round) {
+        chat_message message;
+        message.conversation_id = random_text(round % 2 == 0);
+        message.seq = std::uniform_int_distribution<std::int64_t>(0, INT64_MAX)(random);
+        message.at = std::uniform_int_distribution<std::int64_t>(INT64_MIN, INT64_MAX)(random);
+        message.from = round % 3 == 0 ? message_author::visitor : message_author::agent;
+        if (round % 3 != 0) message.agent_id = random_text(false);
+        message.kind = message_kind::text;
+        message.text = random_text(false);
+        nlohmann::ordered_json expected = nlohmann::ordered_json::object();
+        expected["type"] = "message";
+        expected["conversation_id"] = message.conversation_id;
+        expected["seq"] = message.seq;
+        expected["from"] = to_string(message.from);
+        expected["agent_id"] = message.agent_id ? nlohmann::ordered_json(*message.agent_id) : nlohmann::ordered_json(nullptr);
+        expected["kind"] = "text";
+        expected["text"] = message.text;
+        expected["at"] = message.at;
+        INFO("round " << round << ": " << message.text);
+        REQUIRE(encode_message_event(message) == reference(expected));
+
+        const std::string re = random_text(false);
+        nlohmann::ordered_json ok = nlohmann::ordered_json::object();
+        ok["type"] = "ok";
+        ok["re"] = re;
+        ok["seq"] = message.seq;
+        ok["at"] = message.at;
+        REQUIRE(encode_send_ok(re, message.seq, message.at) == reference(ok));
     }
 }
 
