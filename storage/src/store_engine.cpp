@@ -230,8 +230,7 @@ void store_engine::mark_finished(std::size_t count) {
 }
 
 // Group commit: the writer takes everything queued (up to batch_max), waiting
-// at most batch_delay after the oldest write arrived for the batch to fill
-// (less when a reader waits for those writes),
+// at most batch_delay after the oldest write arrived for the batch to fill,
 // runs it as one transaction and only then completes the callbacks. When the
 // database is unreachable it keeps the writes queued, reconnects with
 // exponential backoff and fails writes older than unavailable_after.
@@ -288,9 +287,8 @@ void store_engine::writer_loop() {
             }
             if (queue_.size() < options_.batch_max && !stopping_ && options_.batch_delay.count() > 0) {
                 auto deadline = queue_.front().enqueued + options_.batch_delay;
-                writer_wake_.wait_until(lock, deadline, [this] {
-                    return stopping_ || flush_requested_ || queue_.size() >= options_.batch_max;
-                });
+                writer_wake_.wait_until(lock, deadline,
+                                        [this] { return stopping_ || queue_.size() >= options_.batch_max; });
             }
             const std::size_t take = std::min(queue_.size(), options_.batch_max);
             batch.reserve(take);
@@ -298,7 +296,6 @@ void store_engine::writer_loop() {
                 batch.push_back(std::move(queue_.front()));
                 queue_.pop_front();
             }
-            if (queue_.empty()) flush_requested_ = false;
         }
         if (!run_batch(batch)) {
             // Connection lost: the unfinished writes go back to the head of the
@@ -422,18 +419,7 @@ std::uint64_t store_engine::writes_submitted() const {
     return submitted_;
 }
 
-// A waiting reader cuts the writer's batch_delay short: reads never pay the
-// group-commit window, only the commit itself.
 void store_engine::wait_for_writes(std::uint64_t target) {
-    {
-        std::lock_guard lock(finished_mutex_);
-        if (finished_ >= target) return;
-    }
-    {
-        std::lock_guard lock(mutex_);
-        flush_requested_ = true;
-    }
-    writer_wake_.notify_one();
     std::unique_lock lock(finished_mutex_);
     finished_changed_.wait(lock, [&] { return finished_ >= target; });
 }

@@ -108,7 +108,6 @@ private:
     std::condition_variable writer_wake_;
     std::deque<write_job> queue_;
     bool stopping_ = false;
-    bool flush_requested_ = false;  // a reader waits for queued writes: commit them without batch_delay
     std::unique_ptr<sql_connection> writer_;
     std::atomic<bool> ready_{true};
 

@@ -764,21 +764,6 @@ TEST_CASE("durability commit acknowledges after the commit, relaxed once queued"
         auto t = wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "c1", now, done); });
         CHECK(t->size() == 1);
     }
-    SECTION("a read commits the writes it waits for without waiting out batch_delay") {
-        store_options options;
-        options.durability = durability::relaxed;
-        options.batch_delay = std::chrono::seconds(60);
-        auto s = open_ok(db.url, options);
-        std::atomic<bool> saved{false};
-        s->save_conversation(conversation("acme", "c1", now), [&](status r) { saved = r.ok(); });  // waits for a commit
-        REQUIRE(append(*s, text_message("acme", "c1", 1, now)).ok());  // relaxed: acknowledged when queued
-        const auto started = std::chrono::steady_clock::now();
-        auto t = wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "c1", now, done); });
-        REQUIRE(t.ok());
-        CHECK(t->size() == 1);  // read-your-writes still holds
-        CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(30));
-        CHECK(saved);
-    }
 }
 
 TEST_CASE("the write queue is bounded: beyond queue_max writes fail with unavailable", "[storage][backpressure]") {
