@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "json_input.h"
+
 namespace parley::proto {
 
 namespace {
@@ -72,7 +74,7 @@ private:
     }
 
     void quoted(std::string_view value) {
-        if (!valid_utf8(value)) {
+        if (!detail::is_valid_utf8(value)) {
             out_ += dump(json(std::string(value)));
             return;
         }
@@ -99,39 +101,6 @@ private:
             }
         }
         out_ += '"';
-    }
-
-    // RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF.
-    static bool valid_utf8(std::string_view text) {
-        const auto* p = reinterpret_cast<const unsigned char*>(text.data());
-        const auto* end = p + text.size();
-        while (p < end) {
-            const unsigned char c = *p;
-            if (c < 0x80) {
-                ++p;
-                continue;
-            }
-            std::size_t length = 0;
-            unsigned char low = 0x80, high = 0xbf;  // bounds of the second byte
-            if (c >= 0xc2 && c <= 0xdf) {
-                length = 2;
-            } else if (c >= 0xe0 && c <= 0xef) {
-                length = 3;
-                if (c == 0xe0) low = 0xa0;
-                if (c == 0xed) high = 0x9f;
-            } else if (c >= 0xf0 && c <= 0xf4) {
-                length = 4;
-                if (c == 0xf0) low = 0x90;
-                if (c == 0xf4) high = 0x8f;
-            } else {
-                return false;
-            }
-            if (static_cast<std::size_t>(end - p) < length || p[1] < low || p[1] > high) return false;
-            for (std::size_t i = 2; i < length; ++i)
-                if (p[i] < 0x80 || p[i] > 0xbf) return false;
-            p += length;
-        }
-        return true;
     }
 
     std::string out_;
