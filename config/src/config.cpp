@@ -214,6 +214,11 @@ void parse_tenants(const toml::value* t, const std::string& file, std::vector<pr
             if (value_of.size() < 16)
                 p.push_back({file, prefix + "." + key,
                              "must be set (here or in " + env_name(id, suffix) + ") to at least 16 characters"});
+            // The example file's secrets are public: a server must never run with them.
+            else if (value_of.find("change-me") != std::string::npos)
+                p.push_back({file, prefix + "." + key,
+                             "is still the example's placeholder; set a random one (here or in " +
+                                 env_name(id, suffix) + "), e.g. from `head -c 32 /dev/urandom | base64`"});
         };
         require_secret("admin_token", tenant.admin_token, "ADMIN_TOKEN");
         require_secret("agent_secret", tenant.agent_secret, "AGENT_SECRET");

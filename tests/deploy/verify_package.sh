@@ -63,6 +63,15 @@ dpkg -x "$deb" "$scratch/root"
   fail "/etc/parley/parley.toml mode $(stat -c %a "$scratch/root/etc/parley/parley.toml"), want 640"
 [[ -x $scratch/root/usr/bin/parleyd ]] || fail "/usr/bin/parleyd not executable"
 "$scratch/root/usr/bin/parleyd" version >"$scratch/version" 2>&1 || fail "packaged parleyd version failed: $(cat "$scratch/version")"
+# The shipped configuration's secrets are public placeholders: the packaged
+# parleyd must refuse to run with them until they are replaced.
+if env -u PARLEY_TENANT_ACME_ADMIN_TOKEN -u PARLEY_TENANT_ACME_AGENT_SECRET -u PARLEY_TENANT_ACME_WIDGET_SECRET \
+  "$scratch/root/usr/bin/parleyd" -c "$scratch/root/etc/parley/parley.toml" check-config \
+  >"$scratch/check" 2>&1; then
+  fail "packaged parleyd accepted the placeholder secrets of /etc/parley/parley.toml"
+elif ! grep -q "placeholder" "$scratch/check"; then
+  fail "check-config of the packaged config failed without naming the placeholders: $(cat "$scratch/check")"
+fi
 cmp -s "$scratch/root/lib/systemd/system/parleyd.service" "$(dirname "$0")/../../deploy/parleyd.service" ||
   fail "packaged unit differs from deploy/parleyd.service"
 
