@@ -145,9 +145,8 @@ std::optional<routing::time_point> tenant_hub::restore_state(std::string& error)
     for (const auto& o : open->pending_offers) voided_offers[o.conversation_id].push_back(o.agent_id);
 
     std::size_t restored = 0;
-    for (const auto& c : open->conversations) {
-        auto visitor = wait_for<storage::visitor_record>(
-            [&](auto done) { store_->get_visitor(tenant_id_, c.visitor_id, std::move(done)); });
+    for (const auto& summary : open->conversations) {
+        const auto& c = summary.conversation;
         conversation entry;
         entry.id = c.id;
         entry.visitor_id = c.visitor_id;
@@ -157,8 +156,9 @@ std::optional<routing::time_point> tenant_hub::restore_state(std::string& error)
         entry.started_at = c.started_at;
         entry.score = c.score;
         entry.last_seq = c.last_seq;
-        if (visitor) {
-            entry.profile = proto_profile(visitor.value());
+        if (summary.last_message) entry.last_message = chat_message_from(*summary.last_message);
+        if (summary.visitor) {
+            entry.profile = proto_profile(*summary.visitor);
             visitor_profiles_[c.visitor_id] = entry.profile;
         }
 

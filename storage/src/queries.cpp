@@ -651,7 +651,9 @@ open_state load_open_state(sql_connection& c, const std::optional<std::string>& 
         const std::string open_conversations =
             std::string("SELECT ") + conversation_columns +
             ", (SELECT COALESCE(MAX(m.seq), 0) FROM messages m WHERE m.tenant_id = c.tenant_id AND "
-            "m.conversation_id = c.id) FROM conversations c WHERE c.state <> 'ended'";
+            "m.conversation_id = c.id), v.tenant_id, v.id, v.name, v.job_title, v.email, v.phone, v.crm_status, "
+            "v.company FROM conversations c LEFT JOIN visitors v ON v.tenant_id = c.tenant_id AND v.id = c.visitor_id "
+            "WHERE c.state <> 'ended'";
         const std::string pending_offers =
             "SELECT tenant_id, id, conversation_id, agent_id, created_at, expires_at, outcome, resolved_at "
             "FROM offers WHERE outcome = 'pending'";
@@ -669,9 +671,19 @@ open_state load_open_state(sql_connection& c, const std::optional<std::string>& 
             overridden = c.exec(overrides + " ORDER BY tenant_id, agent_id", {now});
         }
         for (const auto& row : conversations.rows) {
-            auto conversation = conversation_from(row);
+            conversation_summary summary;
+            summary.conversation = conversation_from(row);
+            auto& conversation = summary.conversation;
             conversation.last_seq = row.integer(conversation_column_count);
-            state.conversations.push_back(std::move(conversation));
+            if (!row.is_null(conversation_column_count + 1))
+                summary.visitor = visitor_from(row, conversation_column_count + 1);
+            if (conversation.last_seq > 0) {  // primary-key lookup
+                auto last = c.exec(std::string("SELECT ") + message_columns +
+                                       " FROM messages WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3",
+                                   {conversation.tenant_id, conversation.id, conversation.last_seq});
+                if (!last.rows.empty()) summary.last_message = message_from(last.rows[0]);
+            }
+            state.conversations.push_back(std::move(summary));
         }
         for (const auto& row : offers.rows) state.pending_offers.push_back(offer_from(row));
         for (const auto& row : overridden.rows) state.overrides.push_back(override_from(row));

@@ -455,6 +455,10 @@ TEST_CASE("restart after kill -9 on PostgreSQL: open chats, seq and every acknow
           json({{"available", false}, {"source", "override"}, {"until_at", override_until}}));
     CHECK(agent_ok["active"][0]["id"] == conversation_id);
     CHECK(agent_ok["active"][0]["state"] == "active");
+    // The inbox preview comes back with the chat, not null until the next message.
+    REQUIRE(agent_ok["active"][0]["last_message"].is_object());
+    CHECK(agent_ok["active"][0]["last_message"]["seq"] == last_acknowledged);
+    CHECK(agent_ok["active"][0]["last_message"]["text"] == "last words");
 
     ws_client visitor(daemon.port(), "/v1/visitor");
     auto visitor_ok = visitor_hello(visitor, visitor_resume_token);

@@ -584,6 +584,8 @@ TEST_CASE("load_open_state brings back open conversations, seq counters, pending
         require_ok(save(*s, ended));
         require_ok(save(*s, conversation("globex", "g1", now - 2000, conversation_state::queued, std::nullopt)));
         for (int seq = 1; seq <= 7; ++seq) REQUIRE(append(*s, text_message("acme", "c1", seq, now)).ok());
+        visitor_record ada{"acme", "v-c1", "Ada", "CTO", std::nullopt, std::nullopt, std::nullopt, std::nullopt};
+        require_ok(wait_for<void>([&](auto done) { s->put_visitor(ada, done); }));
 
         require_ok(wait_for<void>([&](auto done) {
             s->put_offer({"acme", "o1", "c2", "a3", now - 1000, now + 44'000, offer_outcome::pending, std::nullopt}, done);
@@ -602,13 +604,22 @@ TEST_CASE("load_open_state brings back open conversations, seq counters, pending
     auto state = s->load_open_state(std::string("acme"), now);
     REQUIRE(state.ok());
     REQUIRE(state->conversations.size() == 2);
-    CHECK(state->conversations[0].id == "c1");
-    CHECK(state->conversations[0].state == conversation_state::active);
-    CHECK(state->conversations[0].agent_id == std::optional<std::string>("a1"));
-    CHECK(state->conversations[0].last_seq == 7);
-    CHECK(state->conversations[0].tried_agents == std::vector<std::string>{"a2", "a1"});
-    CHECK(state->conversations[1].id == "c2");
-    CHECK(state->conversations[1].last_seq == 0);
+    const auto& c1 = state->conversations[0];
+    CHECK(c1.conversation.id == "c1");
+    CHECK(c1.conversation.state == conversation_state::active);
+    CHECK(c1.conversation.agent_id == std::optional<std::string>("a1"));
+    CHECK(c1.conversation.last_seq == 7);
+    CHECK(c1.conversation.tried_agents == std::vector<std::string>{"a2", "a1"});
+    REQUIRE(c1.last_message.has_value());  // the inbox preview survives the restart
+    CHECK(c1.last_message->seq == 7);
+    CHECK(c1.last_message->body == text_message("acme", "c1", 7, now).body);
+    REQUIRE(c1.visitor.has_value());
+    CHECK(c1.visitor->name == std::optional<std::string>("Ada"));
+    const auto& c2 = state->conversations[1];
+    CHECK(c2.conversation.id == "c2");
+    CHECK(c2.conversation.last_seq == 0);
+    CHECK_FALSE(c2.last_message.has_value());
+    CHECK_FALSE(c2.visitor.has_value());  // no visitor row: null, not an error
     REQUIRE(state->pending_offers.size() == 1);
     CHECK(state->pending_offers[0].id == "o1");
     CHECK(state->pending_offers[0].expires_at == now + 44'000);
@@ -682,7 +693,7 @@ TEST_CASE("acknowledged messages survive kill -9 of the writing process", "[stor
     auto state = s->load_open_state(std::string("acme"), now);
     REQUIRE(state.ok());
     REQUIRE(state->conversations.size() == 1);
-    CHECK(state->conversations[0].last_seq >= highest);
+    CHECK(state->conversations[0].conversation.last_seq >= highest);
     auto messages =
         wait_for<std::vector<message_record>>([&](auto done) { s->messages_after("acme", "c1", 0, 100000, now, done); });
     REQUIRE(messages.ok());

@@ -168,7 +168,9 @@ struct activity_page {
 // its agent, tried agents and highest seq), pending offers, and overrides not
 // yet expired at `now`.
 struct open_state {
-    std::vector<conversation_record> conversations;
+    // With the visitor's card and the last message, so an inbox rebuilt after a
+    // restart looks as it did before.
+    std::vector<conversation_summary> conversations;
     std::vector<offer_record> pending_offers;
     std::vector<availability_override> overrides;
 };
