@@ -255,6 +255,51 @@ void tenant_hub::to_visitor(const std::string& visitor_id, const frame_ptr& fram
         if (sid != except_session) send(sessions_.at(sid), frame);
 }
 
+void tenant_hub::deliver_message(const conversation& c, std::int64_t seq, const frame_ptr& event,
+                                 std::uint64_t except_session) {
+    auto deliver = [&](std::uint64_t sid) {
+        if (sid == except_session) return;
+        auto& entry = sessions_.at(sid);
+        auto hold = entry.replaying.find(c.id);
+        if (hold == entry.replaying.end()) return send(entry, event);
+        if (hold->second.held.size() >= state_->limits()->outbound_max_frames) {
+            // As for any slow consumer: closed, and everything stays in storage for the next resume.
+            global_metrics().slow_consumer_closes++;
+            entry.replaying.erase(hold);
+            entry.session->close(websocket::close_code::try_again_later, "slow consumer");
+            return;
+        }
+        hold->second.held.emplace_back(seq, event);
+    };
+    if (auto it = visitor_sessions_.find(c.visitor_id); it != visitor_sessions_.end())
+        for (auto sid : it->second) deliver(sid);
+    if (c.agent_id.empty() || c.state != routing::conversation_state::active) return;
+    if (auto it = agent_sessions_.find(c.agent_id); it != agent_sessions_.end())
+        for (auto sid : it->second) deliver(sid);
+}
+
+void tenant_hub::begin_replay(std::uint64_t session_id, const std::string& conversation_id) {
+    if (auto it = sessions_.find(session_id); it != sessions_.end()) ++it->second.replaying[conversation_id].replays;
+}
+
+void tenant_hub::end_replay(std::uint64_t session_id, const std::string& conversation_id,
+                            std::int64_t replayed_through, frame_ptr final_frame) {
+    auto it = sessions_.find(session_id);
+    if (it == sessions_.end()) return;
+    auto& entry = it->second;
+    if (auto hold = entry.replaying.find(conversation_id); hold != entry.replaying.end()) {
+        // While another resume of the conversation still runs, it keeps holding; the last one
+        // to end sends what it did not replay itself.
+        if (--hold->second.replays <= 0) {
+            auto held = std::move(hold->second.held);
+            entry.replaying.erase(hold);
+            for (const auto& [seq, frame] : held)
+                if (seq > replayed_through) send(entry, frame);  // older ones were in the replay
+        }
+    }
+    if (final_frame) send(entry, final_frame);
+}
+
 // ---------------------------------------------------------------------------
 // Router actions
 
@@ -492,7 +537,7 @@ void tenant_hub::visitor_hello(std::shared_ptr<websocket_session> session, std::
     on_strand([self = shared_from_this(), session = std::move(session), re = std::move(re),
                visitor_id = std::move(visitor_id), profile = std::move(profile), profile_given]() mutable {
         auto sid = session->id();
-        self->sessions_[sid] = {session, client_role::visitor, visitor_id};
+        self->sessions_[sid] = {session, client_role::visitor, visitor_id, {}};
         self->visitor_sessions_[visitor_id].push_back(sid);
         global_metrics().visitor_connections++;
         if (profile_given) {
@@ -545,7 +590,7 @@ void tenant_hub::agent_hello(std::shared_ptr<websocket_session> session, std::op
             return;
         }
         auto sid = session->id();
-        self->sessions_[sid] = {session, client_role::agent, agent_id};
+        self->sessions_[sid] = {session, client_role::agent, agent_id, {}};
         self->agent_sessions_[agent_id].push_back(sid);
         global_metrics().agent_connections++;
         const auto now = current_time();
@@ -937,9 +982,7 @@ void tenant_hub::on_message_stored(const std::string& conversation_id, pending_w
         message.at = r->at;
         auto event = make_frame(proto::encode_message_event(message));
         c->last_message = std::move(message);
-        to_visitor(c->visitor_id, event, w.origin_session);
-        if (!c->agent_id.empty() && c->state == routing::conversation_state::active)
-            to_agent(c->agent_id, event, w.origin_session);
+        deliver_message(*c, r->seq, event, w.origin_session);
         routing::actions actions;
         router_->message_seen(c->id, current_time(), actions);
         apply(actions);
@@ -985,19 +1028,28 @@ void tenant_hub::handle_accept(const session_entry& from, std::uint64_t sid, con
 // outbound queue (websocket_session::send_paced), so a long gap never trips
 // the slow-consumer bound; then `ok`. Each step holds the next by shared_ptr
 // only: if the session goes away, the chain is dropped with it.
+// Live events of the conversation are held by the hub meanwhile (begin_replay)
+// and sent after the last page, before the `ok` (end_replay).
 struct tenant_hub::resume_replay : std::enable_shared_from_this<resume_replay> {
     resume_replay(std::shared_ptr<tenant_hub> h, std::shared_ptr<websocket_session> s, std::optional<std::string> r,
                   std::string c)
         : hub(std::move(h)), session(std::move(s)), re(std::move(r)), conversation_id(std::move(c)) {}
 
+    void finish(std::int64_t replayed_through, frame_ptr final_frame) {
+        hub->on_strand([hub = hub, sid = session->id(), conversation_id = conversation_id, replayed_through,
+                        final_frame = std::move(final_frame)]() mutable {
+            hub->end_replay(sid, conversation_id, replayed_through, std::move(final_frame));
+        });
+    }
+
     void read_after(std::int64_t after_seq) {
         hub->store_->messages_after(
             hub->tenant_id_, conversation_id, after_seq, resume_page, to_millis(current_time()),
-            [self = shared_from_this()](storage::result<std::vector<storage::message_record>> page) {
+            [self = shared_from_this(), after_seq](storage::result<std::vector<storage::message_record>> page) {
                 if (!page) {
-                    self->session->send(make_frame(proto::encode_error(
-                        self->re ? std::optional<std::string_view>(*self->re) : std::nullopt,
-                        to_proto_error(page.kind()), "cannot read messages now")));
+                    self->finish(after_seq, make_frame(proto::encode_error(
+                                                self->re ? std::optional<std::string_view>(*self->re) : std::nullopt,
+                                                to_proto_error(page.kind()), "cannot read messages now")));
                     return;
                 }
                 // Encoded here, on the storage thread; the session only queues them.
@@ -1006,10 +1058,10 @@ struct tenant_hub::resume_replay : std::enable_shared_from_this<resume_replay> {
                 for (const auto& m : page.value()) frames.push_back(make_frame(proto::encode_message_event(chat_message_from(m))));
                 global_metrics().frames_out += frames.size();
                 const bool more = page->size() == static_cast<std::size_t>(resume_page);
-                const std::int64_t last = page->empty() ? 0 : page->back().seq;
+                const std::int64_t last = page->empty() ? after_seq : page->back().seq;
                 self->session->send_paced(std::move(frames), [self, more, last] {
                     if (more) return self->read_after(last);
-                    if (self->re) self->session->send(make_frame(proto::encode_ok(*self->re)));
+                    self->finish(last, self->re ? make_frame(proto::encode_ok(*self->re)) : nullptr);
                 });
             });
     }
@@ -1025,8 +1077,9 @@ void tenant_hub::handle_resume(std::uint64_t sid, const std::optional<std::strin
     const auto& from = sessions_.at(sid);
     auto finish = [self = shared_from_this(), session = from.session, re, conversation_id = r.conversation_id,
                    after = r.after_seq]() {
-        // Messages stored after the replay's reads reach the session as live events (it is
-        // registered already), so nothing falls in between.
+        // From here on, live events of the conversation for this session wait for the replay
+        // to end; those it did not contain follow it, so nothing falls in between or comes twice.
+        self->begin_replay(session->id(), conversation_id);
         std::make_shared<resume_replay>(self, session, re, conversation_id)->read_after(after);
     };
     if (auto* c = find_conversation(r.conversation_id)) {

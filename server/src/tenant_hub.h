@@ -93,10 +93,19 @@ public:
 private:
     struct resume_replay;
 
+    // Live `message` events for a conversation that a `resume` is replaying to
+    // this session: held back until the replay ends, so the client sees every
+    // seq once and in order.
+    struct replay_hold {
+        int replays = 0;  // resumes of this conversation in progress on the session
+        std::vector<std::pair<std::int64_t, std::shared_ptr<const std::string>>> held;  // seq, frame
+    };
+
     struct session_entry {
         std::shared_ptr<websocket_session> session;
         client_role role;
         std::string principal;  // visitor id or agent id
+        std::unordered_map<std::string, replay_hold> replaying;  // by conversation id
     };
 
     struct pending_write {
@@ -152,6 +161,14 @@ private:
                   std::uint64_t except_session = 0);
     void to_visitor(const std::string& visitor_id, const std::shared_ptr<const std::string>& frame,
                     std::uint64_t except_session = 0);
+    // A stored message's event to every session of both participants but its
+    // sender's, held for sessions replaying the conversation.
+    void deliver_message(const conversation& c, std::int64_t seq, const std::shared_ptr<const std::string>& event,
+                         std::uint64_t except_session);
+    void begin_replay(std::uint64_t session_id, const std::string& conversation_id);
+    // Sends the held events past `replayed_through`, then `final_frame` (the resume's ok or error).
+    void end_replay(std::uint64_t session_id, const std::string& conversation_id, std::int64_t replayed_through,
+                    std::shared_ptr<const std::string> final_frame);
 
     // Carries out what the router asked for, in order.
     void apply(routing::actions& actions);

@@ -717,6 +717,50 @@ TEST_CASE("rate limit: frames past the burst get rate_limited, sustained abuse c
     CHECK(visitor->wait_closed() == 1008);
 }
 
+// Messages stored while a resume replays pages from storage must neither overtake the replay nor
+// come twice: the client sees every seq exactly once, in order.
+TEST_CASE("messages sent during a long resume follow the replay in seq order, none twice", "[e2e]") {
+    chat_server server("[limits]\nframes_per_second = 100000\nframe_burst = 100000\n");
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto agent = server.connect_agent("a1");
+    auto [visitor, conversation_id] = server.start_chat(agent, "sales");
+    const std::string resume_token = visitor.resume_token;
+    visitor->close();
+    visitor.ws.reset();
+
+    // Five pages of replay (200 messages each) are waiting when the visitor comes back.
+    constexpr int stored_before = 1000, sent_during = 100;
+    for (int i = 1; i <= stored_before; ++i) {
+        agent->send_json({{"type", "send"}, {"id", "p" + std::to_string(i)}, {"conversation_id", conversation_id},
+                          {"text", "before " + std::to_string(i)}, {"client_msg_id", "b-" + std::to_string(i)}});
+        if (i % 100 == 0) REQUIRE(agent->expect("ok", 10s, "p" + std::to_string(i))["seq"] == i);
+    }
+
+    auto back = server.connect_visitor(nullptr, resume_token);
+    back->send_json({{"type", "resume"}, {"id", "r"}, {"conversation_id", conversation_id}, {"after_seq", 0}});
+    // The agent writes on at once, while the replay runs.
+    for (int i = 1; i <= sent_during; ++i)
+        agent->send_json({{"type", "send"}, {"id", "d" + std::to_string(i)}, {"conversation_id", conversation_id},
+                          {"text", "during " + std::to_string(i)}, {"client_msg_id", "d-" + std::to_string(i)}});
+    REQUIRE(agent->expect("ok", 10s, "d" + std::to_string(sent_during))["seq"] == stored_before + sent_during);
+
+    std::vector<std::int64_t> seen;
+    bool ok_seen = false;
+    while (seen.size() < static_cast<std::size_t>(stored_before + sent_during)) {
+        auto frame = back->receive(10s);
+        REQUIRE(frame);
+        auto j = json::parse(*frame);
+        if (j["type"] == "ok" && j["re"] == "r") ok_seen = true;
+        if (j["type"] == "message") seen.push_back(j["seq"].get<std::int64_t>());
+    }
+    std::vector<std::int64_t> expected(stored_before + sent_during);
+    std::iota(expected.begin(), expected.end(), 1);
+    CHECK(seen == expected);
+    if (!ok_seen) CHECK(back->expect("ok", 10s, "r")["re"] == "r");
+    CHECK_FALSE(back->receive(300ms).has_value());  // and nothing after: no duplicates
+}
+
 TEST_CASE("a slow consumer is closed with 1013 and resumes without losing anything", "[e2e]") {
     chat_server server(
         "[limits]\nframes_per_second = 100000\nframe_burst = 100000\noutbound_max_bytes = 65536\n"
