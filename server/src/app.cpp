@@ -63,12 +63,12 @@ void seed_demo(storage::store& store) {
 }
 
 // The retention job. store::prune() blocks until every batch of deletes is
-// done, so it gets a thread of its own and never runs on an I/O thread (the
-// store itself runs it on one of its reader threads). Runs every `interval`;
+// done, so it gets a thread of its own (and the store a connection of its own
+// for it) and never runs on an I/O or reader thread. Runs every `interval`;
 // the first run comes after at most a minute, so a daemon restarted more
-// often than the interval still prunes. stop() wakes the thread and joins it,
-// letting a prune already running finish its pass (each batch is a short
-// transaction of storage.prune_batch rows).
+// often than the interval still prunes. stop() wakes the thread and joins it;
+// a prune running then stops after its current batch (a short transaction of
+// storage.prune_batch rows) and the next start finishes it.
 class retention_job {
 public:
     retention_job(std::shared_ptr<storage::store> store, std::chrono::seconds interval, int retention_days)
@@ -108,7 +108,10 @@ private:
         const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
                              std::chrono::system_clock::now().time_since_epoch())
                              .count();
-        auto report = store_->prune(now);
+        auto report = store_->prune(now, [this] {
+            std::lock_guard lock(mutex_);
+            return stopping_;
+        });
         const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
         if (!report) {
             // Typically the database is down; the next run tries again.
@@ -119,8 +122,9 @@ private:
         const bool deleted_something = r.messages + r.activities + r.conversations + r.offers > 0;
         log.log(deleted_something ? spdlog::level::info : spdlog::level::debug,
                 "retention job: pruned {} message(s), {} activit(ies), {} conversation(s), {} offer(s) "
-                "in {} batch(es), {} ms",
-                r.messages, r.activities, r.conversations, r.offers, r.batches, took.count());
+                "in {} batch(es), {} ms{}",
+                r.messages, r.activities, r.conversations, r.offers, r.batches, took.count(),
+                r.stopped ? "; stopped for shutdown, the next run goes on" : "");
     }
 
     std::shared_ptr<storage::store> store_;

@@ -697,10 +697,15 @@ open_state load_open_state(sql_connection& c, const std::optional<std::string>& 
 
 namespace {
 
-// Runs `step` in its own short transaction until it returns false.
+// Runs `step` in its own short transaction until it returns false or a stop
+// is requested.
 template <typename Step>
-void in_batches(sql_connection& c, prune_report& report, Step step) {
+void in_batches(sql_connection& c, prune_report& report, const std::function<bool()>& stop_requested, Step step) {
     for (bool more = true; more;) {
+        if (report.stopped || (stop_requested && stop_requested())) {
+            report.stopped = true;
+            return;
+        }
         c.begin();
         std::int64_t deleted = 0;
         try {
@@ -720,9 +725,10 @@ void in_batches(sql_connection& c, prune_report& report, Step step) {
 // the first window with none. A row stamped in the future (a clock stepped
 // back) is skipped rather than holding everything after it; it never needs a
 // full scan.
-void prune_sqlite_messages(sql_connection& c, millis cutoff, std::size_t batch, prune_report& report) {
+void prune_sqlite_messages(sql_connection& c, millis cutoff, std::size_t batch, prune_report& report,
+                           const std::function<bool()>& stop_requested) {
     std::int64_t after = 0;  // rowids are positive
-    in_batches(c, report, [&](std::int64_t& deleted) {
+    in_batches(c, report, stop_requested, [&](std::int64_t& deleted) {
         auto window = c.exec("SELECT max(rowid) FROM (SELECT rowid FROM messages WHERE rowid > $1 ORDER BY rowid LIMIT $2)",
                              {after, static_cast<std::int64_t>(batch)});
         auto last = window.rows.at(0).opt_integer(0);
@@ -737,7 +743,8 @@ void prune_sqlite_messages(sql_connection& c, millis cutoff, std::size_t batch, 
 
 }  // namespace
 
-prune_report prune(sql_connection& c, millis now, int retention_days, std::size_t batch) {
+prune_report prune(sql_connection& c, millis now, int retention_days, std::size_t batch,
+                   const std::function<bool()>& stop_requested) {
     // Each batch is its own short transaction, so writers never wait long and a
     // prune interrupted half-way has still made progress.
     const millis cutoff = retention_cutoff(now, retention_days);
@@ -757,12 +764,12 @@ prune_report prune(sql_connection& c, millis now, int retention_days, std::size_
     prune_report report;
     for (const auto& t : targets) {
         if (sqlite && t.counter == &prune_report::messages) {
-            prune_sqlite_messages(c, cutoff, batch, report);
+            prune_sqlite_messages(c, cutoff, batch, report, stop_requested);
             continue;
         }
         const std::string sql = "DELETE FROM " + std::string(t.table) + " WHERE " + row_id + " IN (SELECT " + row_id +
                                 " FROM " + t.table + " WHERE " + t.condition + " LIMIT $2)";
-        in_batches(c, report, [&](std::int64_t& deleted) {
+        in_batches(c, report, stop_requested, [&](std::int64_t& deleted) {
             deleted = c.exec(sql, {cutoff, static_cast<std::int64_t>(batch)}).affected;
             report.*(t.counter) += static_cast<std::uint64_t>(deleted);
             return deleted >= static_cast<std::int64_t>(batch);

@@ -2,6 +2,7 @@
 // Every query of the storage library, written once for both dialects.
 // Write functions run inside the caller's transaction; read functions run
 // outside one. All throw on failure (see sql_connection::classify).
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -58,6 +59,7 @@ result<std::vector<message_record>> messages_after(sql_connection& c, const std:
                                                    const std::string& conversation_id, std::int64_t after_seq,
                                                    int limit, millis now, int retention_days);
 open_state load_open_state(sql_connection& c, const std::optional<std::string>& tenant_id, millis now);
-prune_report prune(sql_connection& c, millis now, int retention_days, std::size_t batch);
+prune_report prune(sql_connection& c, millis now, int retention_days, std::size_t batch,
+                   const std::function<bool()>& stop_requested = {});
 
 }  // namespace parley::storage::detail

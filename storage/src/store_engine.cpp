@@ -577,9 +577,21 @@ result<open_state> store_engine::load_open_state(std::optional<std::string> tena
         [t = std::move(tenant_id), now](sql_connection& c) { return detail::load_open_state(c, t, now); });
 }
 
-result<prune_report> store_engine::prune(millis now) {
-    return run_sync<prune_report>([now, days = options_.retention_days, batch = options_.prune_batch](
-                                      sql_connection& c) { return detail::prune(c, now, days, batch); });
+// Not on a reader thread: a prune can take minutes and would hold one of the
+// few readers (interactive reads) all along.
+result<prune_report> store_engine::prune(millis now, std::function<bool()> stop_requested) {
+    std::unique_ptr<sql_connection> connection;
+    try {
+        connection = factory_();
+    } catch (...) {
+        return classify_connect_failure(std::current_exception());
+    }
+    try {
+        return detail::prune(*connection, now, options_.retention_days, options_.prune_batch, stop_requested);
+    } catch (...) {
+        connection->rollback();
+        return connection->classify(std::current_exception());
+    }
 }
 
 result<int> store_engine::schema_version() {

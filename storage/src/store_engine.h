@@ -53,7 +53,8 @@ public:
                         millis now, callback<std::vector<message_record>> done) override;
 
     result<open_state> load_open_state(std::optional<std::string> tenant_id, millis now) override;
-    result<prune_report> prune(millis now) override;
+    using store::prune;
+    result<prune_report> prune(millis now, std::function<bool()> stop_requested) override;
     result<int> schema_version() override;
     void flush() override;
 

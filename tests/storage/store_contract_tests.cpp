@@ -543,6 +543,30 @@ TEST_CASE("retention: old rows are invisible before the prune and deleted by it 
     CHECK(history->size() == 10);
 }
 
+TEST_CASE("retention: a prune asked to stop does so between batches; the next run goes on", "[storage][retention]") {
+    auto db = make_test_database("retention_stop");
+    store_options options;
+    options.retention_days = 90;
+    options.prune_batch = 7;
+    auto s = open_ok(db.url, options);
+    const millis old = now - 91 * day;
+    require_ok(save(*s, conversation("acme", "c", old - 1000)));
+    for (int seq = 1; seq <= 30; ++seq) REQUIRE(append(*s, text_message("acme", "c", seq, old)).ok());
+
+    int asked = 0;
+    auto first = s->prune(now, [&] { return ++asked > 2; });  // two batches, then stop
+    REQUIRE(first.ok());
+    CHECK(first->stopped);
+    CHECK(first->messages == 14);
+    CHECK(first->batches == 2);
+    CHECK(asked == 3);  // asked once more and stopped: nothing after that, not even the other tables
+
+    auto rest = s->prune(now);
+    REQUIRE(rest.ok());
+    CHECK_FALSE(rest->stopped);
+    CHECK(rest->messages == 16);
+}
+
 TEST_CASE("retention: a message stamped in the future does not hold back older ones", "[storage][retention]") {
     // A clock stepped back leaves a young row before old ones in insertion order.
     auto db = make_test_database("retention_skew");

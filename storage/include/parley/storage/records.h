@@ -181,6 +181,7 @@ struct prune_report {
     std::uint64_t conversations = 0;
     std::uint64_t offers = 0;
     std::uint64_t batches = 0;  // delete transactions that removed rows
+    bool stopped = false;       // stop_requested said so between two batches: the rest waits for the next run
 };
 
 std::string_view to_string(conversation_state state);

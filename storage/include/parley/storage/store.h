@@ -124,8 +124,12 @@ public:
     // Open state of one tenant, or of all tenants when tenant_id is nullopt.
     virtual result<open_state> load_open_state(std::optional<std::string> tenant_id, millis now) = 0;
     // Deletes messages, activities, ended conversations and resolved offers
-    // older than retention_days before `now`, prune_batch rows per transaction.
-    virtual result<prune_report> prune(millis now) = 0;
+    // older than retention_days before `now`, prune_batch rows per transaction,
+    // on the calling thread with a connection of its own (never a reader's).
+    // `stop_requested`, when given, is asked before each batch: a shutdown
+    // need not wait for a long prune.
+    virtual result<prune_report> prune(millis now, std::function<bool()> stop_requested) = 0;
+    result<prune_report> prune(millis now) { return prune(now, {}); }
     virtual result<int> schema_version() = 0;
     // Blocks until every write submitted before the call has completed.
     virtual void flush() = 0;
