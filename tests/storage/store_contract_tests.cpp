@@ -72,6 +72,16 @@ status save(store& s, conversation_record c) {
     return wait_for<void>([&](auto done) { s.save_conversation(c, done); });
 }
 
+// Retention tests: 90 days, `prune_batch` rows per delete; `old` is past the window.
+constexpr millis old = now - 91 * day;
+
+std::unique_ptr<store> open_for_retention(const std::string& url, std::size_t prune_batch) {
+    store_options options;
+    options.retention_days = 90;
+    options.prune_batch = prune_batch;
+    return open_ok(url, options);
+}
+
 }  // namespace
 
 TEST_CASE("migrations are idempotent and a newer schema is refused", "[storage][migrations]") {
@@ -481,11 +491,7 @@ TEST_CASE("activities: newest first, cursor paging, only the retention window", 
 
 TEST_CASE("retention: old rows are invisible before the prune and deleted by it in batches", "[storage][retention]") {
     auto db = make_test_database("retention");
-    store_options options;
-    options.retention_days = 90;
-    options.prune_batch = 7;
-    auto s = open_ok(db.url, options);
-    const millis old = now - 91 * day;
+    auto s = open_for_retention(db.url, 7);
     auto ended_old = conversation("acme", "old", old - 1000, conversation_state::ended);
     ended_old.ended_at = old;
     require_ok(save(*s, ended_old));
@@ -545,11 +551,7 @@ TEST_CASE("retention: old rows are invisible before the prune and deleted by it 
 
 TEST_CASE("retention: a prune asked to stop does so between batches; the next run goes on", "[storage][retention]") {
     auto db = make_test_database("retention_stop");
-    store_options options;
-    options.retention_days = 90;
-    options.prune_batch = 7;
-    auto s = open_ok(db.url, options);
-    const millis old = now - 91 * day;
+    auto s = open_for_retention(db.url, 7);
     require_ok(save(*s, conversation("acme", "c", old - 1000)));
     for (int seq = 1; seq <= 30; ++seq) REQUIRE(append(*s, text_message("acme", "c", seq, old)).ok());
 
@@ -570,11 +572,7 @@ TEST_CASE("retention: a prune asked to stop does so between batches; the next ru
 TEST_CASE("retention: a message stamped in the future does not hold back older ones", "[storage][retention]") {
     // A clock stepped back leaves a young row before old ones in insertion order.
     auto db = make_test_database("retention_skew");
-    store_options options;
-    options.retention_days = 90;
-    options.prune_batch = 2;
-    auto s = open_ok(db.url, options);
-    const millis old = now - 91 * day;
+    auto s = open_for_retention(db.url, 2);
     require_ok(save(*s, conversation("acme", "c", old - 1000)));
     int seq = 0;
     for (int i = 0; i < 5; ++i) REQUIRE(append(*s, text_message("acme", "c", ++seq, old)).ok());
