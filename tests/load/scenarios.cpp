@@ -651,6 +651,15 @@ json setup_extra(const conversation_set& set, int wanted) {
 }
 
 // relay / durable / slow: conversations exchanging messages visitor <-> agent.
+// Records what the clients see for `seconds`; returns the seconds actually measured.
+double measure_for(worker& w, double seconds) {
+    w.rs().measuring = true;
+    auto started = clock_type::now();
+    sleep_s(seconds);
+    w.rs().measuring = false;
+    return seconds_since(started);
+}
+
 json run_relay(worker& w, int ready_fd, int go_fd, bool slow_consumers) {
     const auto& opt = w.opt();
     int n = share_of(opt.conversations, w.index(), opt.process_count);
@@ -744,11 +753,7 @@ json run_echo(worker& w, int ready_fd, int go_fd) {
     for (std::size_t i = 0; i < clients.size(); ++i)
         if (clients[i]) w.on_slot(i, [c = clients[i].get()] { c->begin_traffic(0, 0); });
     sleep_s(opt.warmup_s);
-    w.rs().measuring = true;
-    auto started = clock_type::now();
-    sleep_s(opt.duration_s);
-    w.rs().measuring = false;
-    return w.finish(seconds_since(started), extra);
+    return w.finish(measure_for(w, opt.duration_s), extra);
 }
 
 json run_idle(worker& w, int ready_fd, int go_fd) {
@@ -764,11 +769,7 @@ json run_idle(worker& w, int ready_fd, int go_fd) {
     json extra{{"connections", connected}, {"setup_failures", n - connected},
                {"connect_seconds", seconds_since(setup_started)}};
     if (!wait_go(ready_fd, go_fd)) return {{"ok", false}, {"error", "no go"}};
-    w.rs().measuring = true;
-    auto started = clock_type::now();
-    sleep_s(opt.duration_s);
-    w.rs().measuring = false;
-    return w.finish(seconds_since(started), extra);
+    return w.finish(measure_for(w, opt.duration_s), extra);
 }
 
 json run_storm(worker& w, int ready_fd, int go_fd) {
@@ -815,11 +816,7 @@ json run_storm(worker& w, int ready_fd, int go_fd) {
         });
     }
     sleep_s(opt.warmup_s);
-    w.rs().measuring = true;
-    auto started = clock_type::now();
-    sleep_s(opt.duration_s);
-    w.rs().measuring = false;
-    double measured = seconds_since(started);
+    const double measured = measure_for(w, opt.duration_s);
     for (std::size_t s = 0; s < w.slot_count(); ++s) w.on_slot(s, [&, s] { timers[s]->cancel(); });
     sleep_s(opt.smoke ? 1.0 : 2.0);  // let chats requested at the end complete
 
