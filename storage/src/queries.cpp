@@ -643,7 +643,8 @@ result<std::vector<message_record>> messages_after(sql_connection& c, const std:
                                 {tenant_id, conversation_id, after_seq, cutoff, std::int64_t{limit}}));
 }
 
-open_state load_open_state(sql_connection& c, const std::optional<std::string>& tenant_id, millis now) {
+open_state load_open_state(sql_connection& c, const std::optional<std::string>& tenant_id, millis now,
+                           int retention_days) {
     // One consistent snapshot of the three tables.
     c.begin();
     try {
@@ -677,12 +678,10 @@ open_state load_open_state(sql_connection& c, const std::optional<std::string>& 
             conversation.last_seq = row.integer(conversation_column_count);
             if (!row.is_null(conversation_column_count + 1))
                 summary.visitor = visitor_from(row, conversation_column_count + 1);
-            if (conversation.last_seq > 0) {  // primary-key lookup
-                auto last = c.exec(std::string("SELECT ") + message_columns +
-                                       " FROM messages WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3",
-                                   {conversation.tenant_id, conversation.id, conversation.last_seq});
-                if (!last.rows.empty()) summary.last_message = message_from(last.rows[0]);
-            }
+            // As list_conversations shows it: within the retention window.
+            if (conversation.last_seq > 0)
+                summary.last_message =
+                    last_message(c, conversation.tenant_id, conversation.id, retention_cutoff(now, retention_days));
             state.conversations.push_back(std::move(summary));
         }
         for (const auto& row : offers.rows) state.pending_offers.push_back(offer_from(row));

@@ -58,7 +58,8 @@ result<std::vector<message_record>> get_transcript(sql_connection& c, const std:
 result<std::vector<message_record>> messages_after(sql_connection& c, const std::string& tenant_id,
                                                    const std::string& conversation_id, std::int64_t after_seq,
                                                    int limit, millis now, int retention_days);
-open_state load_open_state(sql_connection& c, const std::optional<std::string>& tenant_id, millis now);
+open_state load_open_state(sql_connection& c, const std::optional<std::string>& tenant_id, millis now,
+                           int retention_days);
 prune_report prune(sql_connection& c, millis now, int retention_days, std::size_t batch,
                    const std::function<bool()>& stop_requested = {});
 

@@ -574,7 +574,9 @@ void store_engine::messages_after(std::string tenant_id, std::string conversatio
 
 result<open_state> store_engine::load_open_state(std::optional<std::string> tenant_id, millis now) {
     return run_sync<open_state>(
-        [t = std::move(tenant_id), now](sql_connection& c) { return detail::load_open_state(c, t, now); });
+        [t = std::move(tenant_id), now, days = options_.retention_days](sql_connection& c) {
+            return detail::load_open_state(c, t, now, days);
+        });
 }
 
 // Not on a reader thread: a prune can take minutes and would hold one of the
