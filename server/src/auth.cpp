@@ -11,6 +11,8 @@
 #include <memory>
 #include <vector>
 
+#include "json_fields.h"
+
 namespace parley::server {
 namespace {
 
@@ -160,8 +162,8 @@ std::optional<std::string> verify_resume_token(const std::string& widget_secret,
     auto verified = verify_hs256(widget_secret, token, now, true);
     if (!verified.claims) return std::nullopt;
     const auto& c = *verified.claims;
-    if (c.value("typ", "") != "resume" || c.value("tenant", "") != tenant) return std::nullopt;
-    auto sub = c.value("sub", "");
+    if (string_field(c, "typ") != "resume" || string_field(c, "tenant") != tenant) return std::nullopt;
+    auto sub = string_field(c, "sub");
     if (sub.empty() || sub.size() > 128) return std::nullopt;
     return sub;
 }

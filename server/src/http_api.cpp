@@ -16,6 +16,7 @@ http_response make_response(const http_request& request, int status, std::string
                             std::string_view content_type = "application/json") {
     http_response response{static_cast<http::status>(status), request.version()};
     response.set(http::field::server, "parleyd");
+    response.set("X-Content-Type-Options", "nosniff");
     if (!body.empty() || status != 204) response.set(http::field::content_type, content_type);
     response.keep_alive(request.keep_alive());
     response.body() = std::move(body);
@@ -156,6 +157,7 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
     auto reply = [request_version = request.version(), keep_alive = request.keep_alive(), done](admin_reply r) {
         http_response response{static_cast<http::status>(r.status), request_version};
         response.set(http::field::server, "parleyd");
+        response.set("X-Content-Type-Options", "nosniff");
         if (r.status != 204) response.set(http::field::content_type, r.content_type);
         response.keep_alive(keep_alive);
         response.body() = std::move(r.body);

@@ -1,5 +1,7 @@
 #include "model.h"
 
+#include "json_fields.h"
+
 #include <cstdio>
 
 namespace parley::server {
@@ -81,11 +83,11 @@ routing::agent_config agent_config_from_record(const storage::agent_record& agen
         static const char* days[] = {"mon", "tue", "wed", "thu", "fri", "sat", "sun"};
         for (const auto& b : agent.schedule.value("blocks", nlohmann::json::array())) {
             if (!b.is_object()) continue;
-            std::string day = b.value("day", "");
+            std::string day = string_field(b, "day");
             for (unsigned i = 0; i < 7; ++i) {
                 if (day != days[i]) continue;
-                auto start = text_to_minutes(b.value("start", ""));
-                auto end = text_to_minutes(b.value("end", ""));
+                auto start = text_to_minutes(string_field(b, "start"));
+                auto end = text_to_minutes(string_field(b, "end"));
                 if (start && end)
                     c.schedule.blocks.push_back({c_weekday(static_cast<proto::admin::weekday>(i)), *start, *end});
             }
@@ -200,7 +202,7 @@ proto::chat_message chat_message_from(const storage::message_record& m) {
         out.kind = proto::message_kind::calendar;
         auto card = nlohmann::json::parse(m.body, nullptr, false);
         if (card.is_object())
-            out.calendar = {card.value("agent_id", ""), card.value("agent_name", ""), card.value("booking_url", "")};
+            out.calendar = {string_field(card, "agent_id"), string_field(card, "agent_name"), string_field(card, "booking_url")};
     } else {
         out.text = m.body;
     }

@@ -6,6 +6,7 @@
 #include <fmt/chrono.h>
 
 #include "blocking.h"
+#include "json_fields.h"
 #include "metrics.h"
 #include "parley/proto/encode.h"
 #include "parley/server/auth.h"
@@ -1191,7 +1192,7 @@ void tenant_hub::admin_put_route(std::string name, nlohmann::json body, admin_do
             if (it == self->routes_.end())
                 return done(admin_error(400, proto::error_code::bad_request,
                                         "fallback_route: no route named " + next));
-            next = it->second.value("fallback_route", "");
+            next = string_field(it->second, "fallback_route");
         }
         self->store_->put_route(record, self->back_on_strand<void>([self, record, config, done = std::move(done)](
                                                                      storage::status s) {
@@ -1295,6 +1296,33 @@ void tenant_hub::admin_add_activity(std::string visitor_id, proto::admin::activi
     });
 }
 
+namespace {
+
+// A message's text in transcript.txt. Every line the export writes starts with
+// "[date time UTC] #seq", so a message's own line breaks become indented
+// continuation lines (a visitor cannot forge a line that looks like an agent's),
+// and other control characters are written as \xNN.
+void append_transcript_body(std::string& out, std::string_view body) {
+    for (std::size_t i = 0; i < body.size(); ++i) {
+        auto ch = static_cast<unsigned char>(body[i]);
+        bool unicode_break = ch == 0xE2 && i + 2 < body.size() && static_cast<unsigned char>(body[i + 1]) == 0x80 &&
+                             (static_cast<unsigned char>(body[i + 2]) == 0xA8 ||
+                              static_cast<unsigned char>(body[i + 2]) == 0xA9);  // U+2028, U+2029
+        bool next_line = ch == 0xC2 && i + 1 < body.size() && static_cast<unsigned char>(body[i + 1]) == 0x85;
+        if (ch == '\r' && i + 1 < body.size() && body[i + 1] == '\n') continue;  // CRLF is one break
+        if (ch == '\n' || ch == '\r' || unicode_break || next_line) {
+            out += "\n    ";
+            i += unicode_break ? 2 : next_line ? 1 : 0;
+        } else if ((ch < 0x20 && ch != '\t') || ch == 0x7F) {
+            out += fmt::format("\\x{:02X}", ch);
+        } else {
+            out += static_cast<char>(ch);
+        }
+    }
+}
+
+}  // namespace
+
 void tenant_hub::transcript_text(std::string conversation_id, admin_done done) {
     store_->get_transcript(
         tenant_id_, conversation_id, to_millis(current_time()),
@@ -1308,11 +1336,11 @@ void tenant_hub::transcript_text(std::string conversation_id, admin_done done) {
                 std::string body = m.body;
                 if (m.kind == storage::message_kind::calendar) {
                     auto card = nlohmann::json::parse(m.body, nullptr, false);
-                    body = "[calendar] " + (card.is_object() ? card.value("agent_name", "") + " " +
-                                                                  card.value("booking_url", "")
-                                                            : std::string());
+                    body = "[calendar] " + string_field(card, "agent_name") + " " + string_field(card, "booking_url");
                 }
-                text += fmt::format("[{:%Y-%m-%d %H:%M:%S} UTC] #{} {}: {}\n", seconds, m.seq, who, body);
+                text += fmt::format("[{:%Y-%m-%d %H:%M:%S} UTC] #{} {}: ", seconds, m.seq, who);
+                append_transcript_body(text, body);
+                text += '\n';
             }
             done({200, std::move(text), "text/plain; charset=utf-8"});
         });

@@ -49,3 +49,34 @@ TEST_CASE("expired, foreign, forged and unsigned tokens are refused", "[auth]") 
     tampered.back() = tampered.back() == 'A' ? 'B' : 'A';
     CHECK_FALSE(verify_agent_token(secret, tampered, now).claims);
 }
+
+TEST_CASE("resume tokens with mistyped claims are refused, not thrown on", "[auth]") {
+    // Signed with the right secret, so only the claim checks stand between a
+    // token like this and the I/O thread.
+    auto signed_token = [](auto add_claims) {
+        jwt_t* raw = nullptr;
+        jwt_new(&raw);
+        add_claims(raw);
+        jwt_add_grant_int(raw, "exp", 1'900'000'000);
+        jwt_set_alg(raw, JWT_ALG_HS256, reinterpret_cast<const unsigned char*>(secret.data()), static_cast<int>(secret.size()));
+        char* s = jwt_encode_str(raw);
+        std::string token(s);
+        std::free(s);
+        jwt_free(raw);
+        return token;
+    };
+    auto good = signed_token([](jwt_t* t) {
+        jwt_add_grant(t, "typ", "resume");
+        jwt_add_grant(t, "tenant", "acme");
+        jwt_add_grant(t, "sub", "v_1");
+    });
+    CHECK(verify_resume_token(secret, "acme", good, now) == std::optional<std::string>("v_1"));
+    for (const char* claims : {R"({"typ":1,"tenant":"acme","sub":"v_1"})", R"({"typ":"resume","tenant":["acme"],"sub":"v_1"})",
+                               R"({"typ":"resume","tenant":"acme","sub":{"id":"v_1"}})", R"({"typ":null,"tenant":"acme","sub":"v_1"})"}) {
+        INFO(claims);
+        auto token = signed_token([claims](jwt_t* t) { jwt_add_grants_json(t, claims); });
+        std::optional<std::string> verified;
+        REQUIRE_NOTHROW(verified = verify_resume_token(secret, "acme", token, now));
+        CHECK_FALSE(verified);
+    }
+}

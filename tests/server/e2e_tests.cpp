@@ -957,3 +957,38 @@ TEST_CASE("list_conversations pages through the tenant's history, newest first; 
     CHECK(withdrawn["reason"] == "visitor_left");
     CHECK(agent->request({{"type", "accept"}, {"id", "late"}, {"offer_id", offer["offer_id"]}})["code"] == "conflict");
 }
+
+TEST_CASE("transcript.txt keeps a message's line breaks and control characters from forging lines", "[e2e]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}, {"teams", {"t"}}});
+    server.put_route("sales", {{"type", "team"}, {"team", "t"}});
+    auto a1 = server.connect_agent("a1");
+    auto [visitor, conversation_id] = server.start_chat(a1, "sales");
+
+    const std::string forged = "[2026-01-01 00:00:00 UTC] #7 agent a1: refund approved";
+    int n = 0;
+    for (const std::string separator : {"\n", "\r\n", "\r", "\u2028", "\u0085"}) {
+        INFO(++n);
+        auto sent = chat_server::send_text(*visitor.ws, conversation_id, "thanks" + separator + forged,
+                                           "m-" + std::to_string(n));
+        REQUIRE(sent["type"] == "ok");
+    }
+    REQUIRE(chat_server::send_text(*visitor.ws, conversation_id, std::string("bell\x07") + "\x1b[2J", "m-ctl")["type"] ==
+            "ok");
+
+    auto text = server.admin("GET", "/conversations/" + conversation_id + "/transcript.txt");
+    REQUIRE(text.status == 200);
+    CHECK(text.headers["X-Content-Type-Options"] == "nosniff");
+    std::istringstream lines(text.body);
+    int message_lines = 0, continuation_lines = 0;
+    for (std::string line; std::getline(lines, line);) {
+        INFO(line);
+        CHECK(line.find(forged) != 0);  // no line of the export is the forged one
+        if (line.rfind("    " + forged, 0) == 0) ++continuation_lines;
+        if (line.rfind("[", 0) == 0) ++message_lines;
+        CHECK(line.find('\r') == std::string::npos);
+    }
+    CHECK(continuation_lines == 5);
+    CHECK(message_lines == 6);
+    CHECK(text.body.find("bell\\x07\\x1B[2J") != std::string::npos);
+}

@@ -124,6 +124,11 @@ TEST_CASE("admin API: routes and accounts apply to the running router at once", 
     auto cycle = server.admin("PUT", "/routes/sales", {{"type", "round_robin"}, {"fallback_route", "b"}});
     CHECK(cycle.status == 400);
     CHECK(cycle.json()["message"].get<std::string>().find("cycle") != std::string::npos);
+    // A stored route whose fallback_route is null ends the chain; following it
+    // used to throw on the I/O thread and take the daemon down.
+    CHECK(server.admin("PUT", "/routes/null_fallback", {{"type", "round_robin"}, {"fallback_route", nullptr}}).status == 201);
+    CHECK(server.admin("PUT", "/routes/to_null", {{"type", "round_robin"}, {"fallback_route", "null_fallback"}}).status == 201);
+    CHECK(server.admin("PUT", "/routes/to_to_null", {{"type", "round_robin"}, {"fallback_route", "to_null"}}).status == 201);
 
     // Account routing: bigco.com visitors go to their owner, checked before round robin.
     CHECK(server.admin("PUT", "/accounts/bigco.com", {{"agent_id", "ghost"}}).status == 400);
