@@ -19,6 +19,7 @@ namespace {
 
 constexpr std::size_t max_outbox_per_conversation = 256;
 constexpr int resume_page = 200;  // messages per storage read while replaying
+constexpr std::size_t max_waiting_resumes = 64;  // per session, behind the one replaying
 
 using frame_ptr = std::shared_ptr<const std::string>;
 frame_ptr make_frame(std::string text) { return std::make_shared<const std::string>(std::move(text)); }
@@ -279,8 +280,19 @@ void tenant_hub::deliver_message(const conversation& c, std::int64_t seq, const 
         for (auto sid : it->second) deliver(sid);
 }
 
-void tenant_hub::begin_replay(std::uint64_t session_id, const std::string& conversation_id) {
-    if (auto it = sessions_.find(session_id); it != sessions_.end()) ++it->second.replaying[conversation_id].replays;
+bool tenant_hub::begin_replay(std::uint64_t session_id, const std::string& conversation_id, std::function<void()> start) {
+    auto it = sessions_.find(session_id);
+    if (it == sessions_.end()) return true;  // gone: nothing to replay to
+    auto& entry = it->second;
+    if (entry.waiting_replays.size() >= max_waiting_resumes) return false;
+    ++entry.replaying[conversation_id].replays;
+    if (entry.replay_running) {
+        entry.waiting_replays.push_back(std::move(start));
+    } else {
+        entry.replay_running = true;
+        start();
+    }
+    return true;
 }
 
 void tenant_hub::end_replay(std::uint64_t session_id, const std::string& conversation_id,
@@ -299,6 +311,12 @@ void tenant_hub::end_replay(std::uint64_t session_id, const std::string& convers
         }
     }
     if (final_frame) send(entry, final_frame);
+    entry.replay_running = !entry.waiting_replays.empty();
+    if (entry.replay_running) {
+        auto next = std::move(entry.waiting_replays.front());
+        entry.waiting_replays.pop_front();
+        next();
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -538,7 +556,7 @@ void tenant_hub::visitor_hello(std::shared_ptr<websocket_session> session, std::
     on_strand([self = shared_from_this(), session = std::move(session), re = std::move(re),
                visitor_id = std::move(visitor_id), profile = std::move(profile), profile_given]() mutable {
         auto sid = session->id();
-        self->sessions_[sid] = {session, client_role::visitor, visitor_id, {}};
+        self->sessions_[sid] = {session, client_role::visitor, visitor_id, {}, false, {}};
         self->visitor_sessions_[visitor_id].push_back(sid);
         global_metrics().visitor_connections++;
         if (profile_given) {
@@ -591,7 +609,7 @@ void tenant_hub::agent_hello(std::shared_ptr<websocket_session> session, std::op
             return;
         }
         auto sid = session->id();
-        self->sessions_[sid] = {session, client_role::agent, agent_id, {}};
+        self->sessions_[sid] = {session, client_role::agent, agent_id, {}, false, {}};
         self->agent_sessions_[agent_id].push_back(sid);
         global_metrics().agent_connections++;
         const auto now = current_time();
@@ -1080,8 +1098,11 @@ void tenant_hub::handle_resume(std::uint64_t sid, const std::optional<std::strin
                    after = r.after_seq]() {
         // From here on, live events of the conversation for this session wait for the replay
         // to end; those it did not contain follow it, so nothing falls in between or comes twice.
-        self->begin_replay(session->id(), conversation_id);
-        std::make_shared<resume_replay>(self, session, re, conversation_id)->read_after(after);
+        bool started = self->begin_replay(session->id(), conversation_id, [self, session, re, conversation_id, after] {
+            std::make_shared<resume_replay>(self, session, re, conversation_id)->read_after(after);
+        });
+        if (!started)
+            self->reply_error(session->id(), re, proto::error_code::rate_limited, "too many resumes waiting");
     };
     if (auto* c = find_conversation(r.conversation_id)) {
         bool allowed = from.role == client_role::visitor ? c->visitor_id == from.principal : c->agent_id == from.principal;

@@ -106,6 +106,10 @@ private:
         client_role role;
         std::string principal;  // visitor id or agent id
         std::unordered_map<std::string, replay_hold> replaying;  // by conversation id
+        // One replay reads and sends at a time (its pages are what the session
+        // buffers); the session's other resumes wait here, already holding.
+        bool replay_running = false;
+        std::deque<std::function<void()>> waiting_replays;
     };
 
     struct pending_write {
@@ -165,7 +169,8 @@ private:
     // sender's, held for sessions replaying the conversation.
     void deliver_message(const conversation& c, std::int64_t seq, const std::shared_ptr<const std::string>& event,
                          std::uint64_t except_session);
-    void begin_replay(std::uint64_t session_id, const std::string& conversation_id);
+    // False when the session already has max_waiting_resumes waiting: the caller answers rate_limited.
+    bool begin_replay(std::uint64_t session_id, const std::string& conversation_id, std::function<void()> start);
     // Sends the held events past `replayed_through`, then `final_frame` (the resume's ok or error).
     void end_replay(std::uint64_t session_id, const std::string& conversation_id, std::int64_t replayed_through,
                     std::shared_ptr<const std::string> final_frame);

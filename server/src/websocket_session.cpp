@@ -153,8 +153,8 @@ void websocket_session::send(outbound_frame message) {
 void websocket_session::send_paced(std::vector<outbound_frame> frames, std::function<void()> done) {
     asio::post(ws_.get_executor(), [self = shared_from_this(), frames = std::move(frames), done = std::move(done)]() mutable {
         if (self->closing_ || self->finished_) return;
-        for (auto& f : frames) self->paced_.push_back(std::move(f));
-        self->paced_done_ = std::move(done);
+        self->paced_.push_back({{std::make_move_iterator(frames.begin()), std::make_move_iterator(frames.end())},
+                                std::move(done)});
         self->feed_paced();
         self->do_write();
     });
@@ -163,16 +163,18 @@ void websocket_session::send_paced(std::vector<outbound_frame> frames, std::func
 void websocket_session::feed_paced() {
     const auto limits_snapshot = state_->limits();
     const auto& limits = *limits_snapshot;
-    while (!paced_.empty() && outbound_.size() < std::max<std::size_t>(1, limits.outbound_max_frames / 2) &&
-           outbound_bytes_ < limits.outbound_max_bytes / 2) {
-        outbound_bytes_ += paced_.front()->size();
-        outbound_.push_back(std::move(paced_.front()));
+    while (!paced_.empty()) {
+        auto& batch = paced_.front();
+        while (!batch.frames.empty() && outbound_.size() < std::max<std::size_t>(1, limits.outbound_max_frames / 2) &&
+               outbound_bytes_ < limits.outbound_max_bytes / 2) {
+            outbound_bytes_ += batch.frames.front()->size();
+            outbound_.push_back(std::move(batch.frames.front()));
+            batch.frames.pop_front();
+        }
+        if (!batch.frames.empty()) return;
+        auto done = std::move(batch.done);
         paced_.pop_front();
-    }
-    if (paced_.empty() && paced_done_) {
-        auto done = std::move(paced_done_);
-        paced_done_ = nullptr;
-        done();
+        if (done) done();
     }
 }
 
@@ -221,7 +223,6 @@ void websocket_session::begin_close(websocket::close_reason reason) {
     closing_ = true;
     pending_close_ = reason;
     paced_.clear();
-    paced_done_ = nullptr;
     hello_timer_.cancel();
     close_deadline_.expires_after(close_grace);
     close_deadline_.async_wait([self = shared_from_this()](error_code ec) {
@@ -248,7 +249,6 @@ void websocket_session::finish() {
     error_code ignored;
     ws_.next_layer().close(ignored);
     paced_.clear();
-    paced_done_ = nullptr;
     // A write still in flight completes (aborted) later and may touch its frame: keep that one.
     outbound_.erase(outbound_.begin() + (writing_ && !outbound_.empty() ? 1 : 0), outbound_.end());
     handler_->on_closed(shared_from_this());

@@ -91,8 +91,13 @@ private:
 
     std::deque<outbound_frame> outbound_;
     std::size_t outbound_bytes_ = 0;
-    std::deque<outbound_frame> paced_;  // waiting for room in outbound_
-    std::function<void()> paced_done_;
+    // Waiting for room in outbound_, in the order send_paced was called; each
+    // batch's done runs once its last frame is queued.
+    struct paced_batch {
+        std::deque<outbound_frame> frames;
+        std::function<void()> done;
+    };
+    std::deque<paced_batch> paced_;
     bool writing_ = false;
     bool closing_ = false;  // close requested: no more reads dispatched, no new frames queued
     bool finished_ = false;

@@ -761,6 +761,50 @@ TEST_CASE("messages sent during a long resume follow the replay in seq order, no
     CHECK_FALSE(back->receive(300ms).has_value());  // and nothing after: no duplicates
 }
 
+TEST_CASE("several resumes on one session each replay in full and each get their ok", "[e2e]") {
+    // A small outbound queue, so each replay page waits in the session for room.
+    chat_server server("[limits]\nframes_per_second = 100000\nframe_burst = 100000\noutbound_max_frames = 16\n");
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto agent = server.connect_agent("a1");
+    auto first = server.start_chat(agent, "sales");
+    auto second = server.start_chat(agent, "sales");
+
+    // Three pages of history in each chat, written by the visitors.
+    constexpr int stored = 600;
+    for (auto* chat : {&first, &second})
+        for (int i = 1; i <= stored; ++i) {
+            chat->visitor->send_json({{"type", "send"}, {"id", "p" + std::to_string(i)},
+                                      {"conversation_id", chat->conversation_id}, {"text", "m " + std::to_string(i)},
+                                      {"client_msg_id", "m-" + std::to_string(i)}});
+            if (i % 100 == 0) REQUIRE(chat->visitor->expect("ok", 10s, "p" + std::to_string(i))["seq"] == i);
+        }
+
+    // A second tab of the agent resumes both chats at once, the first one twice.
+    auto tab = server.connect_agent("a1", false);
+    tab->send_json({{"type", "resume"}, {"id", "r1"}, {"conversation_id", first.conversation_id}, {"after_seq", 0}});
+    tab->send_json({{"type", "resume"}, {"id", "r2"}, {"conversation_id", second.conversation_id}, {"after_seq", 0}});
+    tab->send_json({{"type", "resume"}, {"id", "r3"}, {"conversation_id", first.conversation_id}, {"after_seq", 500}});
+
+    std::map<std::string, std::vector<std::int64_t>> seen;
+    std::set<std::string> oks;
+    while (oks.size() < 3) {
+        auto frame = tab->receive(10s);
+        REQUIRE(frame);
+        auto j = json::parse(*frame);
+        if (j["type"] == "ok") oks.insert(j["re"].get<std::string>());
+        if (j["type"] == "message") seen[j["conversation_id"].get<std::string>()].push_back(j["seq"].get<std::int64_t>());
+    }
+    std::vector<std::int64_t> all(stored), tail(stored - 500);
+    std::iota(all.begin(), all.end(), 1);
+    std::iota(tail.begin(), tail.end(), 501);
+    auto expected_first = all;
+    expected_first.insert(expected_first.end(), tail.begin(), tail.end());
+    CHECK(seen[second.conversation_id] == all);
+    CHECK(seen[first.conversation_id] == expected_first);
+    CHECK_FALSE(tab->receive(300ms).has_value());
+}
+
 TEST_CASE("a slow consumer is closed with 1013 and resumes without losing anything", "[e2e]") {
     chat_server server(
         "[limits]\nframes_per_second = 100000\nframe_burst = 100000\noutbound_max_bytes = 65536\n"
