@@ -87,8 +87,14 @@ std::string_view field_of(const visitor_profile& profile, visitor_field field) {
     return {};
 }
 
+// A field the visitor did not supply (empty in visitor_profile) matches no
+// operator, not even not_equals: "crm_status not_equals Customer" is meant for
+// known non-customers, not for visitors we know nothing about (proto/README.md,
+// PUT route). proto already reads "" as not supplied, so nothing is lost by
+// treating the two alike. An email without a domain has no email_domain.
 bool condition_holds(const visitor_profile& profile, const rule_condition& condition) {
     const auto value = field_of(profile, condition.field);
+    if (value.empty()) return false;
     const std::string_view expected = condition.value;
     switch (condition.op) {
         case rule_op::equals: return iequals(value, expected);

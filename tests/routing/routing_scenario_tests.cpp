@@ -205,6 +205,80 @@ TEST_CASE("account ownership is checked before the rules; rules go by priority")
     CHECK(h.visitor_events<visitor_event::fallback>().size() == 1);
 }
 
+namespace {
+
+// Whether a rules route with the single rule `field op value` offers the chat
+// of a visitor with `profile` to the rule's agent (otherwise it falls back).
+bool rule_matches(visitor_field field, rule_op op, const std::string& value, const visitor_profile& profile) {
+    tenant_config config;
+    config.agents = {make_agent("ruled")};
+    auto route = make_route("inbound", route_type::rules);
+    routing_rule rule;
+    rule.when = {field, op, value};
+    rule.agents = {"ruled"};
+    route.rules = {rule};
+    config.routes = {route};
+    router_harness h{config};
+    h.connect("ruled");
+    h.request("c1", "v1", "inbound", profile);
+    const auto offers = h.all<send_offer>();
+    if (offers.empty()) {
+        CHECK(h.visitor_events<visitor_event::fallback>().size() == 1);
+        return false;
+    }
+    CHECK(offers.size() == 1);
+    CHECK(offers.front().agent_id == "ruled");
+    return true;
+}
+
+visitor_profile with_crm_status(std::string status) {
+    visitor_profile profile;
+    profile.email = "ann@small.io";
+    profile.crm_status = std::move(status);
+    return profile;
+}
+
+}  // namespace
+
+TEST_CASE("every rule operator matches a supplied field and never a missing one, not even not_equals") {
+    struct operator_case {
+        rule_op op;
+        const char* rule_value;
+        const char* matching;
+        const char* not_matching;
+    };
+    const operator_case cases[] = {
+        {rule_op::equals, "Customer", "CUSTOMER", "Lead"},
+        {rule_op::not_equals, "Customer", "Lead", "customer"},
+        {rule_op::contains, "stom", "Customer", "Lead"},
+        {rule_op::starts_with, "cust", "Customer", "Lead"},
+        {rule_op::ends_with, "MER", "Customer", "Lead"},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(static_cast<int>(c.op));
+        CHECK(rule_matches(visitor_field::crm_status, c.op, c.rule_value, with_crm_status(c.matching)));
+        CHECK_FALSE(rule_matches(visitor_field::crm_status, c.op, c.rule_value, with_crm_status(c.not_matching)));
+        // Other fields are known; crm_status is not.
+        CHECK_FALSE(rule_matches(visitor_field::crm_status, c.op, c.rule_value, with_crm_status("")));
+        // Nothing known at all.
+        CHECK_FALSE(rule_matches(visitor_field::crm_status, c.op, c.rule_value, visitor_profile{}));
+    }
+
+    const visitor_field fields[] = {visitor_field::name, visitor_field::job_title, visitor_field::email,
+        visitor_field::email_domain, visitor_field::phone, visitor_field::crm_status, visitor_field::company};
+    for (const auto field : fields) {
+        CAPTURE(static_cast<int>(field));
+        CHECK_FALSE(rule_matches(field, rule_op::not_equals, "Customer", visitor_profile{}));
+    }
+
+    // email_domain is absent when email is; a present domain behaves like any field.
+    visitor_profile no_email;
+    no_email.company = "Small";
+    CHECK_FALSE(rule_matches(visitor_field::email_domain, rule_op::not_equals, "bigco.com", no_email));
+    CHECK(rule_matches(visitor_field::email_domain, rule_op::not_equals, "bigco.com", with_crm_status("Lead")));
+    CHECK_FALSE(rule_matches(visitor_field::email_domain, rule_op::not_equals, "SMALL.io", with_crm_status("Lead")));
+}
+
 TEST_CASE("fallback_route is tried when no agent of the route is eligible at all") {
     tenant_config config;
     config.agents = {make_agent("a1", 10, {"red"}), make_agent("a2", 10, {"blue"})};

@@ -46,7 +46,8 @@ enum class route_type { round_robin, team, agent, account, rules };
 // after the '@'.
 enum class visitor_field { name, job_title, email, email_domain, phone, crm_status, company };
 
-// All comparisons ignore ASCII case. An absent field is the empty string.
+// All comparisons ignore ASCII case. An absent field (the empty string in
+// visitor_profile) matches no operator, not even not_equals.
 enum class rule_op { equals, not_equals, contains, starts_with, ends_with };
 
 struct rule_condition {
