@@ -940,7 +940,10 @@ void tenant_hub::handle_send(const session_entry& from, std::uint64_t sid, const
     if (from.role == client_role::agent) w.message.agent_id = from.principal;
     w.message.kind = kind;
     w.message.body = std::move(body);
-    w.message.client_msg_id = std::move(client_msg_id);
+    // Each sender has its own client_msg_id space: stored scoped by who sent it.
+    if (client_msg_id)
+        w.message.client_msg_id = (from.role == client_role::agent ? "a:" + from.principal + ":" : std::string("v:")) +
+                                  *client_msg_id;
     w.origin_session = sid;
     w.re = re;
     w.received_at = std::chrono::steady_clock::now();

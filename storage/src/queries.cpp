@@ -264,9 +264,19 @@ std::string schema_v2(dialect d) {
     return "SELECT 1;";
 }
 
-int known_schema_version() { return 2; }
+// Version 3. A client_msg_id is the sender's own: the visitor's "m-1" and an
+// agent's "m-1" are different messages. The server stores it scoped by sender
+// ("v:" for the visitor, "a:<agent id>:" for an agent; see tenant_hub), and
+// this step scopes what earlier versions stored raw.
+std::string schema_v3(dialect) {
+    return "UPDATE messages SET client_msg_id = CASE WHEN sender = 'agent' "
+           "THEN 'a:' || COALESCE(agent_id, '') || ':' || client_msg_id ELSE 'v:' || client_msg_id END "
+           "WHERE client_msg_id IS NOT NULL;";
+}
 
-std::vector<std::string> migrations_for(dialect d) { return {schema_v1(d), schema_v2(d)}; }
+int known_schema_version() { return 3; }
+
+std::vector<std::string> migrations_for(dialect d) { return {schema_v1(d), schema_v2(d), schema_v3(d)}; }
 
 int current_schema_version(sql_connection& c) {
     c.exec_script("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");

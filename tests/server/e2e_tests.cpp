@@ -1036,3 +1036,26 @@ TEST_CASE("transcript.txt keeps a message's line breaks and control characters f
     CHECK(message_lines == 6);
     CHECK(text.body.find("bell\\x07\\x1B[2J") != std::string::npos);
 }
+
+TEST_CASE("visitor and agent each have their own client_msg_id space", "[e2e]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto agent = server.connect_agent("a1");
+    auto [visitor, conversation_id] = server.start_chat(agent, "sales");
+
+    auto from_visitor = chat_server::send_text(*visitor.ws, conversation_id, "from the visitor", "m-1");
+    REQUIRE(from_visitor["type"] == "ok");
+    CHECK(agent->expect("message")["text"] == "from the visitor");
+    // The agent's own m-1 is a new message, not the visitor's.
+    auto from_agent = chat_server::send_text(*agent.ws, conversation_id, "from the agent", "m-1");
+    REQUIRE(from_agent["type"] == "ok");
+    CHECK(from_agent["seq"] == from_visitor["seq"].get<std::int64_t>() + 1);
+    CHECK(visitor->expect("message")["text"] == "from the agent");
+    // Resends still return each sender's own seq and store nothing.
+    CHECK(chat_server::send_text(*visitor.ws, conversation_id, "from the visitor", "m-1")["seq"] == from_visitor["seq"]);
+    CHECK(chat_server::send_text(*agent.ws, conversation_id, "from the agent", "m-1")["seq"] == from_agent["seq"]);
+    auto transcript = agent->request({{"type", "get_transcript"}, {"id", "tr"}, {"conversation_id", conversation_id}});
+    REQUIRE(transcript["messages"].size() == 2);
+    CHECK_FALSE(visitor->receive(200ms).has_value());
+}

@@ -82,7 +82,7 @@ struct message_record {
     std::optional<std::string> agent_id;
     message_kind kind = message_kind::text;
     std::string body;  // the text, or the calendar JSON for kind calendar
-    std::optional<std::string> client_msg_id;  // unique per conversation when present
+    std::optional<std::string> client_msg_id;  // unique per conversation when present (the server scopes it by sender)
     millis at = 0;
 };
 
