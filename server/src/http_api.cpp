@@ -68,28 +68,34 @@ bool same_secret(const std::string& a, const std::string& b) {
     return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-enum class caller { none, admin, agent, other_tenant };
+enum class caller_kind { none, admin, agent, other_tenant };
+
+struct caller {
+    caller_kind kind = caller_kind::none;
+    std::string agent_id;  // for caller_kind::agent: the token's subject
+};
 
 // Who is calling, for tenant `tenant_id`: its admin, one of its agents
 // (agent JWT), somebody of another tenant, or nobody we know.
 caller identify(const shared_state& state, const std::string& tenant_id, const http_request& request) {
     auto header = request[http::field::authorization];
-    if (header.substr(0, 7) != "Bearer ") return caller::none;
+    if (header.substr(0, 7) != "Bearer ") return {};
     std::string token(header.substr(7));
     const auto now = std::chrono::system_clock::now();
     auto hubs = state.hubs();
     if (auto own = hubs->find(tenant_id); own != hubs->end()) {
         auto tenant = own->second->tenant();
-        if (same_secret(token, tenant->admin_token)) return caller::admin;
-        if (verify_agent_token(tenant->agent_secret, token, now, tenant_id).claims) return caller::agent;
+        if (same_secret(token, tenant->admin_token)) return {caller_kind::admin, {}};
+        if (auto agent = verify_agent_token(tenant->agent_secret, token, now, tenant_id); agent.claims)
+            return {caller_kind::agent, agent.claims->agent_id};
     }
     for (const auto& [id, hub] : *hubs) {
         if (id == tenant_id) continue;
         auto other = hub->tenant();
-        if (same_secret(token, other->admin_token)) return caller::other_tenant;
-        if (verify_agent_token(other->agent_secret, token, now, id).claims) return caller::other_tenant;
+        if (same_secret(token, other->admin_token)) return {caller_kind::other_tenant, {}};
+        if (verify_agent_token(other->agent_secret, token, now, id).claims) return {caller_kind::other_tenant, {}};
     }
-    return caller::none;
+    return {};
 }
 
 }  // namespace
@@ -144,9 +150,9 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
     }
     const std::string& tenant_id = parts[2];
     auto who = identify(*state, tenant_id, request);
-    if (who == caller::none)
+    if (who.kind == caller_kind::none)
         return done(error_response(request, 401, proto::error_code::unauthorized, "missing or invalid bearer token"));
-    if (who == caller::other_tenant)
+    if (who.kind == caller_kind::other_tenant)
         return done(error_response(request, 403, proto::error_code::forbidden, "this token is for another tenant"));
     auto hubs = state->hubs();
     auto hub_it = hubs->find(tenant_id);
@@ -169,9 +175,9 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
     if (parts.size() == 6 && parts[3] == "conversations" && parts[5] == "transcript.txt") {
         if (!is_get) return done(error_response(request, 405, proto::error_code::bad_request, "use GET"));
         if (!valid_path_id(parts[4])) return done(error_response(request, 400, proto::error_code::bad_request, "bad conversation id"));
-        return hub->transcript_text(parts[4], reply);
+        return hub->transcript_text(parts[4], who.agent_id, reply);
     }
-    if (who != caller::admin)
+    if (who.kind != caller_kind::admin)
         return done(error_response(request, 403, proto::error_code::forbidden, "the admin API needs the tenant's admin token"));
 
     const auto& limits = *state->limits();

@@ -20,6 +20,10 @@ namespace {
 constexpr std::size_t max_outbox_per_conversation = 256;
 constexpr int resume_page = 200;  // messages per storage read while replaying
 constexpr std::size_t max_waiting_resumes = 64;  // per session, behind the one replaying
+// Per conversation, to answer resends without a storage round trip. Under durability
+// commit, storage catches older ones; under relaxed (ok before the write) a resend
+// of an id older than this is acknowledged with a new seq that storage then drops.
+constexpr std::size_t max_remembered_client_ids = 1024;
 
 using frame_ptr = std::shared_ptr<const std::string>;
 frame_ptr make_frame(std::string text) { return std::make_shared<const std::string>(std::move(text)); }
@@ -980,6 +984,16 @@ void tenant_hub::submit_next_write(conversation& c) {
     }
 }
 
+void tenant_hub::remember_client_id(conversation& c, const std::string& client_msg_id, std::int64_t seq,
+                                    std::int64_t at) {
+    if (!c.stored_client_ids.try_emplace(client_msg_id, seq, at).second) return;
+    c.stored_client_id_order.push_back(client_msg_id);
+    if (c.stored_client_id_order.size() > max_remembered_client_ids) {
+        c.stored_client_ids.erase(c.stored_client_id_order.front());
+        c.stored_client_id_order.pop_front();
+    }
+}
+
 void tenant_hub::on_message_stored(const std::string& conversation_id, pending_write w,
                                    storage::result<storage::append_outcome> r) {
     auto* c = find_conversation(conversation_id);
@@ -992,10 +1006,10 @@ void tenant_hub::on_message_stored(const std::string& conversation_id, pending_w
                     r.kind() == storage::error_kind::unavailable ? "storage unavailable, retry" : r.failure().message);
     } else if (r->duplicate) {
         c->last_seq = w.message.seq - 1;
-        if (w.message.client_msg_id) c->stored_client_ids[*w.message.client_msg_id] = {r->seq, r->at};
+        if (w.message.client_msg_id) remember_client_id(*c, *w.message.client_msg_id, r->seq, r->at);
         if (w.re) send(w.origin_session, proto::encode_send_ok(*w.re, r->seq, r->at));
     } else {
-        if (w.message.client_msg_id) c->stored_client_ids[*w.message.client_msg_id] = {r->seq, r->at};
+        if (w.message.client_msg_id) remember_client_id(*c, *w.message.client_msg_id, r->seq, r->at);
         auto& m = global_metrics();
         m.send_ack_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - w.received_at).count());
         if (w.re) send(w.origin_session, proto::encode_send_ok(*w.re, r->seq, r->at));
@@ -1347,7 +1361,16 @@ void append_transcript_body(std::string& out, std::string_view body) {
 
 }  // namespace
 
-void tenant_hub::transcript_text(std::string conversation_id, admin_done done) {
+void tenant_hub::transcript_text(std::string conversation_id, std::string agent_id, admin_done done) {
+    if (!agent_id.empty()) {
+        // A signed token outlives its agent: a deleted (or never created) agent reads nothing.
+        return on_strand([self = shared_from_this(), conversation_id = std::move(conversation_id),
+                          agent_id = std::move(agent_id), done = std::move(done)]() mutable {
+            if (self->agents_.count(agent_id) == 0)
+                return done(admin_error(401, proto::error_code::unauthorized, "unknown agent"));
+            self->transcript_text(std::move(conversation_id), {}, std::move(done));
+        });
+    }
     store_->get_transcript(
         tenant_id_, conversation_id, to_millis(current_time()),
         [done = std::move(done)](storage::result<std::vector<storage::message_record>> messages) {

@@ -88,7 +88,8 @@ public:
     void admin_delete_account(std::string key, admin_done done);
     void admin_put_visitor(std::string id, proto::visitor_profile profile, admin_done done);
     void admin_add_activity(std::string visitor_id, proto::admin::activity_body body, admin_done done);
-    void transcript_text(std::string conversation_id, admin_done done);
+    // `agent_id` is empty for the admin; an agent's token must name a current agent.
+    void transcript_text(std::string conversation_id, std::string agent_id, admin_done done);
 
 private:
     struct resume_replay;
@@ -134,7 +135,9 @@ private:
         std::optional<proto::chat_message> last_message;
         std::deque<pending_write> outbox;
         bool writing = false;
+        // The latest client_msg_ids stored (bounded); an older resend is caught by storage's unique index.
         std::unordered_map<std::string, std::pair<std::int64_t, std::int64_t>> stored_client_ids;  // -> seq, at
+        std::deque<std::string> stored_client_id_order;                                           // oldest first
     };
 
     struct offer_entry {
@@ -193,6 +196,7 @@ private:
                        const std::string& offer_id);
     void handle_resume(std::uint64_t sid, const std::optional<std::string>& re, const proto::requests::resume& r);
     void submit_next_write(conversation& c);
+    void remember_client_id(conversation& c, const std::string& client_msg_id, std::int64_t seq, std::int64_t at);
     void on_message_stored(const std::string& conversation_id, pending_write write,
                            storage::result<storage::append_outcome> result);
 

@@ -1035,6 +1035,14 @@ TEST_CASE("transcript.txt keeps a message's line breaks and control characters f
     CHECK(continuation_lines == 5);
     CHECK(message_lines == 6);
     CHECK(text.body.find("bell\\x07\\x1B[2J") != std::string::npos);
+
+    // An agent's token reads it; a well-signed token of an agent that does not exist does not.
+    const std::string path = "/v1/tenants/t1/conversations/" + conversation_id + "/transcript.txt";
+    CHECK(http_request(server.port(), "GET", path, "", {{"Authorization", "Bearer " + chat_server::agent_token("a1")}})
+              .status == 200);
+    auto ghost = http_request(server.port(), "GET", path, "", {{"Authorization", "Bearer " + chat_server::agent_token("ghost")}});
+    CHECK(ghost.status == 401);
+    CHECK(ghost.body.find("a1") == std::string::npos);
 }
 
 TEST_CASE("visitor and agent each have their own client_msg_id space", "[e2e]") {
@@ -1058,4 +1066,23 @@ TEST_CASE("visitor and agent each have their own client_msg_id space", "[e2e]") 
     auto transcript = agent->request({{"type", "get_transcript"}, {"id", "tr"}, {"conversation_id", conversation_id}});
     REQUIRE(transcript["messages"].size() == 2);
     CHECK_FALSE(visitor->receive(200ms).has_value());
+}
+
+TEST_CASE("a resend of an old client_msg_id, past what the server keeps in memory, still returns its seq", "[e2e]") {
+    chat_server server("[limits]\nframes_per_second = 100000\nframe_burst = 100000\n");
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto agent = server.connect_agent("a1");
+    auto [visitor, conversation_id] = server.start_chat(agent, "sales");
+    constexpr int sent = 1100;  // more than the 1024 ids a conversation keeps in memory
+    for (int i = 1; i <= sent; ++i) {
+        visitor->send_json({{"type", "send"}, {"id", "p" + std::to_string(i)}, {"conversation_id", conversation_id},
+                            {"text", "m " + std::to_string(i)}, {"client_msg_id", "m-" + std::to_string(i)}});
+        if (i % 100 == 0) REQUIRE(visitor->expect("ok", 10s, "p" + std::to_string(i))["seq"] == i);
+    }
+    auto resent = chat_server::send_text(*visitor.ws, conversation_id, "m 1", "m-1");
+    REQUIRE(resent["type"] == "ok");
+    CHECK(resent["seq"] == 1);
+    auto next = chat_server::send_text(*visitor.ws, conversation_id, "new", "m-new");
+    CHECK(next["seq"] == sent + 1);  // the resend took no seq
 }
