@@ -284,6 +284,8 @@ void tenant_hub::deliver_message(const conversation& c, std::int64_t seq, const 
         for (auto sid : it->second) deliver(sid);
 }
 
+std::size_t tenant_hub::reply_budget() const { return state_->limits()->outbound_max_bytes / 2; }
+
 bool tenant_hub::begin_replay(std::uint64_t session_id, const std::string& conversation_id, std::function<void()> start) {
     auto it = sessions_.find(session_id);
     if (it == sessions_.end()) return true;  // gone: nothing to replay to
@@ -849,7 +851,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                 });
             } else if constexpr (std::is_same_v<R, rq::get_transcript>) {
                 store_->get_transcript(tenant_id_, r.conversation_id, to_millis(now),
-                                       [self = shared_from_this(), sid, re](
+                                       [self = shared_from_this(), sid, re, budget = reply_budget()](
                                            storage::result<std::vector<storage::message_record>> messages) {
                                            std::string text;
                                            if (!messages) {
@@ -860,6 +862,13 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                                                std::vector<proto::chat_message> list;
                                                for (const auto& m : messages.value()) list.push_back(chat_message_from(m));
                                                text = proto::encode_get_transcript_ok(re.value_or(""), list);
+                                               // One frame never exceeds what a session may queue; a longer
+                                               // transcript is read in pages with resume.
+                                               if (text.size() > budget)
+                                                   text = proto::encode_error(
+                                                       re ? std::optional<std::string_view>(*re) : std::nullopt,
+                                                       proto::error_code::too_large,
+                                                       "transcript larger than one frame; read it with resume");
                                            }
                                            self->on_strand([self, sid, text = std::move(text)]() mutable {
                                                self->send(sid, std::move(text));
@@ -1050,12 +1059,18 @@ void tenant_hub::handle_accept(const session_entry& from, std::uint64_t sid, con
     auto entry = entry_of(*c);
     // Messages the visitor sent while waiting; the ok carries them so the agent starts with the context.
     store_->get_transcript(tenant_id_, c->id, to_millis(now),
-                           [self = shared_from_this(), sid, re, entry = std::move(entry)](
+                           [self = shared_from_this(), sid, re, entry = std::move(entry), budget = reply_budget()](
                                storage::result<std::vector<storage::message_record>> messages) {
                                std::vector<proto::chat_message> list;
                                if (messages)
                                    for (const auto& m : messages.value()) list.push_back(chat_message_from(m));
                                auto text = proto::encode_accept_ok(re.value_or(""), entry, list);
+                               // Too long for one frame: the latest messages that fit. Their seqs show
+                               // what is left out, and resume reads it.
+                               while (text.size() > budget && !list.empty()) {
+                                   list.erase(list.begin(), list.begin() + static_cast<std::ptrdiff_t>((list.size() + 1) / 2));
+                                   text = proto::encode_accept_ok(re.value_or(""), entry, list);
+                               }
                                self->on_strand([self, sid, text = std::move(text)]() mutable { self->send(sid, std::move(text)); });
                            });
 }

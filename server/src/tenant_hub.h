@@ -172,6 +172,8 @@ private:
     // sender's, held for sessions replaying the conversation.
     void deliver_message(const conversation& c, std::int64_t seq, const std::shared_ptr<const std::string>& event,
                          std::uint64_t except_session);
+    // The largest reply frame built from stored data: half of what a session may queue.
+    std::size_t reply_budget() const;
     // False when the session already has max_waiting_resumes waiting: the caller answers rate_limited.
     bool begin_replay(std::uint64_t session_id, const std::string& conversation_id, std::function<void()> start);
     // Sends the held events past `replayed_through`, then `final_frame` (the resume's ok or error).

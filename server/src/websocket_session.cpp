@@ -134,7 +134,9 @@ void websocket_session::send(outbound_frame message) {
         const auto& limits = *limits_snapshot;
         self->outbound_bytes_ += message->size();
         self->outbound_.push_back(std::move(message));
-        if (self->outbound_.size() > limits.outbound_max_frames || self->outbound_bytes_ > limits.outbound_max_bytes) {
+        // The byte bound counts what waits behind the head: one large reply alone is not a slow consumer.
+        const bool over_bytes = self->outbound_bytes_ > limits.outbound_max_bytes && self->outbound_.size() > 1;
+        if (self->outbound_.size() > limits.outbound_max_frames || over_bytes) {
             logger("net")->info("[C{}] slow consumer: {} frames / {} bytes queued, closing 1013", self->id_,
                                 self->outbound_.size(), self->outbound_bytes_);
             global_metrics().slow_consumer_closes++;

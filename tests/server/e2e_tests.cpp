@@ -1086,3 +1086,38 @@ TEST_CASE("a resend of an old client_msg_id, past what the server keeps in memor
     auto next = chat_server::send_text(*visitor.ws, conversation_id, "new", "m-new");
     CHECK(next["seq"] == sent + 1);  // the resend took no seq
 }
+
+TEST_CASE("a transcript longer than one frame neither closes the agent's session nor is cut silently", "[e2e]") {
+    chat_server server("[limits]\noutbound_max_bytes = 8192\n");
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto agent = server.connect_agent("a1");
+    auto visitor = server.connect_visitor();
+    auto conversation_id = chat_server::request_agent(visitor, "sales");
+    // The visitor writes 10 kB while the offer waits.
+    for (int i = 1; i <= 10; ++i)
+        REQUIRE(chat_server::send_text(*visitor.ws, conversation_id, std::string(1000, 'a' + i), "m-" + std::to_string(i))
+                    ["type"] == "ok");
+
+    auto accepted = chat_server::accept_next_offer(agent);
+    auto messages = accepted["messages"];
+    REQUIRE_FALSE(messages.empty());
+    CHECK(messages.size() < 10);
+    CHECK(messages.back()["seq"] == 10);  // the latest ones
+    CHECK(messages.front()["seq"].get<std::int64_t>() > 1);
+
+    auto transcript = agent->request({{"type", "get_transcript"}, {"id", "tr"}, {"conversation_id", conversation_id}});
+    CHECK(transcript["type"] == "error");
+    CHECK(transcript["code"] == "too_large");
+    // Still connected, and resume reads all of it.
+    agent->send_json({{"type", "resume"}, {"id", "r"}, {"conversation_id", conversation_id}, {"after_seq", 0}});
+    std::vector<std::int64_t> seen;
+    for (;;) {
+        auto frame = agent->receive(10s);
+        REQUIRE(frame);
+        auto j = json::parse(*frame);
+        if (j["type"] == "ok") break;
+        if (j["type"] == "message") seen.push_back(j["seq"]);
+    }
+    CHECK(seen == std::vector<std::int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
+}
