@@ -5,6 +5,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <tuple>
 #include <toml.hpp>
 
 extern char** environ;
@@ -178,9 +179,67 @@ std::string env_name(const std::string& tenant_id, const std::string& suffix) {
     return name + "_" + suffix;
 }
 
+// A token-signing secret as configured, for the checks across tenants. The
+// value itself never appears in a message; where it came from does.
+struct signing_secret {
+    std::string tenant_id;
+    std::string key;  // agent_secret or widget_secret
+    std::string source;  // "the file" or the environment variable
+    std::string value;
+};
+
+// Tenant ids that differ only in case or in '-' against '_' read the same
+// PARLEY_TENANT_<ID>_* variables, so one environment would silently give both
+// tenants the same admin token and signing secrets.
+void check_environment_names(const std::string& file, std::vector<problem>& p,
+                             const std::map<std::string, tenant_config>& tenants) {
+    std::map<std::string, std::string> first_id_of;  // PARLEY_TENANT_<ID> -> first tenant id (sorted)
+    for (const auto& [id, tenant] : tenants) {
+        const std::string stem = env_name(id, "");
+        const auto [first, inserted] = first_id_of.emplace(stem, id);
+        if (inserted) continue;
+        p.push_back({file, "tenants." + id,
+                     "tenant ids \"" + first->second + "\" and \"" + id + "\" both read their secrets from " + stem +
+                         "{ADMIN_TOKEN,AGENT_SECRET,WIDGET_SECRET} (ids are upper-cased, '-' as '_'), so they "
+                         "would share them; rename one of the two tenants"});
+    }
+}
+
+// A signing secret must belong to one tenant and one kind of token: a tenant
+// whose agent_secret equals its widget_secret lets whoever mints visitor
+// tokens (the customer's web backend) sign agent tokens too, and two tenants
+// sharing a secret accept each other's tokens.
+void check_signing_secrets_distinct(const std::string& file, std::vector<problem>& p,
+                                    std::vector<signing_secret> secrets) {
+    std::sort(secrets.begin(), secrets.end(), [](const signing_secret& a, const signing_secret& b) {
+        return std::tie(a.tenant_id, a.key) < std::tie(b.tenant_id, b.key);
+    });
+    std::map<std::string, const signing_secret*> first_use;  // value -> first tenant/key holding it
+    for (const auto& secret : secrets) {
+        const auto [found, inserted] = first_use.emplace(secret.value, &secret);
+        if (inserted) continue;
+        const signing_secret& first = *found->second;
+        const std::string first_key = "tenants." + first.tenant_id + "." + first.key;
+        const std::string key = "tenants." + secret.tenant_id + "." + secret.key;
+        if (first.tenant_id == secret.tenant_id) {
+            // Sorted by key, so `first` is the agent_secret: the one to change,
+            // since the widget secret is already in the customer's web backend.
+            p.push_back({file, first_key,
+                         "must differ from " + key + " (agent_secret from " + first.source + ", widget_secret from " +
+                             secret.source + "): whoever mints visitor tokens could sign agent tokens too"});
+        } else {
+            p.push_back({file, key,
+                         "is the same secret as " + first_key + " (this one from " + secret.source + ", that one from " +
+                             first.source + "): tenants \"" + first.tenant_id + "\" and \"" + secret.tenant_id +
+                             "\" would accept each other's tokens; give each tenant its own secrets"});
+        }
+    }
+}
+
 void parse_tenants(const toml::value* t, const std::string& file, std::vector<problem>& p,
                    const std::map<std::string, std::string>& env, std::map<std::string, tenant_config>& out) {
     if (t == nullptr) return;
+    std::vector<signing_secret> signing_secrets;
     for (const auto& [id, value] : t->as_table()) {
         std::string prefix = "tenants." + id;
         if (!valid_tenant_id(id)) {
@@ -210,21 +269,36 @@ void parse_tenants(const toml::value* t, const std::string& file, std::vector<pr
         override_from_env("ADMIN_TOKEN", tenant.admin_token);
         override_from_env("AGENT_SECRET", tenant.agent_secret);
         override_from_env("WIDGET_SECRET", tenant.widget_secret);
+        // Returns whether the secret is usable; a refused one is left out of
+        // the checks across secrets (its problem is already reported).
         auto require_secret = [&](const char* key, const std::string& value_of, const char* suffix) {
-            if (value_of.size() < 16)
+            if (value_of.size() < 16) {
                 p.push_back({file, prefix + "." + key,
                              "must be set (here or in " + env_name(id, suffix) + ") to at least 16 characters"});
+                return false;
+            }
             // The example file's secrets are public: a server must never run with them.
-            else if (value_of.find("change-me") != std::string::npos)
+            if (value_of.find("change-me") != std::string::npos) {
                 p.push_back({file, prefix + "." + key,
                              "is still the example's placeholder; set a random one (here or in " +
                                  env_name(id, suffix) + "), e.g. from `head -c 32 /dev/urandom | base64`"});
+                return false;
+            }
+            return true;
+        };
+        auto source_of = [&](const char* suffix) {
+            const auto name = env_name(id, suffix);
+            return env.count(name) != 0 ? name : std::string("the file");
         };
         require_secret("admin_token", tenant.admin_token, "ADMIN_TOKEN");
-        require_secret("agent_secret", tenant.agent_secret, "AGENT_SECRET");
-        require_secret("widget_secret", tenant.widget_secret, "WIDGET_SECRET");
+        if (require_secret("agent_secret", tenant.agent_secret, "AGENT_SECRET"))
+            signing_secrets.push_back({id, "agent_secret", source_of("AGENT_SECRET"), tenant.agent_secret});
+        if (require_secret("widget_secret", tenant.widget_secret, "WIDGET_SECRET"))
+            signing_secrets.push_back({id, "widget_secret", source_of("WIDGET_SECRET"), tenant.widget_secret});
         out[id] = std::move(tenant);
     }
+    check_environment_names(file, p, out);
+    check_signing_secrets_distinct(file, p, std::move(signing_secrets));
 }
 
 void validate_storage_url(const std::string& file, std::vector<problem>& p, const std::string& url) {

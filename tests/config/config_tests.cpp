@@ -121,3 +121,95 @@ TEST_CASE("a missing file is a clear error", "[config]") {
     CHECK(r.problems[0].file == "/nonexistent/parley.toml");
     CHECK(r.problems[0].reason == "cannot be read");
 }
+
+namespace {
+
+std::string tenant_toml(const std::string& id, const std::string& agent_secret, const std::string& widget_secret) {
+    return "[tenants." + id + "]\nadmin_token = \"" + id + "-admin-token-0123456789\"\nagent_secret = \"" +
+           agent_secret + "\"\nwidget_secret = \"" + widget_secret + "\"\n";
+}
+
+bool mentions(const parley::config::problem& p, std::initializer_list<std::string> parts) {
+    for (const auto& part : parts)
+        if (p.reason.find(part) == std::string::npos) return false;
+    return true;
+}
+
+}  // namespace
+
+TEST_CASE("tenant ids that read the same environment variables are refused, naming both", "[config]") {
+    SECTION("'-' against '_'") {
+        auto r = parse_text(tenant_toml("a-b", "ab-dash-agent-secret-01", "ab-dash-widget-secret-01") +
+                                tenant_toml("a_b", "ab-under-agent-secret-01", "ab-under-widget-secret-01"),
+                            "test.toml", {});
+        REQUIRE(r.problems.size() == 1);
+        CHECK(has_problem(r, "tenants.a_b", "PARLEY_TENANT_A_B_"));
+        CHECK(mentions(r.problems[0], {"\"a-b\"", "\"a_b\""}));
+    }
+    SECTION("upper against lower case") {
+        auto r = parse_text(tenant_toml("Acme", "Acme-agent-secret-0123", "Acme-widget-secret-0123") +
+                                tenant_toml("acme", "acme-agent-secret-0123", "acme-widget-secret-0123"),
+                            "test.toml", {});
+        REQUIRE(r.problems.size() == 1);
+        CHECK(has_problem(r, "tenants.acme", "PARLEY_TENANT_ACME_"));
+        CHECK(mentions(r.problems[0], {"\"Acme\"", "\"acme\""}));
+    }
+    SECTION("ids that only look alike are fine") {
+        auto r = parse_text(tenant_toml("a-b", "ab-dash-agent-secret-01", "ab-dash-widget-secret-01") +
+                                tenant_toml("a-bc", "abc-agent-secret-0123", "abc-widget-secret-0123"),
+                            "test.toml", {});
+        for (const auto& p : r.problems) UNSCOPED_INFO(p.to_string());
+        CHECK(r.ok());
+    }
+}
+
+TEST_CASE("a tenant's agent_secret must differ from its widget_secret", "[config]") {
+    SECTION("both in the file") {
+        auto r = parse_text(tenant_toml("acme", "one-secret-for-both-0123", "one-secret-for-both-0123"), "test.toml", {});
+        REQUIRE(r.problems.size() == 1);
+        CHECK(has_problem(r, "tenants.acme.agent_secret", "must differ from tenants.acme.widget_secret"));
+        CHECK(r.problems[0].reason.find("one-secret-for-both") == std::string::npos);  // never print a secret
+    }
+    SECTION("one from the environment") {
+        auto r = parse_text(tenant_toml("acme", "file-agent-secret-0123", "shared-by-env-secret-0123"), "test.toml",
+                            {{"PARLEY_TENANT_ACME_AGENT_SECRET", "shared-by-env-secret-0123"}});
+        REQUIRE(r.problems.size() == 1);
+        CHECK(has_problem(r, "tenants.acme.agent_secret", "from PARLEY_TENANT_ACME_AGENT_SECRET"));
+        CHECK(has_problem(r, "tenants.acme.agent_secret", "widget_secret from the file"));
+    }
+}
+
+TEST_CASE("two tenants may not share an agent_secret or a widget_secret", "[config]") {
+    SECTION("the same agent_secret") {
+        auto r = parse_text(tenant_toml("t1", "shared-agent-secret-0123", "t1-widget-secret-0123") +
+                                tenant_toml("t2", "shared-agent-secret-0123", "t2-widget-secret-0123"),
+                            "test.toml", {});
+        REQUIRE(r.problems.size() == 1);
+        CHECK(has_problem(r, "tenants.t2.agent_secret", "same secret as tenants.t1.agent_secret"));
+        CHECK(mentions(r.problems[0], {"\"t1\"", "\"t2\""}));
+    }
+    SECTION("the same widget_secret, one of them from the environment") {
+        auto r = parse_text(tenant_toml("t1", "t1-agent-secret-0123", "shared-widget-secret-0123") +
+                                tenant_toml("t2", "t2-agent-secret-0123", "t2-widget-secret-0123"),
+                            "test.toml", {{"PARLEY_TENANT_T2_WIDGET_SECRET", "shared-widget-secret-0123"}});
+        REQUIRE(r.problems.size() == 1);
+        CHECK(has_problem(r, "tenants.t2.widget_secret", "same secret as tenants.t1.widget_secret"));
+        CHECK(has_problem(r, "tenants.t2.widget_secret", "this one from PARLEY_TENANT_T2_WIDGET_SECRET"));
+    }
+    SECTION("one tenant's widget_secret as another's agent_secret") {
+        auto r = parse_text(tenant_toml("t1", "t1-agent-secret-0123", "crossed-secret-0123456") +
+                                tenant_toml("t2", "crossed-secret-0123456", "t2-widget-secret-0123"),
+                            "test.toml", {});
+        REQUIRE(r.problems.size() == 1);
+        CHECK(has_problem(r, "tenants.t2.agent_secret", "same secret as tenants.t1.widget_secret"));
+    }
+    SECTION("every repetition is reported") {
+        auto r = parse_text(tenant_toml("t1", "shared-agent-secret-0123", "t1-widget-secret-0123") +
+                                tenant_toml("t2", "shared-agent-secret-0123", "t2-widget-secret-0123") +
+                                tenant_toml("t3", "shared-agent-secret-0123", "t3-widget-secret-0123"),
+                            "test.toml", {});
+        CHECK(r.problems.size() == 2);
+        CHECK(has_problem(r, "tenants.t2.agent_secret", "tenants.t1.agent_secret"));
+        CHECK(has_problem(r, "tenants.t3.agent_secret", "tenants.t1.agent_secret"));
+    }
+}

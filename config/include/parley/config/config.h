@@ -98,6 +98,9 @@ struct parse_result {
 // secrets and URLs (see deploy/parley.toml): PARLEY_STORAGE_URL,
 // PARLEY_TENANT_<ID>_ADMIN_TOKEN, _AGENT_SECRET, _WIDGET_SECRET (ID upper-cased,
 // '-' as '_'). `environment` is injected so tests need not touch the process's.
+// Refused: two tenant ids that map to the same <ID>, and an agent_secret or
+// widget_secret used twice (a tenant's agent_secret equal to its
+// widget_secret, or a secret shared by two tenants).
 parse_result parse_file(const std::string& path,
                         const std::map<std::string, std::string>& environment);
 
