@@ -712,6 +712,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                 else reply_error(sid, re, proto::error_code::conflict, "chat already ended");
             } else if constexpr (std::is_same_v<R, rq::meeting_booked>) {
                 if (from.role != client_role::visitor) return;
+                if (agents_.count(r.agent_id) == 0) return reply_error(sid, re, proto::error_code::not_found, "no such agent");
                 storage::activity_record activity;
                 activity.tenant_id = tenant_id_;
                 activity.visitor_id = from.principal;
@@ -719,10 +720,29 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                 activity.at = to_millis(now);
                 activity.conversation_id = r.conversation_id;
                 activity.details = {{"agent_id", r.agent_id}, {"start_at", r.start_at}};
-                store_->append_activity(std::move(activity), back_on_strand<void>([self = shared_from_this(), sid, re](storage::status s) {
-                    if (s) self->reply_ok(sid, re);
-                    else self->reply_error(sid, re, to_proto_error(s.kind()), s.failure().message);
-                }));
+                auto record = [self = shared_from_this(), sid, re, activity = std::move(activity)]() mutable {
+                    self->store_->append_activity(std::move(activity), self->back_on_strand<void>([self, sid, re](storage::status s) {
+                        if (s) self->reply_ok(sid, re);
+                        else self->reply_error(sid, re, to_proto_error(s.kind()), s.failure().message);
+                    }));
+                };
+                // Only about the visitor's own conversation, open or past (a booking may come after the chat).
+                if (auto* c = find_conversation(r.conversation_id)) {
+                    if (c->visitor_id != from.principal)
+                        return reply_error(sid, re, proto::error_code::not_found, "no such conversation of yours");
+                    return record();
+                }
+                store_->get_conversation(
+                    tenant_id_, r.conversation_id,
+                    back_on_strand<storage::conversation_record>(
+                        [self = shared_from_this(), sid, re, principal = from.principal,
+                         record = std::move(record)](storage::result<storage::conversation_record> c) mutable {
+                            if (!c) return self->reply_error(sid, re, to_proto_error(c.kind()), "no such conversation of yours");
+                            if (c->visitor_id != principal)
+                                return self->reply_error(sid, re, proto::error_code::not_found,
+                                                         "no such conversation of yours");
+                            record();
+                        }));
             } else if constexpr (std::is_same_v<R, rq::set_availability>) {
                 auto result = router_->set_availability(from.principal, r.available, now, actions);
                 if (!result) return reply_error(sid, re, proto::error_code::not_found, "unknown agent");

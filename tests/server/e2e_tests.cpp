@@ -171,6 +171,14 @@ TEST_CASE("happy path: request, offer, accept, chat, calendar, score, inbox quer
     auto booked = visitor->request({{"type", "meeting_booked"}, {"id", "b"}, {"conversation_id", conversation_id},
                                     {"agent_id", "a2"}, {"start_at", now_ms() + 86'400'000}});
     CHECK(booked["type"] == "ok");
+    // Only about one's own conversation, with an agent that exists.
+    auto stranger = server.connect_visitor();
+    CHECK(stranger->request({{"type", "meeting_booked"}, {"id", "b2"}, {"conversation_id", conversation_id},
+                             {"agent_id", "a2"}, {"start_at", now_ms()}})["code"] == "not_found");
+    CHECK(visitor->request({{"type", "meeting_booked"}, {"id", "b3"}, {"conversation_id", conversation_id},
+                            {"agent_id", "zz"}, {"start_at", now_ms()}})["code"] == "not_found");
+    CHECK(visitor->request({{"type", "meeting_booked"}, {"id", "b4"}, {"conversation_id", "c_nope"},
+                            {"agent_id", "a2"}, {"start_at", now_ms()}})["code"] == "not_found");
 
     CHECK(agent->request({{"type", "set_score"}, {"id", "sc"}, {"conversation_id", conversation_id}, {"score", 3}})["type"] ==
           "ok");
