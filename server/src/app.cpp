@@ -282,10 +282,23 @@ int app::run() {
     sd_notify(0, "READY=1");
     s.watchdog();
 
+    // A handler that throws is a bug, but it must not take every tenant down with
+    // it: the exception is logged and counted, and the thread goes back to work.
+    auto run_io = [&s, log] {
+        for (;;) {
+            try {
+                s.ioc.run();
+                return;
+            } catch (const std::exception& e) {
+                global_metrics().handler_exceptions++;
+                log->error("a handler threw, carrying on: {}", e.what());
+            }
+        }
+    };
     std::vector<std::thread> threads;
     threads.reserve(s.thread_count - 1);
-    for (unsigned i = 1; i < s.thread_count; ++i) threads.emplace_back([&s] { s.ioc.run(); });
-    s.ioc.run();
+    for (unsigned i = 1; i < s.thread_count; ++i) threads.emplace_back(run_io);
+    run_io();
     for (auto& t : threads) t.join();
     s.reloader->stop();
     retention.stop();

@@ -39,6 +39,7 @@ struct metrics {
     counter chats_fallback{0};
     counter chats_queued{0};
     counter slow_consumer_closes{0};
+    counter handler_exceptions{0};
     counter rate_limited_frames{0};
     counter protocol_errors{0};
     gauge queue_depth{0};

@@ -52,9 +52,26 @@ admin_reply admin_error(int status, proto::error_code code, std::string_view mes
     return {status, proto::admin::encode_admin_error(code, message)};
 }
 
+// What a client is told about a storage error. not_found, conflict and
+// bad_request carry our own words; the database's own text (host names, paths,
+// SQL) stays in the log.
+std::string storage_message(const storage::error& e) {
+    switch (e.kind) {
+        case storage::error_kind::not_found:
+        case storage::error_kind::conflict:
+        case storage::error_kind::bad_request: return e.message;
+        case storage::error_kind::unavailable:
+            logger("storage")->warn("storage unavailable: {}", e.message);
+            return "storage unavailable, retry";
+        default:
+            logger("storage")->error("storage error: {}", e.message);
+            return "internal storage error";
+    }
+}
+
 admin_reply admin_storage_error(const storage::error& e) {
     if (e.kind != storage::error_kind::ok) global_metrics().storage_errors++;
-    return admin_error(http_status(e.kind), to_proto_error(e.kind), e.message);
+    return admin_error(http_status(e.kind), to_proto_error(e.kind), storage_message(e));
 }
 
 
@@ -723,7 +740,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                 auto record = [self = shared_from_this(), sid, re, activity = std::move(activity)]() mutable {
                     self->store_->append_activity(std::move(activity), self->back_on_strand<void>([self, sid, re](storage::status s) {
                         if (s) self->reply_ok(sid, re);
-                        else self->reply_error(sid, re, to_proto_error(s.kind()), s.failure().message);
+                        else self->reply_error(sid, re, to_proto_error(s.kind()), storage_message(s.failure()));
                     }));
                 };
                 // Only about the visitor's own conversation, open or past (a booking may come after the chat).
@@ -802,7 +819,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                                 std::move(record),
                                 self->back_on_strand<void>([self, sid, re](storage::status s) {
                                     if (s) self->reply_ok(sid, re);
-                                    else self->reply_error(sid, re, to_proto_error(s.kind()), s.failure().message);
+                                    else self->reply_error(sid, re, to_proto_error(s.kind()), storage_message(s.failure()));
                                 }));
                         }));
             } else if constexpr (std::is_same_v<R, rq::list_conversations>) {
@@ -817,7 +834,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                 store_->list_conversations(std::move(q), [self = shared_from_this(), sid, re](
                                                              storage::result<storage::conversation_page> page) {
                     if (!page) return self->on_strand([self, sid, re, e = page.failure()] {
-                        self->reply_error(sid, re, to_proto_error(e.kind), e.message);
+                        self->reply_error(sid, re, to_proto_error(e.kind), storage_message(e));
                     });
                     std::vector<proto::conversation_entry> entries;
                     for (const auto& s : page->conversations) {
@@ -845,7 +862,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                                             v ? proto::encode_get_visitor_ok(re.value_or(""), proto::visitor_card{id, proto_profile(v.value())})
                                               : proto::encode_error(
                                                     re ? std::optional<std::string_view>(*re) : std::nullopt,
-                                                    to_proto_error(v.kind()), v.failure().message);
+                                                    to_proto_error(v.kind()), storage_message(v.failure()));
                                         self->on_strand([self, sid, text = std::move(text)]() mutable {
                                             self->send(sid, std::move(text));
                                         });
@@ -857,7 +874,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                     std::string text;
                     if (!page) {
                         text = proto::encode_error(re ? std::optional<std::string_view>(*re) : std::nullopt,
-                                                   to_proto_error(page.kind()), page.failure().message);
+                                                   to_proto_error(page.kind()), storage_message(page.failure()));
                     } else {
                         std::vector<proto::activity> list;
                         for (const auto& a : page->activities)
@@ -877,7 +894,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                                            if (!messages) {
                                                text = proto::encode_error(
                                                    re ? std::optional<std::string_view>(*re) : std::nullopt,
-                                                   to_proto_error(messages.kind()), messages.failure().message);
+                                                   to_proto_error(messages.kind()), storage_message(messages.failure()));
                                            } else {
                                                std::vector<proto::chat_message> list;
                                                for (const auto& m : messages.value()) list.push_back(chat_message_from(m));
@@ -1032,7 +1049,7 @@ void tenant_hub::on_message_stored(const std::string& conversation_id, pending_w
         c->last_seq = w.message.seq - 1;  // give the seq back: nothing was stored under it
         global_metrics().storage_errors++;
         reply_error(w.origin_session, w.re, to_proto_error(r.kind()),
-                    r.kind() == storage::error_kind::unavailable ? "storage unavailable, retry" : r.failure().message);
+                    storage_message(r.failure()));
     } else if (r->duplicate) {
         c->last_seq = w.message.seq - 1;
         if (w.message.client_msg_id) remember_client_id(*c, *w.message.client_msg_id, r->seq, r->at);
