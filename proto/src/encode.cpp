@@ -106,10 +106,12 @@ private:
     std::string out_;
 };
 
+// `re` is empty when the request had no id (a valid id is 1..64 characters):
+// then the reply carries no "re" at all.
 json reply(std::string_view re) {
     json frame = json::object();
     frame["type"] = "ok";
-    frame["re"] = re;
+    if (!re.empty()) frame["re"] = re;
     return frame;
 }
 

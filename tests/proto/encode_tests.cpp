@@ -172,6 +172,13 @@ TEST_CASE("hello replies", "[proto][encode]") {
     }
 }
 
+TEST_CASE("a reply to a request without an id carries no re", "[proto][encode]") {
+    CHECK_FALSE(decode(encode_request_agent_ok("", "c_1", conversation_state::routing)).contains("re"));
+    CHECK_FALSE(decode(encode_visitor_hello_ok("", "v_1", "rt", std::nullopt)).contains("re"));
+    CHECK_FALSE(decode(encode_get_transcript_ok("", {})).contains("re"));
+    CHECK(decode(encode_get_transcript_ok("t", {}))["re"] == "t");
+}
+
 TEST_CASE("request and query replies", "[proto][encode]") {
     CHECK(decode(encode_request_agent_ok("q", "c_1", conversation_state::routing)) ==
           json{{"type", "ok"}, {"re", "q"}, {"conversation_id", "c_1"}, {"state", "routing"}});
