@@ -20,6 +20,7 @@ namespace {
 constexpr std::size_t max_outbox_per_conversation = 256;
 constexpr int resume_page = 200;  // messages per storage read while replaying
 constexpr std::size_t max_waiting_resumes = 64;  // per session, behind the one replaying
+constexpr std::size_t max_frames_behind_hello = 64;  // per session, while its hello waits for storage
 // Per conversation, to answer resends without a storage round trip. Under durability
 // commit, storage catches older ones; under relaxed (ok before the write) a resend
 // of an id older than this is acknowledged with a new seq that storage then drops.
@@ -591,7 +592,8 @@ void tenant_hub::visitor_hello(std::shared_ptr<websocket_session> session, std::
         if (profile_given || self->visitor_profiles_.count(visitor_id) != 0)
             return self->finish_visitor_hello(sid, re, visitor_id);
         // A returning visitor without a profile in this hello: the stored card is what routing
-        // rules and agents see. The ok waits for it.
+        // rules and agents see. The ok waits for it, and so do the frames sent behind the hello.
+        self->behind_hello_.try_emplace(sid);
         self->store_->get_visitor(
             self->tenant_id_, visitor_id,
             self->back_on_strand<storage::visitor_record>(
@@ -599,6 +601,14 @@ void tenant_hub::visitor_hello(std::shared_ptr<websocket_session> session, std::
                     if (self->sessions_.count(sid) == 0) return;
                     if (stored) self->visitor_profiles_.try_emplace(visitor_id, proto_profile(stored.value()));
                     self->finish_visitor_hello(sid, re, visitor_id);
+                    auto waiting = self->behind_hello_.extract(sid);
+                    if (waiting.empty()) return;
+                    for (auto& frame : waiting.mapped()) {
+                        auto it = self->sessions_.find(sid);
+                        if (it == self->sessions_.end()) return;
+                        const session_entry from = it->second;
+                        self->handle(from, sid, frame);
+                    }
                 }));
     });
 }
@@ -665,6 +675,7 @@ void tenant_hub::session_closed(std::shared_ptr<websocket_session> session) {
         if (it == self->sessions_.end()) return;
         auto entry = std::move(it->second);
         self->sessions_.erase(it);
+        self->behind_hello_.erase(session->id());
         auto& index = entry.role == client_role::agent ? self->agent_sessions_ : self->visitor_sessions_;
         if (auto list = index.find(entry.principal); list != index.end()) {
             std::erase(list->second, session->id());
@@ -687,6 +698,13 @@ void tenant_hub::request(std::shared_ptr<websocket_session> session, proto::clie
     on_strand([self = shared_from_this(), session = std::move(session), frame = std::move(frame)]() mutable {
         auto it = self->sessions_.find(session->id());
         if (it == self->sessions_.end()) return;  // hello refused or session gone
+        if (auto waiting = self->behind_hello_.find(session->id()); waiting != self->behind_hello_.end()) {
+            if (waiting->second.size() >= max_frames_behind_hello)
+                return self->reply_error(session->id(), frame.id, proto::error_code::rate_limited,
+                                         "too many frames before the hello's ok");
+            waiting->second.push_back(std::move(frame));
+            return;
+        }
         const session_entry from = it->second;
         self->handle(from, session->id(), frame);
     });

@@ -231,6 +231,9 @@ private:
     std::unordered_map<std::string, conversation> conversations_;
     // Visitor cards of visitors with a session or an open conversation: what routing rules see.
     std::unordered_map<std::string, proto::visitor_profile> visitor_profiles_;
+    // Frames that came behind a hello still waiting for the stored visitor card:
+    // handled in order right after the hello's ok, so they see the card.
+    std::unordered_map<std::uint64_t, std::deque<proto::client_frame>> behind_hello_;
     std::unordered_map<std::string, offer_entry> offers_;
     // request_agent idempotency after the conversation ended: (visitor, client_key) -> conversation id,
     // the most recent client_key_capacity entries.

@@ -1129,3 +1129,43 @@ TEST_CASE("a transcript longer than one frame neither closes the agent's session
     }
     CHECK(seen == std::vector<std::int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
 }
+
+TEST_CASE("frames sent right behind a returning visitor's hello wait for it and see the stored card", "[e2e]") {
+    chat_server server;
+    server.put_agent("vip", {{"name", "Vi"}});
+    server.put_agent("other", {{"name", "Ot"}});
+    server.put_route("web", {{"type", "rules"},
+                             {"rules", {{{"priority", 1},
+                                         {"when", {{"field", "crm_status"}, {"op", "equals"}, {"value", "Customer"}}},
+                                         {"agents", {"vip"}}},
+                                        {{"priority", 2},
+                                         {"when", {{"field", "crm_status"}, {"op", "not_equals"}, {"value", "Customer"}}},
+                                         {"agents", {"other"}}}}}});
+    auto vip = server.connect_agent("vip");
+    auto other = server.connect_agent("other");
+
+    std::string resume_token;
+    {
+        auto first = server.connect_visitor({{"name", "Ada"}, {"crm_status", "Customer"}});
+        resume_token = first.resume_token;
+        first->close();
+    }
+    for (int round = 0; round < 5; ++round) {
+        INFO(round);
+        std::this_thread::sleep_for(100ms);  // the server forgets the card of a visitor that left
+        ws_client back(server.port(), "/v1/visitor");
+        back.send_json({{"type", "hello"}, {"id", "h"}, {"tenant", "t1"}, {"resume_token", resume_token}});
+        back.send_json({{"type", "request_agent"}, {"id", "q"}, {"route", "web"}, {"client_key", "k" + std::to_string(round)}});
+        auto hello = json::parse(back.receive().value());
+        CHECK(hello["re"] == "h");  // the hello's ok comes first
+        auto requested = json::parse(back.receive().value());
+        CHECK(requested["re"] == "q");
+        // Routed with the stored card: crm_status Customer goes to vip.
+        auto offer = vip->expect("offer");
+        CHECK(offer["conversation_id"] == requested["conversation_id"]);
+        CHECK(vip->request({{"type", "decline"}, {"id", "d"}, {"offer_id", offer["offer_id"]}})["type"] == "ok");
+        back.expect("fallback");  // vip was the only agent for it
+        back.close();
+    }
+    CHECK_FALSE(other->receive(200ms).has_value());
+}
