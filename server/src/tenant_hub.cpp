@@ -546,6 +546,23 @@ tenant_hub::conversation* tenant_hub::participant_conversation(const session_ent
     return c;
 }
 
+// Not open for this sender: `conflict` when it is the sender's own conversation
+// that has ended (ended ones leave memory at once, so storage says), else `not_found`.
+void tenant_hub::reply_not_open(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
+                                const std::string& conversation_id) {
+    store_->get_conversation(
+        tenant_id_, conversation_id,
+        back_on_strand<storage::conversation_record>(
+            [self = shared_from_this(), sid, re, role = from.role,
+             principal = from.principal](storage::result<storage::conversation_record> c) {
+                bool own = c && (role == client_role::visitor ? c->visitor_id == principal
+                                                              : c->agent_id.value_or("") == principal);
+                if (own && c->state == storage::conversation_state::ended)
+                    return self->reply_error(sid, re, proto::error_code::conflict, "chat already ended");
+                self->reply_error(sid, re, proto::error_code::not_found, "no such open conversation");
+            }));
+}
+
 proto::visitor_card tenant_hub::visitor_card_of(const conversation& c) const { return {c.visitor_id, c.profile}; }
 
 proto::conversation_entry tenant_hub::entry_of(const conversation& c) const {
@@ -739,7 +756,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                 reply_ok(sid, re);
             } else if constexpr (std::is_same_v<R, rq::end_chat>) {
                 auto* c = participant_conversation(from, r.conversation_id, false);
-                if (c == nullptr) return reply_error(sid, re, proto::error_code::not_found, "no such open conversation");
+                if (c == nullptr) return reply_not_open(from, sid, re, r.conversation_id);
                 auto outcome = router_->chat_ended(
                     r.conversation_id, from.role == client_role::agent ? routing::ended_by::agent : routing::ended_by::visitor,
                     now, actions);
@@ -998,7 +1015,7 @@ void tenant_hub::handle_send(const session_entry& from, std::uint64_t sid, const
                              std::optional<std::string> client_msg_id) {
     auto* c = participant_conversation(from, conversation_id, true);
     if (c == nullptr || c->state == routing::conversation_state::ended)
-        return reply_error(sid, re, proto::error_code::not_found, "no such open conversation");
+        return reply_not_open(from, sid, re, conversation_id);
     if (c->outbox.size() >= max_outbox_per_conversation)
         return reply_error(sid, re, proto::error_code::rate_limited, "too many messages waiting to be stored");
     pending_write w;

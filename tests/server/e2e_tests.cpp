@@ -215,10 +215,16 @@ TEST_CASE("happy path: request, offer, accept, chat, calendar, score, inbox quer
     CHECK(visitor->request({{"type", "end_chat"}, {"id", "e"}, {"conversation_id", conversation_id}})["type"] == "ok");
     CHECK(visitor->expect("ended")["reason"] == "visitor_ended");
     CHECK(agent->expect("ended")["reason"] == "visitor_ended");
-    CHECK(visitor->request({{"type", "end_chat"}, {"id", "e2"}, {"conversation_id", conversation_id}})["type"] ==
-          "error");
+    // The chat has ended: its participants hear conflict, anybody else not_found.
+    CHECK(visitor->request({{"type", "end_chat"}, {"id", "e2"}, {"conversation_id", conversation_id}})["code"] ==
+          "conflict");
     auto late = chat_server::send_text(*visitor.ws, conversation_id, "still there?", "m-9");
-    CHECK(late["type"] == "error");
+    CHECK(late["code"] == "conflict");
+    CHECK(chat_server::send_text(*agent.ws, conversation_id, "bye", "a-9")["code"] == "conflict");
+    auto outsider = server.connect_visitor();
+    CHECK(outsider->request({{"type", "end_chat"}, {"id", "e3"}, {"conversation_id", conversation_id}})["code"] ==
+          "not_found");
+    CHECK(chat_server::send_text(*outsider.ws, conversation_id, "hi", "s-1")["code"] == "not_found");
 
     // Activity history, newest first, recorded by the server itself.
     auto activity = agent->request({{"type", "get_activity"}, {"id", "ac"}, {"visitor_id", visitor.visitor_id}});
