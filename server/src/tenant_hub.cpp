@@ -1384,28 +1384,18 @@ void tenant_hub::admin_delete_account(std::string key, admin_done done) {
 }
 
 void tenant_hub::admin_put_visitor(std::string id, proto::visitor_profile profile, admin_done done) {
-    store_->put_visitor(visitor_record_from(tenant_id_, id, profile),
-                        back_on_strand<void>([self = shared_from_this(), id, profile, done = std::move(done)](
-                                                 storage::status s) {
-                            if (!s) return done(admin_storage_error(s.failure()));
-                            // A connected visitor and its open conversation show the new card at once.
-                            auto merge_into = [&profile](proto::visitor_profile& card) {
-                                auto merge = [](std::optional<std::string>& into, const std::optional<std::string>& from) {
-                                    if (from) into = from;
-                                };
-                                merge(card.name, profile.name);
-                                merge(card.job_title, profile.job_title);
-                                merge(card.email, profile.email);
-                                merge(card.phone, profile.phone);
-                                merge(card.crm_status, profile.crm_status);
-                                merge(card.company, profile.company);
-                            };
-                            if (auto known = self->visitor_profiles_.find(id); known != self->visitor_profiles_.end())
-                                merge_into(known->second);
-                            if (auto cid = self->router_->open_conversation_of_visitor(id))
-                                if (auto* c = self->find_conversation(*cid)) merge_into(c->profile);
-                            done({200, nlohmann::json{{"id", id}}.dump()});
-                        }));
+    // The body is the whole card: a field left out is cleared.
+    store_->replace_visitor(visitor_record_from(tenant_id_, id, profile),
+                            back_on_strand<void>([self = shared_from_this(), id, profile, done = std::move(done)](
+                                                     storage::status s) {
+                                if (!s) return done(admin_storage_error(s.failure()));
+                                // A connected visitor and its open conversation show the new card at once.
+                                if (auto known = self->visitor_profiles_.find(id); known != self->visitor_profiles_.end())
+                                    known->second = profile;
+                                if (auto cid = self->router_->open_conversation_of_visitor(id))
+                                    if (auto* c = self->find_conversation(*cid)) c->profile = profile;
+                                done({200, nlohmann::json{{"id", id}}.dump()});
+                            }));
 }
 
 void tenant_hub::admin_add_activity(std::string visitor_id, proto::admin::activity_body body, admin_done done) {

@@ -379,6 +379,16 @@ void put_visitor(sql_connection& c, const visitor_record& v) {
             nullable(v.crm_status), nullable(v.company)});
 }
 
+void replace_visitor(sql_connection& c, const visitor_record& v) {
+    c.exec("INSERT INTO visitors (tenant_id, id, name, job_title, email, phone, crm_status, company) "
+           "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+           "ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name, job_title = excluded.job_title, "
+           "email = excluded.email, phone = excluded.phone, crm_status = excluded.crm_status, "
+           "company = excluded.company",
+           {v.tenant_id, v.id, nullable(v.name), nullable(v.job_title), nullable(v.email), nullable(v.phone),
+            nullable(v.crm_status), nullable(v.company)});
+}
+
 void save_conversation(sql_connection& c, const conversation_record& r) {
     c.exec("INSERT INTO conversations (tenant_id, id, visitor_id, route, state, agent_id, started_at, ended_at, "
            "end_reason, score, tried_agents) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "

@@ -30,6 +30,7 @@ bool delete_route(sql_connection& c, const std::string& tenant_id, const std::st
 void put_account(sql_connection& c, const account_record& account);
 bool delete_account(sql_connection& c, const std::string& tenant_id, const std::string& domain);
 void put_visitor(sql_connection& c, const visitor_record& visitor);
+void replace_visitor(sql_connection& c, const visitor_record& visitor);
 void save_conversation(sql_connection& c, const conversation_record& conversation);
 void put_offer(sql_connection& c, const offer_record& offer);
 error_kind resolve_offer(sql_connection& c, const std::string& tenant_id, const std::string& offer_id,

@@ -156,6 +156,11 @@ void store_engine::put_visitor(visitor_record visitor, callback<void> done) {
                    std::move(done));
 }
 
+void store_engine::replace_visitor(visitor_record visitor, callback<void> done) {
+    submit_generic(always_ok([r = std::move(visitor)](sql_connection& c) { detail::replace_visitor(c, r); }),
+                   std::move(done));
+}
+
 void store_engine::save_conversation(conversation_record conversation, callback<void> done) {
     submit_generic(always_ok([r = std::move(conversation)](sql_connection& c) { detail::save_conversation(c, r); }),
                    std::move(done));

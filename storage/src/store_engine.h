@@ -30,6 +30,7 @@ public:
     void put_account(account_record account, callback<void> done) override;
     void delete_account(std::string tenant_id, std::string domain, callback<void> done) override;
     void put_visitor(visitor_record visitor, callback<void> done) override;
+    void replace_visitor(visitor_record visitor, callback<void> done) override;
     void save_conversation(conversation_record conversation, callback<void> done) override;
     void put_offer(offer_record offer, callback<void> done) override;
     void resolve_offer(std::string tenant_id, std::string offer_id, offer_outcome outcome, millis at,

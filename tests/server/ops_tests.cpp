@@ -168,6 +168,13 @@ TEST_CASE("admin API: visitor profiles and activities feed the agent's visitor c
     CHECK(card["job_title"] == "CFO");
     CHECK(card["crm_status"] == "Opportunity");
     CHECK(card["phone"].is_null());
+    // The body is the whole card: what it leaves out is cleared, in storage and for connected agents.
+    CHECK(server.admin("PUT", "/visitors/crm-7", {{"name", "Lin"}, {"crm_status", "Customer"}}).status == 200);
+    card = agent->request({{"type", "get_visitor"}, {"id", "g1"}, {"visitor_id", "crm-7"}});
+    CHECK(card["name"] == "Lin");
+    CHECK(card["crm_status"] == "Customer");
+    CHECK(card["job_title"].is_null());
+    CHECK(card["email"].is_null());
 
     const auto now = now_ms();
     CHECK(server.admin("POST", "/visitors/crm-7/activities",

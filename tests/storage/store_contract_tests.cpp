@@ -248,6 +248,18 @@ TEST_CASE("visitors: unsupplied fields are null and partial updates keep the res
     CHECK(got->name == std::optional<std::string>("Ada"));
     CHECK(got->crm_status == std::optional<std::string>("Lead"));
 
+    // replace_visitor writes the whole card: what it leaves out is cleared.
+    visitor_record whole;
+    whole.tenant_id = "acme";
+    whole.id = "v1";
+    whole.phone = "+33 1";
+    require_ok(wait_for<void>([&](auto done) { s->replace_visitor(whole, done); }));
+    got = wait_for<visitor_record>([&](auto done) { s->get_visitor("acme", "v1", done); });
+    CHECK(got->phone == std::optional<std::string>("+33 1"));
+    CHECK_FALSE(got->name.has_value());
+    CHECK_FALSE(got->email.has_value());
+    CHECK_FALSE(got->crm_status.has_value());
+
     CHECK(wait_for<visitor_record>([&](auto done) { s->get_visitor("globex", "v1", done); }).kind() ==
           error_kind::not_found);
     CHECK(wait_for<visitor_record>([&](auto done) { s->get_visitor("acme", "nobody", done); }).kind() ==

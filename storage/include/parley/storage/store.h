@@ -88,8 +88,10 @@ public:
     virtual void delete_route(std::string tenant_id, std::string name, callback<void> done) = 0;
     virtual void put_account(account_record account, callback<void> done) = 0;
     virtual void delete_account(std::string tenant_id, std::string domain, callback<void> done) = 0;
-    // Upsert; a field left std::nullopt keeps its stored value (CRM sync may send partial profiles).
+    // Upsert; a field left std::nullopt keeps its stored value (a widget's hello may carry part of a profile).
     virtual void put_visitor(visitor_record visitor, callback<void> done) = 0;
+    // Upsert of the whole card: a field left std::nullopt is cleared (the admin API's PUT, CRM sync).
+    virtual void replace_visitor(visitor_record visitor, callback<void> done) = 0;
     // Insert or replace the whole conversation row (state, agent, times, score, end reason, tried agents).
     virtual void save_conversation(conversation_record conversation, callback<void> done) = 0;
     virtual void put_offer(offer_record offer, callback<void> done) = 0;
