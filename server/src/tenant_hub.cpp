@@ -996,7 +996,12 @@ void tenant_hub::handle_request_agent(const session_entry& from, std::uint64_t s
         return reply_error(sid, re, proto::error_code::not_found, "no route named " + r.route);
     if (result.result != routing::outcome::ok)
         return reply_error(sid, re, proto::error_code::bad_request, "cannot route this request");
-    if (result.created) persist_conversation(conversations_.at(result.conversation_id));
+    if (result.created) {
+        // Every visitor with a conversation has a card, if only an empty one (an anonymous
+        // visitor's): get_visitor answers with nulls, not not_found. Merging keeps what is stored.
+        store_->put_visitor(visitor_record_from(tenant_id_, from.principal, profile), [](auto) {});
+        persist_conversation(conversations_.at(result.conversation_id));
+    }
     if (!key.empty()) {
         client_keys_[key] = result.conversation_id;
         client_key_order_.push_back(key);

@@ -1066,6 +1066,13 @@ TEST_CASE("visitor and agent each have their own client_msg_id space", "[e2e]") 
     auto agent = server.connect_agent("a1");
     auto [visitor, conversation_id] = server.start_chat(agent, "sales");
 
+    // An anonymous visitor (no profile) still has a card, all null.
+    auto card = agent->request({{"type", "get_visitor"}, {"id", "g"}, {"visitor_id", visitor.visitor_id}});
+    CHECK(card["type"] == "ok");
+    CHECK(card["id"] == visitor.visitor_id);
+    CHECK(card["name"].is_null());
+    CHECK(card["email"].is_null());
+
     auto from_visitor = chat_server::send_text(*visitor.ws, conversation_id, "from the visitor", "m-1");
     REQUIRE(from_visitor["type"] == "ok");
     CHECK(agent->expect("message")["text"] == "from the visitor");
