@@ -302,6 +302,18 @@ void tenant_hub::deliver_message(const conversation& c, std::int64_t seq, const 
         for (auto sid : it->second) deliver(sid);
 }
 
+void tenant_hub::release_hold(session_entry& entry, const std::string& conversation_id, std::int64_t sent_through) {
+    auto hold = entry.replaying.find(conversation_id);
+    if (hold == entry.replaying.end()) return;
+    // While another replay of the conversation still runs, it keeps holding; the last one
+    // to end sends what it did not send itself.
+    if (--hold->second.replays > 0) return;
+    auto held = std::move(hold->second.held);
+    entry.replaying.erase(hold);
+    for (const auto& [seq, frame] : held)
+        if (seq > sent_through) send(entry, frame);  // older ones were in the replay
+}
+
 std::size_t tenant_hub::reply_budget() const { return state_->limits()->outbound_max_bytes / 2; }
 
 bool tenant_hub::begin_replay(std::uint64_t session_id, const std::string& conversation_id, std::function<void()> start) {
@@ -324,16 +336,7 @@ void tenant_hub::end_replay(std::uint64_t session_id, const std::string& convers
     auto it = sessions_.find(session_id);
     if (it == sessions_.end()) return;
     auto& entry = it->second;
-    if (auto hold = entry.replaying.find(conversation_id); hold != entry.replaying.end()) {
-        // While another resume of the conversation still runs, it keeps holding; the last one
-        // to end sends what it did not replay itself.
-        if (--hold->second.replays <= 0) {
-            auto held = std::move(hold->second.held);
-            entry.replaying.erase(hold);
-            for (const auto& [seq, frame] : held)
-                if (seq > replayed_through) send(entry, frame);  // older ones were in the replay
-        }
-    }
+    release_hold(entry, conversation_id, replayed_through);
     if (final_frame) send(entry, final_frame);
     entry.replay_running = !entry.waiting_replays.empty();
     if (entry.replay_running) {
@@ -598,7 +601,6 @@ void tenant_hub::visitor_hello(std::shared_ptr<websocket_session> session, std::
                visitor_id = std::move(visitor_id), profile = std::move(profile), profile_given]() mutable {
         auto sid = session->id();
         self->sessions_[sid] = {session, client_role::visitor, visitor_id, {}, false, {}};
-        self->visitor_sessions_[visitor_id].push_back(sid);
         global_metrics().visitor_connections++;
         if (profile_given) {
             self->store_->put_visitor(visitor_record_from(self->tenant_id_, visitor_id, profile), [](auto) {});
@@ -632,6 +634,8 @@ void tenant_hub::visitor_hello(std::shared_ptr<websocket_session> session, std::
 
 void tenant_hub::finish_visitor_hello(std::uint64_t sid, const std::optional<std::string>& re,
                                       const std::string& visitor_id) {
+    // Events reach the session from its ok on: those before it are within the ok's last_seq.
+    visitor_sessions_[visitor_id].push_back(sid);
     std::optional<proto::conversation_summary> open;
     if (auto cid = router_->open_conversation_of_visitor(visitor_id))
         if (auto* c = find_conversation(*cid)) open = proto::conversation_summary{c->id, to_proto(c->state), c->last_seq};
@@ -1134,7 +1138,10 @@ void tenant_hub::handle_accept(const session_entry& from, std::uint64_t sid, con
     auto* c = find_conversation(result.conversation_id);
     if (c == nullptr) return reply_error(sid, re, proto::error_code::conflict, "the conversation ended");
     auto entry = entry_of(*c);
-    // Messages the visitor sent while waiting; the ok carries them so the agent starts with the context.
+    // Messages the visitor sent while waiting; the ok carries them so the agent starts with the
+    // context. Until it is sent, this session's live messages of the chat are held, then those
+    // past the ok's last message follow it: none comes before the ok, none twice.
+    if (auto session = sessions_.find(sid); session != sessions_.end()) ++session->second.replaying[c->id].replays;
     store_->get_transcript(tenant_id_, c->id, to_millis(now),
                            [self = shared_from_this(), sid, re, entry = std::move(entry), budget = reply_budget()](
                                storage::result<std::vector<storage::message_record>> messages) {
@@ -1148,7 +1155,13 @@ void tenant_hub::handle_accept(const session_entry& from, std::uint64_t sid, con
                                    list.erase(list.begin(), list.begin() + static_cast<std::ptrdiff_t>((list.size() + 1) / 2));
                                    text = proto::encode_accept_ok(re.value_or(""), entry, list);
                                }
-                               self->on_strand([self, sid, text = std::move(text)]() mutable { self->send(sid, std::move(text)); });
+                               const std::int64_t through = list.empty() ? 0 : list.back().seq;
+                               self->on_strand([self, sid, text = std::move(text), cid = entry.id, through]() mutable {
+                                   auto it = self->sessions_.find(sid);
+                                   if (it == self->sessions_.end()) return;
+                                   self->send(it->second, make_frame(std::move(text)));
+                                   self->release_hold(it->second, cid, through);
+                               });
                            });
 }
 

@@ -172,6 +172,9 @@ private:
     // sender's, held for sessions replaying the conversation.
     void deliver_message(const conversation& c, std::int64_t seq, const std::shared_ptr<const std::string>& event,
                          std::uint64_t except_session);
+    // Ends one hold of the session's live events of the conversation; when none is left,
+    // sends the held events past `sent_through` (the ones the replay or reply did not carry).
+    void release_hold(session_entry& entry, const std::string& conversation_id, std::int64_t sent_through);
     // The largest reply frame built from stored data: half of what a session may queue.
     std::size_t reply_budget() const;
     // False when the session already has max_waiting_resumes waiting: the caller answers rate_limited.

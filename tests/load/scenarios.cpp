@@ -190,10 +190,15 @@ private:
                 if (index < flood_conversations_.size()) send_flood(index);
                 return;
             }
-            case 'a':
+            case 'a': {
                 conversations.emplace_back(re.substr(1));
                 if (storm) ++st_.counter("accepted");
+                // The ok carries what the visitor wrote before it: those are delivered too.
+                auto ok = json::parse(frame, nullptr, false);
+                if (ok.is_object() && ok.contains("messages") && ok["messages"].is_array())
+                    for (const auto& m : ok["messages"]) on_message(m.dump());
                 return;
+            }
             case 'h':
                 if (ready_) std::exchange(ready_, nullptr)(true);
                 return;

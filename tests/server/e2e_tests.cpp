@@ -1182,3 +1182,44 @@ TEST_CASE("frames sent right behind a returning visitor's hello wait for it and 
     }
     CHECK_FALSE(other->receive(200ms).has_value());
 }
+
+TEST_CASE("messages sent while an agent accepts come after the accept's ok, none twice, none lost", "[e2e]") {
+    chat_server server("[limits]\nframes_per_second = 100000\nframe_burst = 100000\n");
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto agent = server.connect_agent("a1");
+    for (int round = 0; round < 3; ++round) {
+        INFO(round);
+        auto visitor = server.connect_visitor();
+        auto conversation_id = chat_server::request_agent(visitor, "sales", "k" + std::to_string(round));
+        auto offer = agent->expect("offer");
+        constexpr int sent = 200;
+        for (int i = 1; i <= sent / 2; ++i)
+            visitor->send_json({{"type", "send"}, {"id", "p" + std::to_string(i)}, {"conversation_id", conversation_id},
+                                {"text", "m " + std::to_string(i)}, {"client_msg_id", "m-" + std::to_string(i)}});
+        agent->send_json({{"type", "accept"}, {"id", "acc"}, {"offer_id", offer["offer_id"]}});
+        for (int i = sent / 2 + 1; i <= sent; ++i)
+            visitor->send_json({{"type", "send"}, {"id", "p" + std::to_string(i)}, {"conversation_id", conversation_id},
+                                {"text", "m " + std::to_string(i)}, {"client_msg_id", "m-" + std::to_string(i)}});
+
+        std::vector<std::int64_t> seen;
+        bool accepted = false;
+        while (seen.size() < static_cast<std::size_t>(sent) || !accepted) {
+            auto frame = agent->receive(10s);
+            REQUIRE(frame);
+            auto j = json::parse(*frame);
+            if (j["type"] == "ok" && j["re"] == "acc") {
+                accepted = true;
+                for (const auto& m : j["messages"]) seen.push_back(m["seq"]);
+            } else if (j["type"] == "message") {
+                CHECK(accepted);  // never before the ok
+                seen.push_back(j["seq"]);
+            }
+        }
+        std::vector<std::int64_t> expected(sent);
+        std::iota(expected.begin(), expected.end(), 1);
+        CHECK(seen == expected);
+        visitor->request({{"type", "end_chat"}, {"id", "e"}, {"conversation_id", conversation_id}});
+        agent->expect("ended");
+    }
+}
