@@ -667,9 +667,9 @@ void tenant_hub::agent_hello(std::shared_ptr<websocket_session> session, std::op
         self->agent_sessions_[agent_id].push_back(sid);
         global_metrics().agent_connections++;
         const auto now = current_time();
-        routing::actions actions;
-        self->router_->agent_session_opened(agent_id, std::to_string(sid), now, actions);
 
+        // The hello's ok shows the state before this connection; what the connection changes
+        // (offers it makes possible, agent_back...) follows as events, so nothing comes twice.
         proto::agent_info info{agent->second.id, agent->second.name, agent->second.max_chats, agent->second.teams};
         auto availability = self->router_->availability_of(agent_id, now).value_or(routing::availability{});
         std::vector<proto::conversation_entry> active;
@@ -684,7 +684,8 @@ void tenant_hub::agent_hello(std::shared_ptr<websocket_session> session, std::op
                                   to_millis(o.expires_at)});
             }
         }
-        // The hello reply first, then whatever the connection changed (offers, agent_back...).
+        routing::actions actions;
+        self->router_->agent_session_opened(agent_id, std::to_string(sid), now, actions);
         self->send(sid, proto::encode_agent_hello_ok(re.value_or(""), info, to_proto(availability), active, offers));
         self->apply(actions);
     });

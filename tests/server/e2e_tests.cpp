@@ -1223,3 +1223,28 @@ TEST_CASE("messages sent while an agent accepts come after the accept's ok, none
         agent->expect("ended");
     }
 }
+
+TEST_CASE("an offer that an agent's connection makes possible is announced once, as an event after the hello", "[e2e]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("support", {{"type", "round_robin"}, {"queue_wait_s", 300}});
+    {
+        auto agent = server.connect_agent("a1");  // available from now on
+        agent->close();
+    }
+    std::this_thread::sleep_for(200ms);
+    auto visitor = server.connect_visitor();
+    auto reply = visitor->request({{"type", "request_agent"}, {"id", "q"}, {"route", "support"}});
+    REQUIRE(reply["state"] == "queued");
+
+    auto agent = server.connect_agent("a1", false);
+    int announced = static_cast<int>(agent.hello_reply["offers"].size());
+    while (auto frame = agent->receive(500ms)) {
+        auto j = json::parse(*frame);
+        if (j["type"] == "offer") {
+            CHECK(j["conversation_id"] == reply["conversation_id"]);
+            ++announced;
+        }
+    }
+    CHECK(announced == 1);
+}
