@@ -919,7 +919,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                         std::vector<proto::activity> list;
                         for (const auto& a : page->activities)
                             list.push_back({a.type, a.at, a.conversation_id,
-                                            a.details.is_null() || a.details.empty() ? std::string() : a.details.dump()});
+                                            a.details.is_null() ? std::string() : a.details.dump()});
                         text = proto::encode_get_activity_ok(
                             re.value_or(""), list,
                             page->next_cursor ? std::optional<std::string_view>(*page->next_cursor) : std::nullopt);

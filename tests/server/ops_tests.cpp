@@ -200,6 +200,15 @@ TEST_CASE("admin API: visitor profiles and activities feed the agent's visitor c
     CHECK(page2["activities"][0]["details"]["url"] == "https://x.io/pricing");
     CHECK(page2["next_cursor"].is_null());
 
+    // Details come back as they were posted, an empty object included; absent ones are null.
+    CHECK(server.admin("POST", "/visitors/crm-8/activities", {{"type", "opened_email"}, {"at", now - 2}, {"details", json::object()}})
+              .status == 201);
+    CHECK(server.admin("POST", "/visitors/crm-8/activities", {{"type", "visited_webpage"}, {"at", now - 1}}).status == 201);
+    auto crm8 = agent->request({{"type", "get_activity"}, {"id", "c8"}, {"visitor_id", "crm-8"}});
+    REQUIRE(crm8["activities"].size() == 2);
+    CHECK(crm8["activities"][0]["details"].is_null());
+    CHECK(crm8["activities"][1]["details"] == json::object());
+
     // Another tenant's agent sees none of it.
     server.put_agent("a1", {{"name", "Other"}}, "t2");
     auto other = server.connect_agent("a1", true, "t2");

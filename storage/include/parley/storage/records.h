@@ -112,7 +112,7 @@ struct activity_record {
     std::string type;
     millis at = 0;
     std::optional<std::string> conversation_id;
-    nlohmann::json details = nlohmann::json::object();
+    nlohmann::json details;  // null: none given
     std::int64_t id = 0;  // assigned by storage; used for cursor paging
 };
 
