@@ -53,6 +53,8 @@ std::string metrics::render() const {
         out += fmt::format("parley_chats_total{{outcome=\"{}\"}} {}\n", outcome, value->load());
     metric(out, "counter", "parley_slow_consumer_closes_total", "Connections closed with 1013 for not reading.",
            slow_consumer_closes);
+    metric(out, "counter", "parley_hello_refusals_total", "Hellos refused (bad, expired or unknown credentials).",
+           hello_refusals);
     metric(out, "counter", "parley_handler_exceptions_total", "Exceptions that escaped a handler (bugs; logged).",
            handler_exceptions);
     metric(out, "counter", "parley_rate_limited_frames_total", "Client frames refused by the rate limit.",

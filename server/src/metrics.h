@@ -40,6 +40,7 @@ struct metrics {
     counter chats_queued{0};
     counter slow_consumer_closes{0};
     counter handler_exceptions{0};
+    counter hello_refusals{0};
     counter rate_limited_frames{0};
     counter protocol_errors{0};
     gauge queue_depth{0};

@@ -1248,3 +1248,24 @@ TEST_CASE("an offer that an agent's connection makes possible is announced once,
     }
     CHECK(announced == 1);
 }
+
+TEST_CASE("a flood of refused hellos is counted in full and logged at a bounded rate", "[e2e]") {
+    chat_server server;
+    constexpr int refused = 60;
+    const auto started = std::chrono::steady_clock::now();
+    for (int i = 0; i < refused; ++i) {
+        ws_client bad(server.port(), "/v1/agent");
+        CHECK(bad.request({{"type", "hello"}, {"id", "h"}, {"token", "not-a-token"}})["code"] == "unauthorized");
+        CHECK(bad.wait_closed() == 4401);
+    }
+    const auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    auto metrics = parley::test::http_request(server.port(), "GET", "/metrics").body;
+    CHECK(metrics.find("parley_hello_refusals_total " + std::to_string(refused) + "\n") != std::string::npos);
+    // At most 10 lines per started second of the flood.
+    std::size_t logged = 0;
+    const auto log = server.daemon().log();
+    for (auto at = log.find("hello refused:"); at != std::string::npos; at = log.find("hello refused:", at + 1)) ++logged;
+    INFO("logged " << logged << " in " << seconds << " s");
+    CHECK(logged >= 10);
+    CHECK(logged <= 10 * (static_cast<std::size_t>(seconds) + 2));
+}
