@@ -151,6 +151,7 @@ void parse_limits(const toml::value* t, const std::string& file, std::vector<pro
     r.integer("outbound_max_bytes", c.outbound_max_bytes, 4096, 1LL << 32);
     r.integer("outbound_max_frames", c.outbound_max_frames, 1, 1'000'000);
     r.integer("max_connections", c.max_connections, 1, 10'000'000);
+    r.integer("max_connections_per_ip", c.max_connections_per_ip, 0, 10'000'000);
     r.integer("http_body_max_bytes", c.http_body_max_bytes, 1024, 64 * 1024 * 1024);
     if (t != nullptr && c.peer_silence_timeout <= c.ping_interval)
         r.report("peer_silence_timeout_s", "must be longer than ping_interval_s");

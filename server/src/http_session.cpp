@@ -8,11 +8,9 @@
 namespace parley::server {
 
 http_session::http_session(tcp::socket&& socket, std::shared_ptr<shared_state> state)
-    : stream_(std::move(socket)), state_(std::move(state)) {
-    ++state_->open_connections;
-}
+    : stream_(std::move(socket)), state_(std::move(state)), slot_(*state_, stream_.socket()) {}
 
-http_session::~http_session() { --state_->open_connections; }
+http_session::~http_session() = default;
 
 void http_session::run() {
     asio::dispatch(stream_.get_executor(), beast::bind_front_handler(&http_session::do_read, shared_from_this()));

@@ -25,6 +25,7 @@ private:
     beast::tcp_stream stream_;
     beast::flat_buffer buffer_;
     std::shared_ptr<shared_state> state_;
+    connection_slot slot_;
     std::optional<http::request_parser<http::string_body>> parser_;
     std::shared_ptr<http::response<http::string_body>> response_;
 };

@@ -29,6 +29,15 @@ void listener::do_accept() {
                            beast::bind_front_handler(&listener::on_accept, shared_from_this()));
 }
 
+bool listener::over_limits(const tcp::socket& socket) const {
+    const auto limits = state_->limits();
+    if (state_->open_connections.load() >= static_cast<std::int64_t>(limits->max_connections)) return true;
+    if (limits->max_connections_per_ip == 0) return false;
+    error_code ec;
+    auto peer = socket.remote_endpoint(ec);
+    return !ec && state_->connections_by_address.count(peer.address()) >= limits->max_connections_per_ip;
+}
+
 void listener::on_accept(error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
     if (ec) {
@@ -40,9 +49,9 @@ void listener::on_accept(error_code ec, tcp::socket socket) {
             if (!wait_ec && self->acceptor_.is_open()) self->do_accept();
         });
         return;
-    } else if (state_->open_connections.load() >= static_cast<std::int64_t>(state_->limits()->max_connections)) {
+    } else if (over_limits(socket)) {
         error_code ignored;
-        socket.close(ignored);  // over the connection limit: refuse rather than degrade everyone
+        socket.close(ignored);  // over a connection limit: refuse rather than degrade everyone
     } else {
         // Frames are small and often sent back to back (ok, then an event): without this the
         // second waits for the peer's delayed ACK (~40 ms).

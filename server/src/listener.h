@@ -18,6 +18,7 @@ public:
 private:
     void do_accept();
     void on_accept(error_code ec, tcp::socket socket);
+    bool over_limits(const tcp::socket& socket) const;
 
     asio::io_context& ioc_;
     tcp::acceptor acceptor_;

@@ -45,6 +45,7 @@ key_diff diff_limits(const config::limits_config& a, const config::limits_config
     d.compare("limits.outbound_max_bytes", a.outbound_max_bytes, b.outbound_max_bytes);
     d.compare("limits.outbound_max_frames", a.outbound_max_frames, b.outbound_max_frames);
     d.compare("limits.max_connections", a.max_connections, b.max_connections);
+    d.compare("limits.max_connections_per_ip", a.max_connections_per_ip, b.max_connections_per_ip);
     d.compare("limits.http_body_max_bytes", a.http_body_max_bytes, b.http_body_max_bytes);
     return d;
 }

@@ -5,10 +5,14 @@
 // they are read as snapshots.
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
+#include "net.h"
 #include "parley/config/config.h"
 #include "parley/storage/store.h"
 
@@ -17,6 +21,28 @@ namespace parley::server {
 class frame_handler;
 class tenant_hub;
 using hub_map = std::unordered_map<std::string, std::shared_ptr<tenant_hub>>;
+
+// Open connections per client address, for limits.max_connections_per_ip.
+class address_counts {
+public:
+    std::size_t count(const asio::ip::address& address) const {
+        std::lock_guard lock(mutex_);
+        auto it = counts_.find(address);
+        return it == counts_.end() ? 0 : it->second;
+    }
+    void add(const asio::ip::address& address) {
+        std::lock_guard lock(mutex_);
+        ++counts_[address];
+    }
+    void remove(const asio::ip::address& address) {
+        std::lock_guard lock(mutex_);
+        if (auto it = counts_.find(address); it != counts_.end() && --it->second == 0) counts_.erase(it);
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::map<asio::ip::address, std::size_t> counts_;
+};
 
 struct shared_state {
     explicit shared_state(config::config c)
@@ -34,6 +60,7 @@ struct shared_state {
     std::atomic<bool> ready{false};     // storage reachable and migrated
     std::atomic<bool> draining{false};  // SIGTERM received: refuse new work
     std::atomic<std::int64_t> open_connections{0};
+    address_counts connections_by_address;
     // Receives every WebSocket frame; set once at start-up, before listening.
     std::shared_ptr<frame_handler> websocket_handler;
     std::shared_ptr<storage::store> store;
@@ -41,6 +68,29 @@ struct shared_state {
 private:
     std::atomic<std::shared_ptr<const config::limits_config>> limits_;
     std::atomic<std::shared_ptr<const hub_map>> hubs_;
+};
+
+// One open connection, counted for as long as its session lives (an upgraded
+// connection is briefly counted by both its HTTP and its WebSocket session).
+class connection_slot {
+public:
+    connection_slot(shared_state& state, const tcp::socket& socket) : state_(state) {
+        error_code ec;
+        auto endpoint = socket.remote_endpoint(ec);
+        if (!ec) address_ = endpoint.address();
+        ++state_.open_connections;
+        if (address_) state_.connections_by_address.add(*address_);
+    }
+    ~connection_slot() {
+        --state_.open_connections;
+        if (address_) state_.connections_by_address.remove(*address_);
+    }
+    connection_slot(const connection_slot&) = delete;
+    connection_slot& operator=(const connection_slot&) = delete;
+
+private:
+    shared_state& state_;
+    std::optional<asio::ip::address> address_;
 };
 
 }  // namespace parley::server

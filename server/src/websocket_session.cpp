@@ -16,6 +16,7 @@ websocket_session::websocket_session(tcp::socket&& socket, std::shared_ptr<share
                                      std::shared_ptr<frame_handler> handler)
     : state_(std::move(state)),
       ws_(std::move(socket)),
+      slot_(*state_, ws_.next_layer()),
       role_(role),
       handler_(std::move(handler)),
       id_(next_session_id++),
@@ -24,11 +25,9 @@ websocket_session::websocket_session(tcp::socket&& socket, std::shared_ptr<share
       close_deadline_(ws_.get_executor()),
       last_heard_(std::chrono::steady_clock::now()),
       rate_tokens_(state_->limits()->frame_burst),
-      rate_refilled_at_(last_heard_) {
-    ++state_->open_connections;
-}
+      rate_refilled_at_(last_heard_) {}
 
-websocket_session::~websocket_session() { --state_->open_connections; }
+websocket_session::~websocket_session() = default;
 
 void websocket_session::run(http::request<http::string_body> upgrade_request) {
     const auto limits_snapshot = state_->limits();

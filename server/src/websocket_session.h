@@ -84,6 +84,7 @@ private:
 
     std::shared_ptr<shared_state> state_;
     websocket::stream<corking_socket> ws_;
+    connection_slot slot_;
     beast::flat_buffer buffer_;
     client_role role_;
     std::shared_ptr<frame_handler> handler_;

@@ -1,5 +1,10 @@
 // Protocol v1 end to end: the real parleyd on port 0 (SQLite store), several
 // real WebSocket clients at once, short offer timeouts set through routes.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <numeric>
 #include <set>
@@ -1268,4 +1273,32 @@ TEST_CASE("a flood of refused hellos is counted in full and logged at a bounded 
     INFO("logged " << logged << " in " << seconds << " s");
     CHECK(logged >= 10);
     CHECK(logged <= 10 * (static_cast<std::size_t>(seconds) + 2));
+}
+
+TEST_CASE("limits.max_connections_per_ip refuses one address's extra connections, and frees them as they close", "[e2e]") {
+    chat_server server("[limits]\nmax_connections_per_ip = 3\n");
+    std::vector<std::unique_ptr<ws_client>> open;
+    for (int i = 0; i < 3; ++i) open.push_back(std::make_unique<ws_client>(server.port(), "/v1/visitor"));
+    // The fourth from 127.0.0.1 is cut at once: its request gets no answer.
+    {
+        int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        REQUIRE(fd >= 0);
+        sockaddr_in to{};
+        to.sin_family = AF_INET;
+        to.sin_port = htons(server.port());
+        to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+        const std::string request = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        (void)::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+        timeval five{5, 0};
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five, sizeof five);
+        char reply[64];
+        CHECK(::recv(fd, reply, sizeof reply, 0) <= 0);  // closed, not answered
+        ::close(fd);
+    }
+    // A closed connection frees its place.
+    open.pop_back();
+    std::this_thread::sleep_for(200ms);
+    ws_client again(server.port(), "/v1/visitor");
+    CHECK(again.request({{"type", "hello"}, {"id", "h"}, {"tenant", "t1"}})["type"] == "ok");
 }

@@ -49,6 +49,9 @@ struct limits_config {
     std::size_t outbound_max_bytes = 1024 * 1024;
     std::size_t outbound_max_frames = 1024;
     unsigned max_connections = 19'000;
+    // Per client address; 0 = no limit. Behind a reverse proxy every client has the
+    // proxy's address, so set it only where clients connect directly.
+    unsigned max_connections_per_ip = 0;
     std::size_t http_body_max_bytes = 1024 * 1024;
 };
 
