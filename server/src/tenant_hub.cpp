@@ -341,7 +341,7 @@ void tenant_hub::end_replay(std::uint64_t session_id, const std::string& convers
     entry.replay_running = !entry.waiting_replays.empty();
     if (entry.replay_running) {
         auto next = std::move(entry.waiting_replays.front());
-        entry.waiting_replays.pop_front();
+        entry.waiting_replays.erase(entry.waiting_replays.begin());
         next();
     }
 }

@@ -110,7 +110,7 @@ private:
         // One replay reads and sends at a time (its pages are what the session
         // buffers); the session's other resumes wait here, already holding.
         bool replay_running = false;
-        std::deque<std::function<void()>> waiting_replays;
+        std::vector<std::function<void()>> waiting_replays;  // a vector: this entry is copied per request, and an empty deque allocates
     };
 
     struct pending_write {
