@@ -156,7 +156,7 @@ std::string mint_resume_token(const std::string& widget_secret, const std::strin
                       issued + ttl.count());
 }
 
-std::optional<std::string> verify_resume_token(const std::string& widget_secret, const std::string& tenant,
+std::optional<resume_claims> verify_resume_token(const std::string& widget_secret, const std::string& tenant,
                                                const std::string& token,
                                                std::chrono::system_clock::time_point now) {
     auto verified = verify_hs256(widget_secret, token, now, true);
@@ -165,7 +165,7 @@ std::optional<std::string> verify_resume_token(const std::string& widget_secret,
     if (string_field(c, "typ") != "resume" || string_field(c, "tenant") != tenant) return std::nullopt;
     auto sub = string_field(c, "sub");
     if (sub.empty() || sub.size() > 128) return std::nullopt;
-    return sub;
+    return resume_claims{sub, c["exp"].get<std::int64_t>()};  // verify_hs256 checked exp is an integer
 }
 
 std::optional<std::string> unverified_claim(const std::string& token, const char* name) {

@@ -120,6 +120,8 @@ void dispatcher::hello(const std::shared_ptr<websocket_session>& session, proto:
         if (auto t = claims.find("tenant"); t != claims.end() && (!t->is_string() || *t != tenant.id))
             return refuse(session, frame.id, "visitor_token: issued for another tenant");
         visitor_id = *sub;
+        if (auto exp = claims.find("exp"); exp != claims.end() && exp->is_number_integer())
+            session->credentials_expire_at_s = exp->get<std::int64_t>();
         // The tenant vouches for these: they win over what the widget says.
         auto claim = [&](const char* name, std::optional<std::string>& field) {
             if (auto c = claims.find(name); c != claims.end() && c->is_string() && c->get_ref<const std::string&>().size() <= 254)
@@ -132,9 +134,10 @@ void dispatcher::hello(const std::shared_ptr<websocket_session>& session, proto:
         claim("crm_status", profile.crm_status);
         claim("company", profile.company);
     } else if (visitor.resume_token) {
-        auto id = verify_resume_token(tenant.widget_secret, tenant.id, *visitor.resume_token, now);
-        if (!id) return refuse(session, frame.id, "resume_token is invalid or expired");
-        visitor_id = *id;
+        auto resumed = verify_resume_token(tenant.widget_secret, tenant.id, *visitor.resume_token, now);
+        if (!resumed) return refuse(session, frame.id, "resume_token is invalid or expired");
+        visitor_id = resumed->visitor_id;
+        session->credentials_expire_at_s = resumed->expires_at_s;
     } else if (tenant.allow_anonymous) {
         visitor_id = random_id("v_");
     } else {

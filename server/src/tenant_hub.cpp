@@ -639,8 +639,19 @@ void tenant_hub::finish_visitor_hello(std::uint64_t sid, const std::optional<std
     std::optional<proto::conversation_summary> open;
     if (auto cid = router_->open_conversation_of_visitor(visitor_id))
         if (auto* c = find_conversation(*cid)) open = proto::conversation_summary{c->id, to_proto(c->state), c->last_seq};
-    auto resume_token = mint_resume_token(tenant()->widget_secret, tenant_id_, visitor_id, std::chrono::hours(24 * 30),
-                                          std::chrono::system_clock::now());
+    // A tenant that requires visitor tokens decides how long a visitor stays signed in: the
+    // resume token never outlives the credentials of this hello (the visitor token, or the
+    // resume token it came back with), so resuming cannot stretch a short token into 30 days.
+    const auto now = std::chrono::system_clock::now();
+    std::chrono::seconds ttl = std::chrono::hours(24 * 30);
+    const auto tenant_config = tenant();
+    if (!tenant_config->allow_anonymous)
+        if (auto it = sessions_.find(sid); it != sessions_.end() && it->second.session->credentials_expire_at_s) {
+            auto left = std::chrono::seconds(*it->second.session->credentials_expire_at_s -
+                                             std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count());
+            ttl = std::clamp(left, std::chrono::seconds(1), ttl);
+        }
+    auto resume_token = mint_resume_token(tenant_config->widget_secret, tenant_id_, visitor_id, ttl, now);
     send(sid, proto::encode_visitor_hello_ok(re.value_or(""), visitor_id, resume_token, open));
 }
 

@@ -59,10 +59,13 @@ public:
     client_role role() const { return role_; }
     asio::any_io_executor executor() { return ws_.get_executor(); }
 
-    // Set by the handler after a successful hello; read on the session strand only.
+    // Set by the handler after a successful hello, before it hands the session to a hub;
+    // read on the session strand, and by the hub, which is posted to after the writes.
     bool authenticated = false;
     std::string tenant;
     std::string principal;  // visitor id or agent id
+    // When the credentials of the hello expire (visitor token or resume token), if they do.
+    std::optional<std::int64_t> credentials_expire_at_s;
 
     // Rate limiting of client frames (token bucket). Returns false when the
     // frame must be refused with `rate_limited`; closes with 1008 on sustained abuse.

@@ -70,12 +70,15 @@ TEST_CASE("resume tokens with mistyped claims are refused, not thrown on", "[aut
         jwt_add_grant(t, "tenant", "acme");
         jwt_add_grant(t, "sub", "v_1");
     });
-    CHECK(verify_resume_token(secret, "acme", good, now) == std::optional<std::string>("v_1"));
+    auto verified_good = verify_resume_token(secret, "acme", good, now);
+    REQUIRE(verified_good);
+    CHECK(verified_good->visitor_id == "v_1");
+    CHECK(verified_good->expires_at_s == 1'900'000'000);
     for (const char* claims : {R"({"typ":1,"tenant":"acme","sub":"v_1"})", R"({"typ":"resume","tenant":["acme"],"sub":"v_1"})",
                                R"({"typ":"resume","tenant":"acme","sub":{"id":"v_1"}})", R"({"typ":null,"tenant":"acme","sub":"v_1"})"}) {
         INFO(claims);
         auto token = signed_token([claims](jwt_t* t) { jwt_add_grants_json(t, claims); });
-        std::optional<std::string> verified;
+        std::optional<resume_claims> verified;
         REQUIRE_NOTHROW(verified = verify_resume_token(secret, "acme", token, now));
         CHECK_FALSE(verified);
     }

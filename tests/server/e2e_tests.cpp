@@ -884,6 +884,25 @@ TEST_CASE("visitor_token: a tenant-signed visitor whose claims win over the widg
                                  {"profile", {{"name", "Somebody Else"}, {"email", "grace@navy.mil"}}}});
     REQUIRE(hello["type"] == "ok");
     CHECK(hello["visitor_id"] == "crm-42");
+    // On a tenant that requires visitor tokens, the resume token ends when the visitor token
+    // does (an hour), not 30 days later; resuming with it does not extend it either.
+    const auto token_expires = std::chrono::duration_cast<std::chrono::seconds>(
+                                   (std::chrono::system_clock::now() + std::chrono::hours(1)).time_since_epoch())
+                                   .count();
+    auto resume = parley::server::verify_resume_token("t3-widget-secret-0123456789", "t3", hello["resume_token"],
+                                                      std::chrono::system_clock::now());
+    REQUIRE(resume);
+    CHECK(resume->expires_at_s <= token_expires);
+    CHECK(resume->expires_at_s >= token_expires - 60);
+    {
+        ws_client back(server.port(), "/v1/visitor");
+        auto again = back.request({{"type", "hello"}, {"id", "h"}, {"tenant", "t3"}, {"resume_token", hello["resume_token"]}});
+        REQUIRE(again["type"] == "ok");
+        auto renewed = parley::server::verify_resume_token("t3-widget-secret-0123456789", "t3", again["resume_token"],
+                                                           std::chrono::system_clock::now());
+        REQUIRE(renewed);
+        CHECK(renewed->expires_at_s <= resume->expires_at_s);
+    }
     auto request = widget.request({{"type", "request_agent"}, {"id", "q"}, {"route", "sales"}});
     REQUIRE(request["type"] == "ok");
     auto offer = agent->expect("offer");

@@ -59,8 +59,12 @@ std::string mint_visitor_token(const std::string& widget_secret, const std::stri
 std::string mint_resume_token(const std::string& widget_secret, const std::string& tenant,
                               const std::string& visitor_id, std::chrono::seconds ttl,
                               std::chrono::system_clock::time_point now);
-// Returns the visitor id of a valid resume token of `tenant`.
-std::optional<std::string> verify_resume_token(const std::string& widget_secret, const std::string& tenant,
+struct resume_claims {
+    std::string visitor_id;
+    std::int64_t expires_at_s = 0;
+};
+// The claims of a valid resume token of `tenant`.
+std::optional<resume_claims> verify_resume_token(const std::string& widget_secret, const std::string& tenant,
                                                const std::string& token,
                                                std::chrono::system_clock::time_point now);
 
