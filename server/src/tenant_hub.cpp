@@ -316,6 +316,12 @@ void tenant_hub::release_hold(session_entry& entry, const std::string& conversat
 
 std::size_t tenant_hub::reply_budget() const { return state_->limits()->outbound_max_bytes / 2; }
 
+// Who sent a request, copied (a handler may end the session) without the
+// session's holds and waiting resumes, which handlers never read.
+tenant_hub::session_entry tenant_hub::requester_of(const session_entry& entry) {
+    return {entry.session, entry.role, entry.principal, {}, false, {}};
+}
+
 bool tenant_hub::begin_replay(std::uint64_t session_id, const std::string& conversation_id, std::function<void()> start) {
     auto it = sessions_.find(session_id);
     if (it == sessions_.end()) return true;  // gone: nothing to replay to
@@ -558,6 +564,8 @@ void tenant_hub::reply_not_open(const session_entry& from, std::uint64_t sid, co
         back_on_strand<storage::conversation_record>(
             [self = shared_from_this(), sid, re, role = from.role,
              principal = from.principal](storage::result<storage::conversation_record> c) {
+                if (!c && c.kind() != storage::error_kind::not_found)
+                    return self->reply_error(sid, re, to_proto_error(c.kind()), storage_message(c.failure()));
                 bool own = c && (role == client_role::visitor ? c->visitor_id == principal
                                                               : c->agent_id.value_or("") == principal);
                 if (own && c->state == storage::conversation_state::ended)
@@ -625,7 +633,7 @@ void tenant_hub::visitor_hello(std::shared_ptr<websocket_session> session, std::
                     for (auto& frame : waiting.mapped()) {
                         auto it = self->sessions_.find(sid);
                         if (it == self->sessions_.end()) return;
-                        const session_entry from = it->second;
+                        const session_entry from = requester_of(it->second);
                         self->handle(from, sid, frame);
                     }
                 }));
@@ -738,7 +746,7 @@ void tenant_hub::request(std::shared_ptr<websocket_session> session, proto::clie
             waiting->second.push_back(std::move(frame));
             return;
         }
-        const session_entry from = it->second;
+        const session_entry from = requester_of(it->second);
         self->handle(from, session->id(), frame);
     });
 }
@@ -1048,8 +1056,11 @@ void tenant_hub::handle_send(const session_entry& from, std::uint64_t sid, const
     w.message.body = std::move(body);
     // Each sender has its own client_msg_id space: stored scoped by who sent it.
     if (client_msg_id)
-        w.message.client_msg_id = (from.role == client_role::agent ? "a:" + from.principal + ":" : std::string("v:")) +
-                                  *client_msg_id;
+        w.message.client_msg_id =
+            (from.role == client_role::agent
+                 ? "a:" + std::to_string(from.principal.size()) + ":" + from.principal + ":"  // ids may hold ':'
+                 : std::string("v:")) +
+            *client_msg_id;
     w.origin_session = sid;
     w.re = re;
     w.received_at = std::chrono::steady_clock::now();
@@ -1248,6 +1259,9 @@ void tenant_hub::handle_resume(std::uint64_t sid, const std::optional<std::strin
                              back_on_strand<storage::conversation_record>(
                                  [self = shared_from_this(), sid, re, finish, role = from.role,
                                   principal = from.principal](storage::result<storage::conversation_record> c) {
+                                     if (!c && c.kind() != storage::error_kind::not_found)
+                                         return self->reply_error(sid, re, to_proto_error(c.kind()),
+                                                                  storage_message(c.failure()));
                                      bool allowed = c && (role == client_role::visitor
                                                               ? c->visitor_id == principal
                                                               : true /* agents read the tenant's history */);

@@ -201,6 +201,7 @@ private:
                        const std::string& offer_id);
     void handle_resume(std::uint64_t sid, const std::optional<std::string>& re, const proto::requests::resume& r);
     void submit_next_write(conversation& c);
+    static session_entry requester_of(const session_entry& entry);
     void reply_not_open(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
                         const std::string& conversation_id);
     void remember_client_id(conversation& c, const std::string& client_msg_id, std::int64_t seq, std::int64_t at);

@@ -266,12 +266,16 @@ std::string schema_v2(dialect d) {
 
 // Version 3. A client_msg_id is the sender's own: the visitor's "m-1" and an
 // agent's "m-1" are different messages. The server stores it scoped by sender
-// ("v:" for the visitor, "a:<agent id>:" for an agent; see tenant_hub), and
-// this step scopes what earlier versions stored raw.
+// ("v:" for the visitor, "a:<length of agent id>:<agent id>:" for an agent, as
+// ids may hold ':'; see tenant_hub), and this step scopes what earlier versions
+// stored raw. The unique index is rebuilt around the rewrite: both databases
+// check it row by row, and a half-rewritten table could collide.
 std::string schema_v3(dialect) {
-    return "UPDATE messages SET client_msg_id = CASE WHEN sender = 'agent' "
-           "THEN 'a:' || COALESCE(agent_id, '') || ':' || client_msg_id ELSE 'v:' || client_msg_id END "
-           "WHERE client_msg_id IS NOT NULL;";
+    return "DROP INDEX messages_client_msg_id;"
+           "UPDATE messages SET client_msg_id = CASE WHEN sender = 'agent' "
+           "THEN 'a:' || LENGTH(COALESCE(agent_id, '')) || ':' || COALESCE(agent_id, '') || ':' || client_msg_id "
+           "ELSE 'v:' || client_msg_id END WHERE client_msg_id IS NOT NULL;"
+           "CREATE UNIQUE INDEX messages_client_msg_id ON messages (tenant_id, conversation_id, client_msg_id);";
 }
 
 int known_schema_version() { return 3; }
