@@ -369,28 +369,30 @@ bool delete_account(sql_connection& c, const std::string& tenant_id, const std::
     return c.exec("DELETE FROM accounts WHERE tenant_id = $1 AND domain = $2", {tenant_id, domain}).affected > 0;
 }
 
-void put_visitor(sql_connection& c, const visitor_record& v) {
+namespace {
+// One upsert of a visitor card; `on_conflict` says what happens to a stored one.
+void upsert_visitor(sql_connection& c, const visitor_record& v, const std::string& on_conflict) {
     c.exec("INSERT INTO visitors (tenant_id, id, name, job_title, email, phone, crm_status, company) "
-           "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-           "ON CONFLICT (tenant_id, id) DO UPDATE SET "
-           "name = COALESCE(excluded.name, visitors.name), "
-           "job_title = COALESCE(excluded.job_title, visitors.job_title), "
-           "email = COALESCE(excluded.email, visitors.email), "
-           "phone = COALESCE(excluded.phone, visitors.phone), "
-           "crm_status = COALESCE(excluded.crm_status, visitors.crm_status), "
-           "company = COALESCE(excluded.company, visitors.company)",
+           "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, id) DO UPDATE SET " + on_conflict,
            {v.tenant_id, v.id, nullable(v.name), nullable(v.job_title), nullable(v.email), nullable(v.phone),
             nullable(v.crm_status), nullable(v.company)});
 }
+}  // namespace
+
+void put_visitor(sql_connection& c, const visitor_record& v) {
+    upsert_visitor(c, v,
+                   "name = COALESCE(excluded.name, visitors.name), "
+                   "job_title = COALESCE(excluded.job_title, visitors.job_title), "
+                   "email = COALESCE(excluded.email, visitors.email), "
+                   "phone = COALESCE(excluded.phone, visitors.phone), "
+                   "crm_status = COALESCE(excluded.crm_status, visitors.crm_status), "
+                   "company = COALESCE(excluded.company, visitors.company)");
+}
 
 void replace_visitor(sql_connection& c, const visitor_record& v) {
-    c.exec("INSERT INTO visitors (tenant_id, id, name, job_title, email, phone, crm_status, company) "
-           "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-           "ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name, job_title = excluded.job_title, "
-           "email = excluded.email, phone = excluded.phone, crm_status = excluded.crm_status, "
-           "company = excluded.company",
-           {v.tenant_id, v.id, nullable(v.name), nullable(v.job_title), nullable(v.email), nullable(v.phone),
-            nullable(v.crm_status), nullable(v.company)});
+    upsert_visitor(c, v,
+                   "name = excluded.name, job_title = excluded.job_title, email = excluded.email, "
+                   "phone = excluded.phone, crm_status = excluded.crm_status, company = excluded.company");
 }
 
 void save_conversation(sql_connection& c, const conversation_record& r) {

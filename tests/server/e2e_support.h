@@ -122,6 +122,18 @@ public:
         return c;
     }
 
+    // Sends messages 1..count ("<text_prefix> i", client_msg_id "<id_prefix>i") without waiting
+    // for each ok; every 100th ok is awaited and must carry seq i (the conversation was empty).
+    static void send_numbered(ws_client& client, const std::string& conversation_id, int count,
+                              const std::string& text_prefix, const std::string& id_prefix) {
+        using namespace std::chrono_literals;
+        for (int i = 1; i <= count; ++i) {
+            client.send_json({{"type", "send"}, {"id", "p" + std::to_string(i)}, {"conversation_id", conversation_id},
+                              {"text", text_prefix + " " + std::to_string(i)}, {"client_msg_id", id_prefix + std::to_string(i)}});
+            if (i % 100 == 0) REQUIRE(client.expect("ok", 10s, "p" + std::to_string(i))["seq"] == i);
+        }
+    }
+
     static nlohmann::json send_text(ws_client& client, const std::string& conversation_id, const std::string& text,
                                     const std::string& client_msg_id) {
         nlohmann::json frame{{"type", "send"}, {"id", "s-" + client_msg_id}, {"conversation_id", conversation_id},

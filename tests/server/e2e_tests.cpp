@@ -750,11 +750,7 @@ TEST_CASE("messages sent during a long resume follow the replay in seq order, no
 
     // Five pages of replay (200 messages each) are waiting when the visitor comes back.
     constexpr int stored_before = 1000, sent_during = 100;
-    for (int i = 1; i <= stored_before; ++i) {
-        agent->send_json({{"type", "send"}, {"id", "p" + std::to_string(i)}, {"conversation_id", conversation_id},
-                          {"text", "before " + std::to_string(i)}, {"client_msg_id", "b-" + std::to_string(i)}});
-        if (i % 100 == 0) REQUIRE(agent->expect("ok", 10s, "p" + std::to_string(i))["seq"] == i);
-    }
+    chat_server::send_numbered(*agent.ws, conversation_id, stored_before, "before", "b-");
 
     auto back = server.connect_visitor(nullptr, resume_token);
     back->send_json({{"type", "resume"}, {"id", "r"}, {"conversation_id", conversation_id}, {"after_seq", 0}});
@@ -792,12 +788,7 @@ TEST_CASE("several resumes on one session each replay in full and each get their
     // Three pages of history in each chat, written by the visitors.
     constexpr int stored = 600;
     for (auto* chat : {&first, &second})
-        for (int i = 1; i <= stored; ++i) {
-            chat->visitor->send_json({{"type", "send"}, {"id", "p" + std::to_string(i)},
-                                      {"conversation_id", chat->conversation_id}, {"text", "m " + std::to_string(i)},
-                                      {"client_msg_id", "m-" + std::to_string(i)}});
-            if (i % 100 == 0) REQUIRE(chat->visitor->expect("ok", 10s, "p" + std::to_string(i))["seq"] == i);
-        }
+        chat_server::send_numbered(*chat->visitor.ws, chat->conversation_id, stored, "m", "m-");
 
     // A second tab of the agent resumes both chats at once, the first one twice.
     auto tab = server.connect_agent("a1", false);
@@ -1120,11 +1111,7 @@ TEST_CASE("a resend of an old client_msg_id, past what the server keeps in memor
     auto agent = server.connect_agent("a1");
     auto [visitor, conversation_id] = server.start_chat(agent, "sales");
     constexpr int sent = 1100;  // more than the 1024 ids a conversation keeps in memory
-    for (int i = 1; i <= sent; ++i) {
-        visitor->send_json({{"type", "send"}, {"id", "p" + std::to_string(i)}, {"conversation_id", conversation_id},
-                            {"text", "m " + std::to_string(i)}, {"client_msg_id", "m-" + std::to_string(i)}});
-        if (i % 100 == 0) REQUIRE(visitor->expect("ok", 10s, "p" + std::to_string(i))["seq"] == i);
-    }
+    chat_server::send_numbered(*visitor.ws, conversation_id, sent, "m", "m-");
     auto resent = chat_server::send_text(*visitor.ws, conversation_id, "m 1", "m-1");
     REQUIRE(resent["type"] == "ok");
     CHECK(resent["seq"] == 1);
