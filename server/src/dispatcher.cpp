@@ -64,23 +64,8 @@ void dispatcher::on_text(const std::shared_ptr<websocket_session>& session, std:
 void dispatcher::refuse(const std::shared_ptr<websocket_session>& session, const std::optional<std::string>& re,
                         const std::string& why) {
     global_metrics().hello_refusals++;
-    {
-        std::lock_guard lock(refusal_log_mutex_);
-        auto now = std::chrono::steady_clock::now();
-        if (now - refusal_window_start_ >= std::chrono::seconds(1)) {
-            if (refusals_not_logged_ > 0)
-                logger("net")->info("{} more hello(s) refused in the last second, not logged", refusals_not_logged_);
-            refusal_window_start_ = now;
-            refusals_logged_in_window_ = 0;
-            refusals_not_logged_ = 0;
-        }
-        if (refusals_logged_in_window_ < max_refusals_logged) {
-            ++refusals_logged_in_window_;
-            logger("net")->info("[C{}] hello refused: {}", session->id(), why);
-        } else {
-            ++refusals_not_logged_;
-        }
-    }
+    auto log = logger("net");
+    if (refusal_log_.admit(*log)) log->info("[C{}] hello refused: {}", session->id(), why);
     session->send(make_frame(proto::encode_error(re_of(re), proto::error_code::unauthorized, why)));
     session->close(static_cast<std::uint16_t>(4401), "bad or expired credentials");
 }

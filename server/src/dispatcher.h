@@ -8,6 +8,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "log_throttle.h"
 #include "shared_state.h"
 #include "tenant_hub.h"
 #include "websocket_session.h"
@@ -29,13 +30,8 @@ private:
     proto::limits current_limits() const;
 
     std::shared_ptr<shared_state> state_;
-    // Refused hellos are logged at most max_refusals_logged per second: a flood of bad
-    // credentials must not turn into a flood of synchronous log writes on the I/O threads.
-    static constexpr int max_refusals_logged = 10;
-    std::mutex refusal_log_mutex_;
-    std::chrono::steady_clock::time_point refusal_window_start_{};
-    int refusals_logged_in_window_ = 0;
-    std::uint64_t refusals_not_logged_ = 0;
+    // A flood of bad credentials must not become a flood of log lines.
+    log_throttle refusal_log_{10, "hello(s) refused"};
 };
 
 }  // namespace parley::server

@@ -29,7 +29,8 @@ bool setup_logging(const std::string& level) {
 std::shared_ptr<spdlog::logger> logger(const char* name) {
     auto found = spdlog::get(name);
     if (found) return found;
-    setup_logging("info");
+    // Only before setup_logging ran (tests); calling it later would reset the configured level.
+    if (!spdlog::get("main")) setup_logging("info");
     found = spdlog::get(name);
     return found ? found : spdlog::default_logger();
 }

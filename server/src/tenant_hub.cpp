@@ -7,6 +7,7 @@
 
 #include "blocking.h"
 #include "json_fields.h"
+#include "log_throttle.h"
 #include "metrics.h"
 #include "parley/proto/encode.h"
 #include "parley/server/auth.h"
@@ -62,11 +63,14 @@ std::string storage_message(const storage::error& e) {
         case storage::error_kind::conflict:
         case storage::error_kind::bad_request: return e.message;
         case storage::error_kind::unavailable:
-            logger("storage")->warn("storage unavailable: {}", e.message);
+            // The store logs an outage once when it begins; one line per refused request would flood.
             return "storage unavailable, retry";
-        default:
-            logger("storage")->error("storage error: {}", e.message);
+        default: {
+            static log_throttle throttle{10, "storage errors"};
+            auto log = logger("store");
+            if (throttle.admit(*log)) log->error("storage error: {}", e.message);
             return "internal storage error";
+        }
     }
 }
 
@@ -272,34 +276,66 @@ void tenant_hub::to_agent(const std::string& agent_id, const frame_ptr& frame, s
         if (sid != except_session) send(sessions_.at(sid), frame);
 }
 
-void tenant_hub::to_visitor(const std::string& visitor_id, const frame_ptr& frame, std::uint64_t except_session) {
-    auto it = visitor_sessions_.find(visitor_id);
-    if (it == visitor_sessions_.end()) return;
-    for (auto sid : it->second)
-        if (sid != except_session) send(sessions_.at(sid), frame);
+void tenant_hub::send_about(session_entry& entry, const std::string& conversation_id, std::int64_t seq,
+                            const frame_ptr& frame) {
+    auto hold = entry.replaying.find(conversation_id);
+    if (hold == entry.replaying.end()) return send(entry, frame);
+    if (hold->second.held.size() >= state_->limits()->outbound_max_frames) {
+        // As for any slow consumer: closed, and everything stays in storage for the next resume.
+        global_metrics().slow_consumer_closes++;
+        entry.replaying.erase(hold);
+        entry.session->close(websocket::close_code::try_again_later, "slow consumer");
+        return;
+    }
+    hold->second.held.emplace_back(seq, frame);
 }
 
 void tenant_hub::deliver_message(const conversation& c, std::int64_t seq, const frame_ptr& event,
                                  std::uint64_t except_session) {
     auto deliver = [&](std::uint64_t sid) {
-        if (sid == except_session) return;
-        auto& entry = sessions_.at(sid);
-        auto hold = entry.replaying.find(c.id);
-        if (hold == entry.replaying.end()) return send(entry, event);
-        if (hold->second.held.size() >= state_->limits()->outbound_max_frames) {
-            // As for any slow consumer: closed, and everything stays in storage for the next resume.
-            global_metrics().slow_consumer_closes++;
-            entry.replaying.erase(hold);
-            entry.session->close(websocket::close_code::try_again_later, "slow consumer");
-            return;
-        }
-        hold->second.held.emplace_back(seq, event);
+        if (sid != except_session) send_about(sessions_.at(sid), c.id, seq, event);
     };
     if (auto it = visitor_sessions_.find(c.visitor_id); it != visitor_sessions_.end())
         for (auto sid : it->second) deliver(sid);
-    if (c.agent_id.empty() || c.state != routing::conversation_state::active) return;
+    // An ended chat's agent still gets the messages accepted before the end (its `ended` waits for them).
+    if (c.agent_id.empty() || (c.state != routing::conversation_state::active &&
+                               c.state != routing::conversation_state::ended))
+        return;
     if (auto it = agent_sessions_.find(c.agent_id); it != agent_sessions_.end())
         for (auto sid : it->second) deliver(sid);
+}
+
+void tenant_hub::to_agent_about(const std::string& conversation_id, const std::string& agent_id,
+                                const frame_ptr& frame) {
+    if (auto it = agent_sessions_.find(agent_id); it != agent_sessions_.end())
+        for (auto sid : it->second) send_about(sessions_.at(sid), conversation_id, no_seq, frame);
+}
+
+void tenant_hub::to_visitor_about(const std::string& conversation_id, const std::string& visitor_id,
+                                  const frame_ptr& frame) {
+    if (auto it = visitor_sessions_.find(visitor_id); it != visitor_sessions_.end())
+        for (auto sid : it->second) send_about(sessions_.at(sid), conversation_id, no_seq, frame);
+}
+
+void tenant_hub::send_ended(const std::string& conversation_id, bool to_agent, const std::string& principal,
+                            frame_ptr frame) {
+    auto* c = find_conversation(conversation_id);
+    if (c != nullptr && (c->writing || !c->outbox.empty())) {
+        c->ended_events.emplace_back(to_agent, std::move(frame));
+        return;
+    }
+    if (to_agent) to_agent_about(conversation_id, principal, frame);
+    else to_visitor_about(conversation_id, principal, frame);
+}
+
+void tenant_hub::flush_ended_events(conversation& c) {
+    if (c.writing || !c.outbox.empty() || c.ended_events.empty()) return;
+    auto events = std::move(c.ended_events);
+    c.ended_events.clear();
+    for (auto& [to_agent, frame] : events) {
+        if (to_agent) to_agent_about(c.id, c.agent_id, frame);
+        else to_visitor_about(c.id, c.visitor_id, frame);
+    }
 }
 
 void tenant_hub::release_hold(session_entry& entry, const std::string& conversation_id, std::int64_t sent_through) {
@@ -418,7 +454,10 @@ void tenant_hub::apply(routing::actions& actions) {
                             }
                         },
                         a.event);
-                    to_visitor(a.visitor_id, make_frame(std::move(frame)));
+                    if (std::holds_alternative<routing::visitor_event::ended>(a.event))
+                        send_ended(a.conversation_id, false, a.visitor_id, make_frame(std::move(frame)));
+                    else
+                        to_visitor_about(a.conversation_id, a.visitor_id, make_frame(std::move(frame)));
                 } else if constexpr (std::is_same_v<A, routing::notify_agent_availability>) {
                     to_agent(a.agent_id, make_frame(proto::encode_availability_event(to_proto(a.state))));
                     // Persist the override so a restart keeps it; a revert clears it.
@@ -444,12 +483,12 @@ void tenant_hub::apply(routing::actions& actions) {
                         c.ended_at = now_ms;
                         if (a.reason) c.end_reason = end_reason_name(*a.reason);
                         if (!a.agent_id.empty() && a.reason)
-                            to_agent(a.agent_id, make_frame(proto::encode_ended_event(c.id, to_proto(*a.reason))));
+                            send_ended(c.id, true, a.agent_id, make_frame(proto::encode_ended_event(c.id, to_proto(*a.reason))));
                     } else if (!previous_agent.empty() && previous_agent != c.agent_id &&
                                a.state != routing::conversation_state::active) {
                         // The chat left its agent (grace period over): tell the agent's clients it is gone.
-                        to_agent(previous_agent,
-                                 make_frame(proto::encode_ended_event(c.id, proto::end_reason::no_agent)));
+                        to_agent_about(c.id, previous_agent,
+                                       make_frame(proto::encode_ended_event(c.id, proto::end_reason::no_agent)));
                     }
                     persist_conversation(c);
                     if (a.state == routing::conversation_state::ended) forget_if_done(c.id);
@@ -775,8 +814,8 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                 bool from_agent = from.role == client_role::agent;
                 auto event = make_frame(proto::encode_typing_event(
                     c->id, from_agent ? proto::message_author::agent : proto::message_author::visitor, r.on));
-                if (from_agent) to_visitor(c->visitor_id, event);
-                else if (!c->agent_id.empty()) to_agent(c->agent_id, event);
+                if (from_agent) to_visitor_about(c->id, c->visitor_id, event);
+                else if (!c->agent_id.empty()) to_agent_about(c->id, c->agent_id, event);
                 reply_ok(sid, re);
             } else if constexpr (std::is_same_v<R, rq::end_chat>) {
                 auto* c = participant_conversation(from, r.conversation_id, false);
@@ -1139,6 +1178,7 @@ void tenant_hub::on_message_stored(const std::string& conversation_id, pending_w
         if (c == nullptr) return;
     }
     submit_next_write(*c);
+    flush_ended_events(*c);
     forget_if_done(conversation_id);
 }
 

@@ -94,9 +94,10 @@ public:
 private:
     struct resume_replay;
 
-    // Live `message` events for a conversation that a `resume` is replaying to
-    // this session: held back until the replay ends, so the client sees every
-    // seq once and in order.
+    // Live events of a conversation that a `resume` is replaying to this
+    // session, or whose `accept` reply is being built: held back until the
+    // reply is sent, so the client sees every seq once and in order, and
+    // nothing about the chat (typing, ended) before the reply.
     struct replay_hold {
         int replays = 0;  // resumes of this conversation in progress on the session
         std::vector<std::pair<std::int64_t, std::shared_ptr<const std::string>>> held;  // seq, frame
@@ -135,6 +136,8 @@ private:
         std::optional<proto::chat_message> last_message;
         std::deque<pending_write> outbox;
         bool writing = false;
+        // `ended` events wait here while messages accepted before the end are still being written.
+        std::vector<std::pair<bool /* to the agent */, std::shared_ptr<const std::string>>> ended_events;
         // The latest client_msg_ids stored (bounded); an older resend is caught by storage's unique index.
         std::unordered_map<std::string, std::pair<std::int64_t, std::int64_t>> stored_client_ids;  // -> seq, at
         std::deque<std::string> stored_client_id_order;                                           // oldest first
@@ -166,12 +169,26 @@ private:
     void reply_ok(std::uint64_t session_id, const std::optional<std::string>& re);
     void to_agent(const std::string& agent_id, const std::shared_ptr<const std::string>& frame,
                   std::uint64_t except_session = 0);
-    void to_visitor(const std::string& visitor_id, const std::shared_ptr<const std::string>& frame,
-                    std::uint64_t except_session = 0);
     // A stored message's event to every session of both participants but its
     // sender's, held for sessions replaying the conversation.
     void deliver_message(const conversation& c, std::int64_t seq, const std::shared_ptr<const std::string>& event,
                          std::uint64_t except_session);
+    // Another event of a conversation (typing, ended, agent_joined, …) to every session of one
+    // participant, behind that session's hold of the conversation if it has one.
+    void to_agent_about(const std::string& conversation_id, const std::string& agent_id,
+                        const std::shared_ptr<const std::string>& frame);
+    void to_visitor_about(const std::string& conversation_id, const std::string& visitor_id,
+                          const std::shared_ptr<const std::string>& frame);
+    // An `ended` event to one participant (agent or visitor), sent after every message that was
+    // accepted before the end: the peer sees the last words, then the end.
+    void send_ended(const std::string& conversation_id, bool to_agent, const std::string& principal,
+                    std::shared_ptr<const std::string> frame);
+    void flush_ended_events(conversation& c);
+    // Sends, or holds while the session has a hold of the conversation. `seq` orders messages;
+    // other events pass no_seq and are released whatever the reply carried.
+    static constexpr std::int64_t no_seq = INT64_MAX;
+    void send_about(session_entry& entry, const std::string& conversation_id, std::int64_t seq,
+                    const std::shared_ptr<const std::string>& frame);
     // Ends one hold of the session's live events of the conversation; when none is left,
     // sends the held events past `sent_through` (the ones the replay or reply did not carry).
     void release_hold(session_entry& entry, const std::string& conversation_id, std::int64_t sent_through);
