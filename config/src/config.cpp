@@ -180,11 +180,11 @@ std::string env_name(const std::string& tenant_id, const std::string& suffix) {
     return name + "_" + suffix;
 }
 
-// A token-signing secret as configured, for the checks across tenants. The
-// value itself never appears in a message; where it came from does.
-struct signing_secret {
+// A tenant secret as configured, for the checks across tenants. The value
+// itself never appears in a message; where it came from does.
+struct tenant_secret {
     std::string tenant_id;
-    std::string key;  // agent_secret or widget_secret
+    std::string key;  // admin_token, agent_secret or widget_secret
     std::string source;  // "the file" or the environment variable
     std::string value;
 };
@@ -206,33 +206,37 @@ void check_environment_names(const std::string& file, std::vector<problem>& p,
     }
 }
 
-// A signing secret must belong to one tenant and one kind of token: a tenant
-// whose agent_secret equals its widget_secret lets whoever mints visitor
-// tokens (the customer's web backend) sign agent tokens too, and two tenants
-// sharing a secret accept each other's tokens.
-void check_signing_secrets_distinct(const std::string& file, std::vector<problem>& p,
-                                    std::vector<signing_secret> secrets) {
-    std::sort(secrets.begin(), secrets.end(), [](const signing_secret& a, const signing_secret& b) {
+// A secret must belong to one tenant and one use: a tenant whose agent_secret
+// equals its widget_secret lets whoever mints visitor tokens (the customer's
+// web backend) sign agent tokens too; an admin_token equal to a signing secret
+// hands the admin API to whoever signs tokens; two tenants sharing a secret
+// accept each other's credentials.
+void check_secrets_distinct(const std::string& file, std::vector<problem>& p, std::vector<tenant_secret> secrets) {
+    std::sort(secrets.begin(), secrets.end(), [](const tenant_secret& a, const tenant_secret& b) {
         return std::tie(a.tenant_id, a.key) < std::tie(b.tenant_id, b.key);
     });
-    std::map<std::string, const signing_secret*> first_use;  // value -> first tenant/key holding it
+    std::map<std::string, const tenant_secret*> first_use;  // value -> first tenant/key holding it
     for (const auto& secret : secrets) {
         const auto [found, inserted] = first_use.emplace(secret.value, &secret);
         if (inserted) continue;
-        const signing_secret& first = *found->second;
+        const tenant_secret& first = *found->second;
         const std::string first_key = "tenants." + first.tenant_id + "." + first.key;
         const std::string key = "tenants." + secret.tenant_id + "." + secret.key;
         if (first.tenant_id == secret.tenant_id) {
-            // Sorted by key, so `first` is the agent_secret: the one to change,
-            // since the widget secret is already in the customer's web backend.
+            // Sorted by key (admin_token, agent_secret, widget_secret), so `first` is the one to
+            // change: the widget secret is already in the customer's web backend.
+            const std::string why = first.key == "admin_token"
+                                        ? "whoever signs " + std::string(secret.key == "agent_secret" ? "agent" : "visitor") +
+                                              " tokens could call the admin API"
+                                        : "whoever mints visitor tokens could sign agent tokens too";
             p.push_back({file, first_key,
-                         "must differ from " + key + " (agent_secret from " + first.source + ", widget_secret from " +
-                             secret.source + "): whoever mints visitor tokens could sign agent tokens too"});
+                         "must differ from " + key + " (" + first.key + " from " + first.source + ", " + secret.key +
+                             " from " + secret.source + "): " + why});
         } else {
             p.push_back({file, key,
                          "is the same secret as " + first_key + " (this one from " + secret.source + ", that one from " +
                              first.source + "): tenants \"" + first.tenant_id + "\" and \"" + secret.tenant_id +
-                             "\" would accept each other's tokens; give each tenant its own secrets"});
+                             "\" would accept each other's credentials; give each tenant its own secrets"});
         }
     }
 }
@@ -240,7 +244,7 @@ void check_signing_secrets_distinct(const std::string& file, std::vector<problem
 void parse_tenants(const toml::value* t, const std::string& file, std::vector<problem>& p,
                    const std::map<std::string, std::string>& env, std::map<std::string, tenant_config>& out) {
     if (t == nullptr) return;
-    std::vector<signing_secret> signing_secrets;
+    std::vector<tenant_secret> secrets;
     for (const auto& [id, value] : t->as_table()) {
         std::string prefix = "tenants." + id;
         if (!valid_tenant_id(id)) {
@@ -291,15 +295,16 @@ void parse_tenants(const toml::value* t, const std::string& file, std::vector<pr
             const auto name = env_name(id, suffix);
             return env.count(name) != 0 ? name : std::string("the file");
         };
-        require_secret("admin_token", tenant.admin_token, "ADMIN_TOKEN");
+        if (require_secret("admin_token", tenant.admin_token, "ADMIN_TOKEN"))
+            secrets.push_back({id, "admin_token", source_of("ADMIN_TOKEN"), tenant.admin_token});
         if (require_secret("agent_secret", tenant.agent_secret, "AGENT_SECRET"))
-            signing_secrets.push_back({id, "agent_secret", source_of("AGENT_SECRET"), tenant.agent_secret});
+            secrets.push_back({id, "agent_secret", source_of("AGENT_SECRET"), tenant.agent_secret});
         if (require_secret("widget_secret", tenant.widget_secret, "WIDGET_SECRET"))
-            signing_secrets.push_back({id, "widget_secret", source_of("WIDGET_SECRET"), tenant.widget_secret});
+            secrets.push_back({id, "widget_secret", source_of("WIDGET_SECRET"), tenant.widget_secret});
         out[id] = std::move(tenant);
     }
     check_environment_names(file, p, out);
-    check_signing_secrets_distinct(file, p, std::move(signing_secrets));
+    check_secrets_distinct(file, p, std::move(secrets));
 }
 
 void validate_storage_url(const std::string& file, std::vector<problem>& p, const std::string& url) {

@@ -179,6 +179,31 @@ TEST_CASE("a tenant's agent_secret must differ from its widget_secret", "[config
     }
 }
 
+TEST_CASE("an admin_token is nobody else's secret", "[config]") {
+    SECTION("the same admin_token for two tenants, one from the environment") {
+        auto r = parse_text(tenant_toml("t1", "t1-agent-secret-0123", "t1-widget-secret-0123") +
+                                tenant_toml("t2", "t2-agent-secret-0123", "t2-widget-secret-0123"),
+                            "test.toml", {{"PARLEY_TENANT_T2_ADMIN_TOKEN", "t1-admin-token-0123456789"}});
+        REQUIRE(r.problems.size() == 1);
+        CHECK(has_problem(r, "tenants.t2.admin_token", "same secret as tenants.t1.admin_token"));
+        CHECK(has_problem(r, "tenants.t2.admin_token", "this one from PARLEY_TENANT_T2_ADMIN_TOKEN"));
+        CHECK(r.problems[0].reason.find("t1-admin-token") == std::string::npos);  // never print a secret
+    }
+    SECTION("a tenant's admin_token equal to its widget_secret") {
+        auto r = parse_text(tenant_toml("acme", "acme-agent-secret-0123", "acme-admin-token-0123456789"), "test.toml", {});
+        REQUIRE(r.problems.size() == 1);
+        CHECK(has_problem(r, "tenants.acme.admin_token", "must differ from tenants.acme.widget_secret"));
+        CHECK(has_problem(r, "tenants.acme.admin_token", "whoever signs visitor tokens could call the admin API"));
+    }
+    SECTION("another tenant's agent_secret as admin_token") {
+        auto r = parse_text(tenant_toml("t1", "t2-admin-token-0123456789", "t1-widget-secret-0123") +
+                                tenant_toml("t2", "t2-agent-secret-0123", "t2-widget-secret-0123"),
+                            "test.toml", {});
+        REQUIRE(r.problems.size() == 1);
+        CHECK(has_problem(r, "tenants.t2.admin_token", "same secret as tenants.t1.agent_secret"));
+    }
+}
+
 TEST_CASE("two tenants may not share an agent_secret or a widget_secret", "[config]") {
     SECTION("the same agent_secret") {
         auto r = parse_text(tenant_toml("t1", "shared-agent-secret-0123", "t1-widget-secret-0123") +
