@@ -119,11 +119,11 @@ private:
             return;
         }
         const auto& r = report.value();
-        const bool deleted_something = r.messages + r.activities + r.conversations + r.offers > 0;
+        const bool deleted_something = r.messages + r.activities + r.conversations + r.offers + r.visitors > 0;
         log.log(deleted_something ? spdlog::level::info : spdlog::level::debug,
-                "retention job: pruned {} message(s), {} activit(ies), {} conversation(s), {} offer(s) "
-                "in {} batch(es), {} ms{}",
-                r.messages, r.activities, r.conversations, r.offers, r.batches, took.count(),
+                "retention job: pruned {} message(s), {} activit(ies), {} conversation(s), {} offer(s), "
+                "{} visitor card(s) in {} batch(es), {} ms{}",
+                r.messages, r.activities, r.conversations, r.offers, r.visitors, r.batches, took.count(),
                 r.stopped ? "; stopped for shutdown, the next run goes on" : "");
     }
 

@@ -148,8 +148,8 @@ proto::visitor_profile proto_profile(const storage::visitor_record& v) {
 }
 
 storage::visitor_record visitor_record_from(const std::string& tenant, const std::string& id,
-                                            const proto::visitor_profile& p) {
-    return {tenant, id, p.name, p.job_title, p.email, p.phone, p.crm_status, p.company};
+                                            const proto::visitor_profile& p, storage::millis written_at) {
+    return {tenant, id, p.name, p.job_title, p.email, p.phone, p.crm_status, p.company, written_at};
 }
 
 // The four vocabularies list conversation states, end reasons and so on in

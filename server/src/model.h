@@ -36,7 +36,7 @@ routing::tenant_settings tenant_settings_from(const config::routing_config& rout
 routing::visitor_profile routing_profile(const proto::visitor_profile& profile);
 proto::visitor_profile proto_profile(const storage::visitor_record& visitor);
 storage::visitor_record visitor_record_from(const std::string& tenant, const std::string& id,
-                                            const proto::visitor_profile& profile);
+                                            const proto::visitor_profile& profile, storage::millis written_at);
 
 proto::conversation_state to_proto(routing::conversation_state state);
 proto::conversation_state to_proto(storage::conversation_state state);

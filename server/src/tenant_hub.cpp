@@ -650,7 +650,7 @@ void tenant_hub::visitor_hello(std::shared_ptr<websocket_session> session, std::
         self->sessions_[sid] = {session, client_role::visitor, visitor_id, {}, false, {}};
         global_metrics().visitor_connections++;
         if (profile_given) {
-            self->store_->put_visitor(visitor_record_from(self->tenant_id_, visitor_id, profile), [](auto) {});
+            self->store_->put_visitor(visitor_record_from(self->tenant_id_, visitor_id, profile, to_millis(current_time())), [](auto) {});
             self->visitor_profiles_[visitor_id] = profile;
             if (auto cid = self->router_->open_conversation_of_visitor(visitor_id))
                 if (auto* c = self->find_conversation(*cid)) c->profile = profile;
@@ -1062,7 +1062,7 @@ void tenant_hub::handle_request_agent(const session_entry& from, std::uint64_t s
     if (result.created) {
         // Every visitor with a conversation has a card, if only an empty one (an anonymous
         // visitor's): get_visitor answers with nulls, not not_found. Merging keeps what is stored.
-        store_->put_visitor(visitor_record_from(tenant_id_, from.principal, profile), [](auto) {});
+        store_->put_visitor(visitor_record_from(tenant_id_, from.principal, profile, to_millis(now)), [](auto) {});
         persist_conversation(conversations_.at(result.conversation_id));
     }
     if (!key.empty()) {
@@ -1469,7 +1469,7 @@ void tenant_hub::admin_delete_account(std::string key, admin_done done) {
 
 void tenant_hub::admin_put_visitor(std::string id, proto::visitor_profile profile, admin_done done) {
     // The body is the whole card: a field left out is cleared.
-    store_->replace_visitor(visitor_record_from(tenant_id_, id, profile),
+    store_->replace_visitor(visitor_record_from(tenant_id_, id, profile, to_millis(current_time())),
                             back_on_strand<void>([self = shared_from_this(), id, profile, done = std::move(done)](
                                                      storage::status s) {
                                 if (!s) return done(admin_storage_error(s.failure()));

@@ -133,5 +133,26 @@ status force_schema_version(const std::string& url, int version) {
     return {};
 }
 
+status migrate_to(const std::string& url, int version) {
+    auto backend = choose_backend(url, durability::commit);
+    if (!backend) return backend.failure();
+    auto done = with_connection<int>(backend.value(), [version](std::unique_ptr<detail::sql_connection>& connection) {
+        return detail::migrate(*connection, version);
+    });
+    if (!done) return done.failure();
+    return {};
+}
+
+status exec_sql(const std::string& url, const std::string& script) {
+    auto backend = choose_backend(url, durability::commit);
+    if (!backend) return backend.failure();
+    auto done = with_connection<int>(backend.value(), [&script](std::unique_ptr<detail::sql_connection>& connection) {
+        connection->exec_script(script);
+        return 0;
+    });
+    if (!done) return done.failure();
+    return {};
+}
+
 }  // namespace testing
 }  // namespace parley::storage

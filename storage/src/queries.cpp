@@ -278,9 +278,23 @@ std::string schema_v3(dialect) {
            "CREATE UNIQUE INDEX messages_client_msg_id ON messages (tenant_id, conversation_id, client_msg_id);";
 }
 
-int known_schema_version() { return 3; }
+// Version 4. Visitor cards are personal data and were kept for ever: each now
+// records when it was last written, and retention deletes it once it is that
+// old and nothing else of the visitor is left. Existing cards count as written
+// at the migration, so none goes before a full window has passed.
+std::string schema_v4(dialect d) {
+    const std::string now_ms = d == dialect::sqlite ? "CAST(strftime('%s', 'now') AS INTEGER) * 1000"
+                                                    : "CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT)";
+    return "ALTER TABLE visitors ADD COLUMN seen_at BIGINT NOT NULL DEFAULT 0;"
+           "UPDATE visitors SET seen_at = " + now_ms + ";"
+           "CREATE INDEX visitors_by_seen ON visitors (seen_at);";
+}
 
-std::vector<std::string> migrations_for(dialect d) { return {schema_v1(d), schema_v2(d), schema_v3(d)}; }
+int known_schema_version() { return 4; }
+
+std::vector<std::string> migrations_for(dialect d) {
+    return {schema_v1(d), schema_v2(d), schema_v3(d), schema_v4(d)};
+}
 
 int current_schema_version(sql_connection& c) {
     c.exec_script("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
@@ -288,9 +302,10 @@ int current_schema_version(sql_connection& c) {
     return static_cast<int>(r.rows.at(0).integer(0));
 }
 
-int migrate(sql_connection& c) {
+int migrate(sql_connection& c, int target) {
     const auto& steps = c.migrations();
     const int known = static_cast<int>(steps.size());
+    const int upto = target > 0 ? std::min(target, known) : known;
     c.begin_exclusive();
     try {
         int version = current_schema_version(c);
@@ -299,7 +314,7 @@ int migrate(sql_connection& c) {
                                 "database schema version " + std::to_string(version) +
                                     " is newer than this parleyd supports (" + std::to_string(known) +
                                     "); upgrade parleyd or use another database");
-        for (; version < known; ++version) {
+        for (; version < upto; ++version) {
             c.exec_script(steps.at(static_cast<std::size_t>(version)));
             c.exec("INSERT INTO schema_version (version) VALUES ($1)", {std::int64_t{version + 1}});
         }
@@ -372,10 +387,11 @@ bool delete_account(sql_connection& c, const std::string& tenant_id, const std::
 namespace {
 // One upsert of a visitor card; `on_conflict` says what happens to a stored one.
 void upsert_visitor(sql_connection& c, const visitor_record& v, const std::string& on_conflict) {
-    c.exec("INSERT INTO visitors (tenant_id, id, name, job_title, email, phone, crm_status, company) "
-           "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, id) DO UPDATE SET " + on_conflict,
+    c.exec("INSERT INTO visitors (tenant_id, id, name, job_title, email, phone, crm_status, company, seen_at) "
+           "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, id) DO UPDATE SET seen_at = "
+           "excluded.seen_at, " + on_conflict,
            {v.tenant_id, v.id, nullable(v.name), nullable(v.job_title), nullable(v.email), nullable(v.phone),
-            nullable(v.crm_status), nullable(v.company)});
+            nullable(v.crm_status), nullable(v.company), v.seen_at});
 }
 }  // namespace
 
@@ -785,6 +801,12 @@ prune_report prune(sql_connection& c, millis now, int retention_days, std::size_
         {"activities", "at < $1", &prune_report::activities},
         {"conversations", "ended_at IS NOT NULL AND ended_at < $1", &prune_report::conversations},
         {"offers", "outcome <> 'pending' AND created_at < $1", &prune_report::offers},
+        // After conversations and activities: a card goes with the last of them.
+        {"visitors",
+         "seen_at < $1 AND NOT EXISTS (SELECT 1 FROM conversations c WHERE c.tenant_id = visitors.tenant_id AND "
+         "c.visitor_id = visitors.id) AND NOT EXISTS (SELECT 1 FROM activities a WHERE a.tenant_id = "
+         "visitors.tenant_id AND a.visitor_id = visitors.id)",
+         &prune_report::visitors},
     };
     prune_report report;
     for (const auto& t : targets) {

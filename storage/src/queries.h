@@ -13,9 +13,10 @@ namespace parley::storage::detail {
 
 int known_schema_version();
 std::vector<std::string> migrations_for(dialect d);
-// Applies missing migrations in one exclusive transaction and returns the
-// version. Throws storage_error when the database is newer than this binary.
-int migrate(sql_connection& c);
+// Applies missing migrations (up to `target`, 0 for all) in one exclusive
+// transaction and returns the version. Throws storage_error when the database
+// is newer than this binary.
+int migrate(sql_connection& c, int target = 0);
 // 0 for an empty database.
 int current_schema_version(sql_connection& c);
 void force_schema_version(sql_connection& c, int version);

@@ -110,6 +110,55 @@ TEST_CASE("migrations are idempotent and a newer schema is refused", "[storage][
     CHECK_THAT(refused_migrate.failure().message, Catch::Contains("newer"));
 }
 
+TEST_CASE("a database an older parleyd left (schema 2) migrates with its data", "[storage][migrations]") {
+    auto db = make_test_database("migrate_v2");
+    require_ok(testing::migrate_to(db.url, 2));
+    // Schema 2 stored client_msg_ids raw and visitor cards without a date.
+    require_ok(testing::exec_sql(
+        db.url,
+        "INSERT INTO visitors (tenant_id, id, name, email) VALUES ('acme', 'v-c1', 'Ada', 'ada@x.io'), "
+        "('acme', 'v-lonely', 'Bo', NULL);"
+        "INSERT INTO conversations (tenant_id, id, visitor_id, route, state, agent_id, started_at) "
+        "VALUES ('acme', 'c1', 'v-c1', 'sales', 'active', 'a1', 1749999999000);"
+        "INSERT INTO messages (tenant_id, conversation_id, seq, sender, agent_id, kind, body, client_msg_id, at) VALUES "
+        "('acme', 'c1', 1, 'visitor', NULL, 'text', 'hello', 'm-1', 1749999999500),"
+        "('acme', 'c1', 2, 'agent', 'a1', 'text', 'hi', 'm-2', 1749999999600);"));
+
+    auto s = open_ok(db.url);
+    CHECK(s->schema_version().value() == binary_schema_version());
+    auto card = wait_for<visitor_record>([&](auto done) { s->get_visitor("acme", "v-c1", done); });
+    REQUIRE(card.ok());
+    CHECK(card->name == std::optional<std::string>("Ada"));
+    // The stored ids are now scoped by sender, as the server sends them.
+    auto visitor_resend = append(*s, text_message("acme", "c1", 3, now, "v:m-1"));
+    REQUIRE(visitor_resend.ok());
+    CHECK(visitor_resend->duplicate);
+    CHECK(visitor_resend->seq == 1);
+    auto agent_resend = append(*s, text_message("acme", "c1", 3, now, "a:2:a1:m-2"));
+    REQUIRE(agent_resend.ok());
+    CHECK(agent_resend->duplicate);
+    CHECK(agent_resend->seq == 2);
+    auto agents_own = append(*s, text_message("acme", "c1", 3, now, "a:2:a1:m-1"));  // not the visitor's m-1
+    REQUIRE(agents_own.ok());
+    CHECK_FALSE(agents_own->duplicate);
+    CHECK(agents_own->seq == 3);
+    // A card from before the migration counts as written at the migration (today, after the
+    // tests' fixed `now`): no prune takes it until a full window has passed since.
+    store_options options;
+    options.retention_days = 90;
+    auto pruning = open_ok(db.url, options);
+    auto exists = [&](const char* id) {
+        return wait_for<visitor_record>([&](auto done) { s->get_visitor("acme", id, done); }).ok();
+    };
+    REQUIRE(pruning->prune(now).ok());
+    CHECK(exists("v-lonely"));
+    auto far_future = pruning->prune(now + 10 * 365 * day);
+    REQUIRE(far_future.ok());
+    CHECK(far_future->visitors == 1);
+    CHECK_FALSE(exists("v-lonely"));
+    CHECK(exists("v-c1"));  // still in use: its conversation is open
+}
+
 TEST_CASE("a database without the schema is refused when migrating on open is off", "[storage][migrations]") {
     auto db = make_test_database("nomigrate");
     store_options options;
@@ -559,6 +608,47 @@ TEST_CASE("retention: old rows are invisible before the prune and deleted by it 
     auto history = wait_for<std::vector<message_record>>(
         [&](auto done) { s->messages_after("acme", "new", 0, 100, old, done); });
     CHECK(history->size() == 10);
+}
+
+TEST_CASE("retention: a visitor card goes once it is old and nothing else of the visitor is left", "[storage][retention]") {
+    auto db = make_test_database("retention_visitors");
+    auto s = open_for_retention(db.url, 2);
+    auto put_card = [&](const std::string& id, millis written_at) {
+        visitor_record v;
+        v.tenant_id = "acme";
+        v.id = id;
+        v.email = id + "@x.io";
+        v.seen_at = written_at;
+        require_ok(wait_for<void>([&](auto done) { s->put_visitor(v, done); }));
+    };
+    for (int i = 0; i < 5; ++i) put_card("gone-" + std::to_string(i), old);  // old, nothing else: deleted
+    put_card("recent", now - day);                                            // written lately: kept
+    put_card("v-chatting", old);  // an old card, but a conversation still open: kept
+    require_ok(save(*s, conversation("acme", "chatting", old)));
+    put_card("v-ended", old);  // its only conversation ended long ago: both go
+    auto ended = conversation("acme", "ended", old - 1000, conversation_state::ended);
+    ended.ended_at = old;
+    require_ok(save(*s, ended));
+    put_card("active-elsewhere", old);  // an integration still records activity: kept
+    activity_record a{"acme", "active-elsewhere", "visited_webpage", now - day, std::nullopt, {}, 0};
+    require_ok(wait_for<void>([&](auto done) { s->append_activity(a, done); }));
+    put_card("rewritten", old);  // written again (a new hello with a profile): kept
+    put_card("rewritten", now - day);
+
+    auto report = s->prune(now);
+    REQUIRE(report.ok());
+    CHECK(report->visitors == 6);
+    CHECK(report->conversations == 1);
+    auto exists = [&](const std::string& id) {
+        return wait_for<visitor_record>([&](auto done) { s->get_visitor("acme", id, done); }).ok();
+    };
+    for (int i = 0; i < 5; ++i) CHECK_FALSE(exists("gone-" + std::to_string(i)));
+    CHECK_FALSE(exists("v-ended"));
+    CHECK(exists("recent"));
+    CHECK(exists("v-chatting"));
+    CHECK(exists("active-elsewhere"));
+    CHECK(exists("rewritten"));
+    CHECK(s->prune(now)->visitors == 0);
 }
 
 TEST_CASE("retention: a prune asked to stop does so between batches; the next run goes on", "[storage][retention]") {

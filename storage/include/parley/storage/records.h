@@ -51,6 +51,9 @@ struct visitor_record {
     std::optional<std::string> phone;
     std::optional<std::string> crm_status;
     std::optional<std::string> company;
+    // When the card was last written. Retention deletes a card this old once
+    // the visitor has no conversation and no activity left.
+    millis seen_at = 0;
 };
 
 enum class conversation_state { routing, queued, active, ended };
@@ -180,6 +183,7 @@ struct prune_report {
     std::uint64_t activities = 0;
     std::uint64_t conversations = 0;
     std::uint64_t offers = 0;
+    std::uint64_t visitors = 0;  // cards of visitors with nothing else left
     std::uint64_t batches = 0;  // delete transactions that removed rows
     bool stopped = false;       // stop_requested said so between two batches: the rest waits for the next run
 };

@@ -10,4 +10,9 @@ namespace parley::storage::testing {
 // refuses a schema newer than itself).
 status force_schema_version(const std::string& url, int version);
 
+// Migrates an empty database to an older schema `version`, and runs SQL on it
+// as it is: to build a database as an older parleyd left it.
+status migrate_to(const std::string& url, int version);
+status exec_sql(const std::string& url, const std::string& script);
+
 }  // namespace parley::storage::testing
