@@ -1,5 +1,8 @@
 #include "parley/config/config.h"
 
+#include <arpa/inet.h>
+#include <libpq-fe.h>
+
 #include <algorithm>
 #include <cctype>
 #include <fstream>
@@ -26,15 +29,17 @@ public:
     section_reader(const section_reader&) = delete;
     section_reader& operator=(const section_reader&) = delete;
 
+    // `why_bounded`, when given, is appended to the out-of-range reason.
     template <typename Integer>
-    void integer(const std::string& key, Integer& out, std::int64_t min, std::int64_t max) {
+    void integer(const std::string& key, Integer& out, std::int64_t min, std::int64_t max,
+                 const std::string& why_bounded = {}) {
         const toml::value* v = find(key);
         if (v == nullptr) return;
         if (!v->is_integer()) return report(key, "must be an integer");
         auto n = v->as_integer();
         if (n < min || n > max)
-            return report(key, "must be between " + std::to_string(min) + " and " +
-                                   std::to_string(max) + ", got " + std::to_string(n));
+            return report(key, "must be between " + std::to_string(min) + " and " + std::to_string(max) + ", got " +
+                                   std::to_string(n) + (why_bounded.empty() ? "" : ": " + why_bounded));
         out = static_cast<Integer>(n);
     }
 
@@ -110,12 +115,54 @@ const toml::value* sub_table(const toml::value& root, const std::string& key, co
     return &it->second;
 }
 
+// What the server's asio::ip::make_address accepts: a dotted-quad IPv4 address,
+// or an IPv6 address with an optional %scope (interface name or number). Host
+// names are refused: the server binds to an address, it does not resolve one.
+bool valid_listen_address(const std::string& address) {
+    unsigned char bytes[16];
+    if (::inet_pton(AF_INET, address.c_str(), bytes) == 1) return true;
+    const auto percent = address.find('%');
+    if (percent != std::string::npos && percent + 1 == address.size()) return false;
+    return ::inet_pton(AF_INET6, address.substr(0, percent).c_str(), bytes) == 1;
+}
+
+// server.public_url is informational only (the server never reads it), but a
+// value that is no URL is a typo worth failing on: empty, or
+// http(s)/ws(s)://host... without spaces, control characters or user info.
+bool valid_public_url(const std::string& url) {
+    if (url.empty()) return true;
+    if (!std::all_of(url.begin(), url.end(), [](unsigned char ch) { return ch > 0x20 && ch < 0x7f; })) return false;
+    const auto scheme_end = url.find("://");
+    if (scheme_end == std::string::npos) return false;
+    static const std::set<std::string> schemes{"http", "https", "ws", "wss"};
+    if (schemes.count(url.substr(0, scheme_end)) == 0) return false;
+    const auto host_start = scheme_end + 3;
+    const auto authority = url.substr(host_start, url.find_first_of("/?#", host_start) - host_start);
+    return !authority.empty() && authority.front() != ':' && authority.find('@') == std::string::npos;
+}
+
+// This platform's hard open-file limit is 20,000, and the unit sets
+// LimitNOFILE=20000. Each connection holds one descriptor; parleyd keeps the
+// rest for the listener, the event loop, its storage connections and SQLite
+// files, and logging. A larger value would have accept() fail with EMFILE
+// before max_connections refuses connections cleanly. (This is a pure parser:
+// the server is the place to compare with the process's RLIMIT_NOFILE.)
+constexpr std::int64_t max_connections_ceiling = 20'000 - 500;
+
 void parse_server(const toml::value* t, const std::string& file, std::vector<problem>& p, server_config& c) {
     section_reader r(t, "server", file, p);
     r.string("listen_address", c.listen_address, 255);
+    if (!valid_listen_address(c.listen_address))
+        r.report("listen_address", "must be an IPv4 or IPv6 address such as 0.0.0.0, 127.0.0.1 or ::, got \"" +
+                                       c.listen_address + "\" (host names are not resolved)");
     r.integer("port", c.port, 0, 65535);
     r.integer("threads", c.threads, 0, 256);
     r.string("public_url", c.public_url, 1024);
+    if (!valid_public_url(c.public_url))
+        r.report("public_url", "must be empty or an http://, https://, ws:// or wss:// URL with a host and no "
+                               "user info, e.g. wss://chat.example.com");
+    // The SIGTERM drain takes half of it; systemd's TimeoutStopSec (30 s in
+    // deploy/parleyd.service) must stay above it, which a drop-in can raise.
     r.duration("shutdown_timeout_s", c.shutdown_timeout, 1, 3600);
 }
 
@@ -150,7 +197,9 @@ void parse_limits(const toml::value* t, const std::string& file, std::vector<pro
     r.integer("abuse_close_after", c.abuse_close_after, 1, 1'000'000);
     r.integer("outbound_max_bytes", c.outbound_max_bytes, 4096, 1LL << 32);
     r.integer("outbound_max_frames", c.outbound_max_frames, 1, 1'000'000);
-    r.integer("max_connections", c.max_connections, 1, 10'000'000);
+    r.integer("max_connections", c.max_connections, 1, max_connections_ceiling,
+              "each connection holds an open file, the process may have at most 20000 (LimitNOFILE in "
+              "parleyd.service) and parleyd keeps some for itself");
     r.integer("max_connections_per_ip", c.max_connections_per_ip, 0, 10'000'000);
     r.integer("http_body_max_bytes", c.http_body_max_bytes, 1024, 64 * 1024 * 1024);
     if (t != nullptr && c.peer_silence_timeout <= c.ping_interval)
@@ -307,14 +356,53 @@ void parse_tenants(const toml::value* t, const std::string& file, std::vector<pr
     check_secrets_distinct(file, p, std::move(secrets));
 }
 
-void validate_storage_url(const std::string& file, std::vector<problem>& p, const std::string& url) {
+// The same check as in storage/src/open_store.cpp. A '/' or '@' left unencoded in
+// the password moves the rest of it into the host, port or database name
+// ("u:se/cret@db-host/parley" parses as host "u", port "se", database
+// "cret@db-host/parley"), which a connection error would then quote. Refused
+// like a parse error: a port that is not digits, an '@' in a host or database.
+bool misparsed_credentials(const PQconninfoOption* parsed) {
+    for (const auto* option = parsed; option->keyword != nullptr; ++option) {
+        if (option->val == nullptr) continue;
+        const std::string_view key(option->keyword), value(option->val);
+        if ((key == "host" || key == "dbname") && value.find('@') != std::string_view::npos) return true;
+        if (key == "port" && value.find_first_not_of("0123456789,") != std::string_view::npos) return true;
+    }
+    return false;
+}
+
+// Refuses what storage::open_store would refuse (choose_backend in
+// storage/src/open_store.cpp; tests/config checks that the two agree), so that
+// check-config catches it instead of `serve`. One exception: that a SQLite
+// database's directory exists is left to open_store, since systemd creates
+// /var/lib/parley (StateDirectory=) only when the service starts.
+//
+// The URL holds the database password: no reason quotes it, nor libpq's parse
+// message (which quotes the offending part, e.g. a password with a bare '%');
+// the reason names where the value came from instead.
+void validate_storage_url(const std::string& file, std::vector<problem>& p, const std::string& url,
+                          const std::string& source) {
+    auto refuse = [&](const std::string& reason) { p.push_back({file, "storage.url", "from " + source + ": " + reason}); };
     auto starts_with = [&](const char* prefix) { return url.rfind(prefix, 0) == 0; };
-    if (starts_with("postgresql://") || starts_with("postgres://")) return;
-    if (starts_with("sqlite://")) {
-        if (url.size() <= 9) p.push_back({file, "storage.url", "sqlite URL needs a path: sqlite:///var/lib/parley/parley.db"});
+    if (starts_with("postgresql://") || starts_with("postgres://")) {
+        char* message = nullptr;
+        PQconninfoOption* parsed = PQconninfoParse(url.c_str(), &message);
+        PQfreemem(message);
+        const bool valid = parsed != nullptr && !misparsed_credentials(parsed);
+        PQconninfoFree(parsed);
+        if (!valid)
+            return refuse("not a valid PostgreSQL connection URI; check the percent-encoding of user and password "
+                          "('%' is written %25, '@' %40, '/' %2F) and the port and query parameter names");
         return;
     }
-    p.push_back({file, "storage.url", "must start with postgresql://, postgres:// or sqlite://"});
+    if (starts_with("sqlite://")) {
+        const std::string path = url.substr(std::string_view("sqlite://").size());
+        if (path.empty() || path.front() != '/')
+            return refuse("SQLite needs an absolute path: sqlite:///var/lib/parley/parley.db");
+        if (path.find('?') != std::string::npos) return refuse("query parameters are not supported in a sqlite:// URL");
+        return;
+    }
+    refuse("must start with postgresql://, postgres:// or sqlite://");
 }
 
 }  // namespace
@@ -346,8 +434,12 @@ parse_result parse_text(const std::string& toml_text, const std::string& file_na
     parse_routing(sub_table(root, "routing", file_name, problems), file_name, problems, c.routing);
     parse_tenants(sub_table(root, "tenants", file_name, problems), file_name, problems, environment, c.tenants);
 
-    if (auto it = environment.find("PARLEY_STORAGE_URL"); it != environment.end()) c.storage.url = it->second;
-    validate_storage_url(file_name, problems, c.storage.url);
+    std::string storage_url_source = "the file";
+    if (auto it = environment.find("PARLEY_STORAGE_URL"); it != environment.end()) {
+        c.storage.url = it->second;
+        storage_url_source = "PARLEY_STORAGE_URL";
+    }
+    validate_storage_url(file_name, problems, c.storage.url, storage_url_source);
     if (c.tenants.empty()) problems.push_back({file_name, "tenants", "at least one [tenants.<id>] is required"});
     return result;
 }

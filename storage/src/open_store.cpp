@@ -19,36 +19,51 @@ struct backend_choice {
 
 bool starts_with(const std::string& text, std::string_view prefix) { return text.rfind(prefix, 0) == 0; }
 
+// The same check as in config/src/config.cpp. A '/' or '@' left unencoded in
+// the password moves the rest of it into the host, port or database name
+// ("u:se/cret@db-host/parley" parses as host "u", port "se", database
+// "cret@db-host/parley"), which a connection error would then quote. Refused
+// like a parse error: a port that is not digits, an '@' in a host or database.
+bool misparsed_credentials(const PQconninfoOption* parsed) {
+    for (const auto* option = parsed; option->keyword != nullptr; ++option) {
+        if (option->val == nullptr) continue;
+        const std::string_view key(option->keyword), value(option->val);
+        if ((key == "host" || key == "dbname") && value.find('@') != std::string_view::npos) return true;
+        if (key == "port" && value.find_first_not_of("0123456789,") != std::string_view::npos) return true;
+    }
+    return false;
+}
+
+// The URL carries the database password, so no error quotes it, nor libpq's
+// parse message (which quotes the offending part: a password with a bare '%'
+// comes back verbatim). config's validate_storage_url refuses the same URLs,
+// so that `parleyd check-config` catches them; keep the two in step.
 result<backend_choice> choose_backend(const std::string& url, durability mode) {
+    auto bad_url = [](const std::string& reason) { return error{error_kind::bad_request, "bad storage URL: " + reason}; };
     if (starts_with(url, "postgresql://") || starts_with(url, "postgres://")) {
         char* message = nullptr;
         PQconninfoOption* parsed = PQconninfoParse(url.c_str(), &message);
-        if (parsed == nullptr) {
-            std::string reason = message ? message : "unparsable";
-            PQfreemem(message);
-            while (!reason.empty() && reason.back() == '\n') reason.pop_back();
-            return error{error_kind::bad_request, "bad storage URL: " + reason};
-        }
+        PQfreemem(message);
+        const bool valid = parsed != nullptr && !misparsed_credentials(parsed);
         PQconninfoFree(parsed);
+        if (!valid)
+            return bad_url("not a valid PostgreSQL connection URI (check percent-encoding of user and password, "
+                           "'%' is written %25, '@' %40, '/' %2F; and the port and query parameter names)");
         return backend_choice{"postgresql", [url] { return detail::open_postgres_connection(url); }};
     }
     if (starts_with(url, "sqlite://")) {
         std::string path = url.substr(std::string_view("sqlite://").size());
         if (path.empty() || path.front() != '/')
-            return error{error_kind::bad_request,
-                         "bad storage URL '" + url + "': SQLite needs an absolute path, sqlite:///path/to/file.db"};
-        if (path.find('?') != std::string::npos)
-            return error{error_kind::bad_request, "bad storage URL '" + url + "': query parameters are not supported"};
+            return bad_url("SQLite needs an absolute path, sqlite:///path/to/file.db");
+        if (path.find('?') != std::string::npos) return bad_url("query parameters are not supported in a sqlite:// URL");
         auto directory = std::filesystem::path(path).parent_path();
         std::error_code ec;
         if (!std::filesystem::is_directory(directory, ec))
-            return error{error_kind::bad_request,
-                         "bad storage URL '" + url + "': directory " + directory.string() + " does not exist"};
+            return bad_url("SQLite database directory " + directory.string() + " does not exist");
         const bool durable = mode == durability::commit;
         return backend_choice{"sqlite", [path, durable] { return detail::open_sqlite_connection(path, durable); }};
     }
-    return error{error_kind::bad_request,
-                 "bad storage URL '" + url + "': expected postgresql://..., postgres://... or sqlite:///path"};
+    return bad_url("expected postgresql://..., postgres://... or sqlite:///path");
 }
 
 std::optional<error> check_options(const store_options& o) {

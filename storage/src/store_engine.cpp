@@ -43,6 +43,7 @@ store_engine::~store_engine() {
     }
     readers_wake_.notify_all();
     for (auto& reader : reader_threads_) reader.join();
+    relaxed_failure_log_.report_suppressed(*logger());
 }
 
 // --- writes -------------------------------------------------------------------
@@ -204,7 +205,7 @@ void store_engine::clear_override(std::string tenant_id, std::string agent_id, c
 void store_engine::complete(write_job& job, result<append_outcome> outcome) {
     if (job.on_message) {
         job.on_message(std::move(outcome));
-    } else if (!outcome.ok()) {
+    } else if (!outcome.ok() && relaxed_failure_log_.admit(*logger())) {
         logger()->error("relaxed write of message {}/{} seq {} failed after acknowledgement: {}",
                         job.message->tenant_id, job.message->conversation_id, job.message->seq,
                         outcome.failure().message);
@@ -251,6 +252,7 @@ void store_engine::writer_loop() {
                     std::lock_guard lock(stats_mutex_);
                     ++stats_.reconnects;
                 }
+                relaxed_failure_log_.report_suppressed(*logger());
                 logger()->info("storage reconnected ({})", backend_name_);
             } catch (...) {
                 auto why = classify_connect_failure(std::current_exception());

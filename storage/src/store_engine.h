@@ -7,6 +7,7 @@
 #include <mutex>
 #include <thread>
 
+#include "log_throttle.h"
 #include "parley/storage/store.h"
 #include "sql.h"
 
@@ -92,8 +93,8 @@ private:
     void connection_lost(const error& why);
     void expire_waiting_jobs(clock::time_point now);
     void fail_all_queued(const error& why);
-    static void complete(write_job& job, result<append_outcome> outcome);
-    static void complete(write_job& job, std::optional<error> outcome);
+    void complete(write_job& job, result<append_outcome> outcome);
+    void complete(write_job& job, std::optional<error> outcome);
     void mark_finished(std::size_t count);
     std::uint64_t writes_submitted() const;
     void wait_for_writes(std::uint64_t target);  // until the writer finished that many writes
@@ -120,6 +121,11 @@ private:
 
     mutable std::mutex stats_mutex_;
     store_stats stats_;
+
+    // A relaxed message that fails after its acknowledgement has nobody left to
+    // tell but the log; in an outage that is every message sent, so a few lines
+    // a second and a count of the rest.
+    log_throttle relaxed_failure_log_{5, "relaxed message write(s) failed after acknowledgement"};
 
     std::mutex readers_mutex_;
     std::condition_variable readers_wake_;

@@ -1,9 +1,12 @@
 #include <catch2/catch.hpp>
 
+#include <cctype>
 #include <fstream>
 #include <set>
+#include <vector>
 
 #include "parley/config/config.h"
+#include "parley/storage/store.h"
 #include "support/test_env.h"
 
 using parley::config::parse_text;
@@ -237,4 +240,169 @@ TEST_CASE("two tenants may not share an agent_secret or a widget_secret", "[conf
         CHECK(has_problem(r, "tenants.t2.agent_secret", "tenants.t1.agent_secret"));
         CHECK(has_problem(r, "tenants.t3.agent_secret", "tenants.t1.agent_secret"));
     }
+}
+
+namespace {
+
+// Every problem the parse reported, as one text, to check what it does not say.
+std::string all_problems(const parley::config::parse_result& r) {
+    std::string text;
+    for (const auto& p : r.problems) text += p.to_string() + "\n";
+    return text;
+}
+
+}  // namespace
+
+TEST_CASE("a storage.url that storage would refuse is refused, without quoting the URL or its password",
+          "[config][storage-url]") {
+    // libpq's own parse message quotes the bad part: `invalid percent-encoded token: "Sup3r%Secret"`.
+    const std::vector<std::string> refused{
+        "postgresql://parley:Sup3r%Secret@db.example/parley",       // bare '%'
+        "postgres://parley@db.example/parley?password=Sup3r%Secret",  // the same in a parameter
+        "postgresql://parley:Sup3r/Secret@db.example/parley",       // bare '/': "Sup3r" would be the port
+        "postgresql://parley:Sup3r@Secret@db.example/parley",       // bare '@': "Secret@db.example" the host
+        "postgresql://parley@db.example/parley?no_such_option=Sup3rSecret",
+    };
+    for (const auto& url : refused) {
+        INFO(url);
+        auto from_env = parse_text(tenant_block, "test.toml", {{"PARLEY_STORAGE_URL", url}});
+        CHECK(has_problem(from_env, "storage.url", "from PARLEY_STORAGE_URL: not a valid PostgreSQL connection URI"));
+        CHECK(from_env.problems.size() == 1);
+        CHECK_THAT(all_problems(from_env), !Catch::Contains("Sup3r") && !Catch::Contains("Secret"));
+
+        auto from_file = parse_text("[storage]\nurl = \"" + url + "\"\n" + tenant_block, "test.toml", {});
+        CHECK(has_problem(from_file, "storage.url", "from the file: not a valid PostgreSQL connection URI"));
+        CHECK_THAT(all_problems(from_file), !Catch::Contains("Sup3r") && !Catch::Contains("Secret"));
+    }
+    // SQLite: a relative path, or query parameters.
+    auto relative = parse_text(tenant_block, "test.toml", {{"PARLEY_STORAGE_URL", "sqlite://parley.db"}});
+    CHECK(has_problem(relative, "storage.url", "from PARLEY_STORAGE_URL: SQLite needs an absolute path"));
+    auto query = parse_text("[storage]\nurl = \"sqlite:///var/lib/parley/parley.db?mode=ro\"\n" + tenant_block,
+                            "test.toml", {});
+    CHECK(has_problem(query, "storage.url", "from the file: query parameters are not supported"));
+}
+
+TEST_CASE("well-formed storage URLs pass, percent-encoded passwords included", "[config][storage-url]") {
+    for (const std::string url : {"postgresql://parley:Sup3r%25Secret%40x%2Fy@db.example:5432/parley?sslmode=require",
+                                  "postgres://parley@db-1:5432,db-2:5433/parley?target_session_attrs=read-write",
+                                  "postgresql:///parley?host=/var/run/postgresql", "postgresql://[::1]/parley",
+                                  "sqlite:///var/lib/parley/parley.db", "sqlite:///nonexistent-dir/parley.db"}) {
+        INFO(url);
+        auto r = parse_text(tenant_block, "test.toml", {{"PARLEY_STORAGE_URL", url}});
+        for (const auto& p : r.problems) UNSCOPED_INFO(p.to_string());
+        CHECK(r.ok());
+    }
+}
+
+// config's check and storage's open_store must refuse the same URLs, or
+// check-config says ok to a URL that `serve` then refuses. (One deliberate
+// difference, not exercised here: open_store also needs a SQLite database's
+// directory to exist, which systemd creates only when the service starts.)
+TEST_CASE("config refuses exactly the storage URLs that open_store refuses as bad", "[config][storage-url]") {
+    parley::test::temp_dir dir;
+    const std::string sqlite_dir = dir.path().string();
+    // Valid PostgreSQL URLs point where nobody listens: open_store fails, but as unavailable.
+    const std::vector<std::string> urls{
+        "postgresql://parley:Sup3r%Secret@127.0.0.1:1/db",
+        "postgresql://parley:Sup3r%25Secret@127.0.0.1:1/db?connect_timeout=2",
+        "postgresql://parley:Sup3r/Secret@127.0.0.1:1/db",
+        "postgresql://parley:Sup3r@Secret@127.0.0.1:1/db",
+        "postgresql://parley@127.0.0.1:1,127.0.0.1:2/db?connect_timeout=2",
+        "postgresql://parley@127.0.0.1:x1/db",
+        "postgres://parley@127.0.0.1:1/db?no_such_option=1",
+        "postgres://parley@127.0.0.1:1/db?sslmode=disable&connect_timeout=2",
+        "postgresql:///db?host=" + sqlite_dir + "/no-socket-here",
+        "sqlite://relative.db",
+        "sqlite://",
+        "sqlite://" + sqlite_dir + "/parley.db",
+        "sqlite://" + sqlite_dir + "/parley.db?mode=ro",
+        "mysql://parley@127.0.0.1/db",
+        "",
+    };
+    for (const auto& url : urls) {
+        INFO(url);
+        auto checked = parse_text(tenant_block, "test.toml", {{"PARLEY_STORAGE_URL", url}});
+        auto opened = parley::storage::open_store(url);
+        const bool refused_by_storage =
+            !opened.ok() && opened.failure().kind == parley::storage::error_kind::bad_request;
+        if (!opened.ok()) UNSCOPED_INFO("open_store: " << opened.failure().message);
+        CHECK(checked.ok() == !refused_by_storage);
+    }
+}
+
+TEST_CASE("server.listen_address must be an IP address", "[config]") {
+    for (const std::string address : {"0.0.0.0", "127.0.0.1", "::", "::1", "fe80::1%eth0", "2001:db8::10"}) {
+        INFO(address);
+        CHECK(parse_text("[server]\nlisten_address = \"" + address + "\"\n" + tenant_block, "test.toml", {}).ok());
+    }
+    for (const std::string address : {"localhost", "chat.example.com", "256.0.0.1", "127.0.0.1 ", "1.2.3", "",
+                                      "::1%", "[::1]", "127.0.0.1:8080"}) {
+        INFO(address);
+        auto r = parse_text("[server]\nlisten_address = \"" + address + "\"\n" + tenant_block, "test.toml", {});
+        CHECK(has_problem(r, "server.listen_address", "must be an IPv4 or IPv6 address"));
+    }
+}
+
+TEST_CASE("limits.max_connections stays below the open-file limit", "[config]") {
+    auto at_ceiling = parse_text("[limits]\nmax_connections = 19500\n" + tenant_block, "test.toml", {});
+    CHECK(at_ceiling.ok());
+    CHECK(at_ceiling.value.limits.max_connections == 19500);
+    for (const std::string value : {"19501", "20000", "10000000"}) {
+        auto r = parse_text("[limits]\nmax_connections = " + value + "\n" + tenant_block, "test.toml", {});
+        CHECK(has_problem(r, "limits.max_connections", "must be between 1 and 19500, got " + value));
+        CHECK(has_problem(r, "limits.max_connections", "LimitNOFILE"));
+    }
+}
+
+TEST_CASE("server.public_url is empty or an http(s) or ws(s) URL", "[config]") {
+    for (const std::string url : {"", "wss://chat.example.com", "ws://127.0.0.1:8080", "https://chat.example.com/widget",
+                                  "http://[::1]:8080/"}) {
+        INFO(url);
+        CHECK(parse_text("[server]\npublic_url = \"" + url + "\"\n" + tenant_block, "test.toml", {}).ok());
+    }
+    for (const std::string url : {"chat.example.com", "ftp://chat.example.com", "wss://", "wss:///path", "wss://:8080",
+                                  "wss://user:pw@chat.example.com", "wss://chat example.com", "WSS://chat.example.com"}) {
+        INFO(url);
+        auto r = parse_text("[server]\npublic_url = \"" + url + "\"\n" + tenant_block, "test.toml", {});
+        CHECK(has_problem(r, "server.public_url", "must be empty or an http://, https://, ws:// or wss:// URL"));
+    }
+}
+
+// The unit's comments tell operators which config keys its settings bound;
+// a key named there must exist (it once said server.max_connections).
+TEST_CASE("every config key the systemd unit's comments name is in the example config", "[config][deploy]") {
+    const auto deploy = parley::test::source_dir() / "deploy";
+    std::set<std::string> example_keys;
+    {
+        std::ifstream toml(deploy / "parley.toml");
+        REQUIRE(toml);
+        std::string line, section;
+        while (std::getline(toml, line)) {
+            if (line.rfind('[', 0) == 0) section = line.substr(1, line.find(']') - 1);
+            else if (const auto eq = line.find(" = "); eq != std::string::npos && line[0] != '#' && line[0] != ' ')
+                example_keys.insert(section + "." + line.substr(0, eq));
+        }
+    }
+    REQUIRE(example_keys.count("limits.max_connections") == 1);
+    std::ifstream unit(deploy / "parleyd.service");
+    REQUIRE(unit);
+    const std::set<std::string> sections{"server", "log", "storage", "limits", "routing"};
+    std::string line;
+    int named = 0;
+    while (std::getline(unit, line)) {
+        if (line.rfind('#', 0) != 0) continue;
+        for (std::size_t at = 0; (at = line.find('.', at)) != std::string::npos; ++at) {
+            auto start = at;
+            while (start > 0 && (std::islower(static_cast<unsigned char>(line[start - 1])) != 0)) --start;
+            auto end = at + 1;
+            while (end < line.size() && (std::islower(static_cast<unsigned char>(line[end])) != 0 || line[end] == '_'))
+                ++end;
+            if (sections.count(line.substr(start, at - start)) == 0 || end == at + 1) continue;
+            const auto key = line.substr(start, end - start);
+            INFO("deploy/parleyd.service names " << key);
+            CHECK(example_keys.count(key) == 1);
+            ++named;
+        }
+    }
+    CHECK(named >= 2);  // the shutdown timeout and the connection limit, at least
 }

@@ -4,10 +4,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstdio>
+#include <sstream>
 #include <thread>
+#include <vector>
 
 #include "parley/storage/store.h"
 #include "parley/storage/testing.h"
@@ -200,6 +205,31 @@ TEST_CASE("bad URLs and options are refused with a clear error", "[storage]") {
     auto bad_options = open_store(db.url, options);
     REQUIRE_FALSE(bad_options.ok());
     CHECK(bad_options.failure().kind == error_kind::bad_request);
+}
+
+TEST_CASE("a refused storage URL's error quotes neither the URL nor its password", "[storage]") {
+    // libpq's own parse message quotes the bad part: `invalid percent-encoded token: "Sup3r%Secret"`.
+    const std::vector<std::string> urls{
+        "postgresql://parley:Sup3r%Secret@127.0.0.1:1/db",
+        "postgres://parley@127.0.0.1:1/db?password=Sup3r%Secret",
+        "postgresql://parley:Sup3r/Secret@127.0.0.1:1/db",  // bare '/': "Sup3r" would be the port
+        "postgresql://parley:Sup3r@Secret@127.0.0.1:1/db",  // bare '@': "Secret@127.0.0.1" would be the host
+        "sqlite://Sup3rSecret.db",
+        "sqlite:///tmp/Sup3rSecret.db?mode=ro",
+        "mysql://parley:Sup3rSecret@127.0.0.1/db",
+    };
+    for (const auto& url : urls) {
+        INFO(url);
+        auto opened = open_store(url);
+        REQUIRE_FALSE(opened.ok());
+        CHECK(opened.failure().kind == error_kind::bad_request);
+        CHECK_THAT(opened.failure().message, !Catch::Contains("Sup3r") && !Catch::Contains("Secret"));
+        auto migrated = migrate(url);
+        REQUIRE_FALSE(migrated.ok());
+        CHECK(migrated.failure().kind == error_kind::bad_request);
+        CHECK_THAT(migrated.failure().message, !Catch::Contains("Sup3r") && !Catch::Contains("Secret"));
+    }
+    CHECK_THAT(open_store(urls[0]).failure().message, Catch::Contains("percent-encoding"));
 }
 
 TEST_CASE("tenants, agents, routes and accounts: upsert, list, delete, per tenant", "[storage][admin]") {
@@ -899,6 +929,52 @@ TEST_CASE("durability commit acknowledges after the commit, relaxed once queued"
         auto t = wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "c1", now, done); });
         CHECK(t->size() == 1);
     }
+}
+
+// A storage outage under durability relaxed fails every queued message, and
+// nobody but the log hears of it: a few lines a second, the rest counted.
+TEST_CASE("relaxed writes failing after acknowledgement: a few log lines a second, the rest counted",
+          "[storage][durability]") {
+    auto db = make_test_database("relaxedlog");
+    std::ostringstream log_text;
+    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log_text);
+    sink->set_pattern("%v");
+    spdlog::register_logger(std::make_shared<spdlog::logger>("store", sink));
+    struct unregister {
+        ~unregister() { spdlog::drop("store"); }
+    } unregister_store_logger;
+
+    constexpr int failing = 300;
+    const auto started = std::chrono::steady_clock::now();
+    {
+        store_options options;
+        options.durability = durability::relaxed;
+        auto s = open_ok(db.url, options);
+        REQUIRE(append(*s, text_message("acme", "c1", 1, now, "first")).ok());
+        s->flush();
+        // Each takes seq 1 again with another client_msg_id: acknowledged, then a conflict.
+        int acknowledged = 0;
+        for (int i = 0; i < failing; ++i)
+            s->append_message(text_message("acme", "c1", 1, now, "other-" + std::to_string(i)),
+                              [&](result<append_outcome> r) { acknowledged += r.ok() ? 1 : 0; });
+        CHECK(acknowledged == failing);
+        s->flush();
+    }  // closing the store logs the count still held back
+    const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started);
+
+    int one_by_one = 0;
+    long long counted = 0;
+    std::istringstream lines(log_text.str());
+    for (std::string line; std::getline(lines, line);) {
+        if (line.find("failed after acknowledgement: ") != std::string::npos)
+            ++one_by_one;
+        else if (line.find(" more relaxed message write(s) failed after acknowledgement") != std::string::npos)
+            counted += std::stoll(line);
+    }
+    INFO(log_text.str());
+    CHECK(one_by_one >= 1);
+    CHECK(one_by_one <= 5 * (seconds.count() + 1));  // at most 5 in each second the failures spanned
+    CHECK(one_by_one + counted == failing);
 }
 
 TEST_CASE("the write queue is bounded: beyond queue_max writes fail with unavailable", "[storage][backpressure]") {

@@ -15,7 +15,7 @@ struct server_config {
     std::string listen_address = "0.0.0.0";
     std::uint16_t port = 8080;
     unsigned threads = 0;  // 0: one per hardware thread
-    std::string public_url;  // how clients reach us; printed at start-up
+    std::string public_url;  // how clients reach us; checked, but not used by the server
     std::chrono::seconds shutdown_timeout{20};
 };
 

@@ -1,0 +1,56 @@
+// storage's log throttle on a hand-moved clock (it is private to storage:
+// storage/src/log_throttle.h).
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <catch2/catch.hpp>
+#include <sstream>
+
+#include "log_throttle.h"
+
+using parley::storage::detail::log_throttle;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct captured_log {
+    std::ostringstream text;
+    spdlog::logger logger{"throttle-test", std::make_shared<spdlog::sinks::ostream_sink_st>(text)};
+    captured_log() { logger.set_pattern("%v"); }
+    std::string take() {
+        auto lines = text.str();
+        text.str({});
+        return lines;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("the log throttle admits a few events a second and reports how many it held back", "[storage][log]") {
+    captured_log log;
+    log_throttle throttle(3, "writes failed");
+    const auto start = log_throttle::clock::time_point{} + 100s;
+
+    int admitted = 0;
+    for (int i = 0; i < 10; ++i) admitted += throttle.admit(log.logger, start + i * 10ms) ? 1 : 0;
+    CHECK(admitted == 3);
+    CHECK(log.take().empty());  // the count waits for the window to end
+
+    // The next window opens with the count of the last one, then admits again.
+    CHECK(throttle.admit(log.logger, start + 1s));
+    CHECK(log.take() == "7 more writes failed, not logged one by one\n");
+    CHECK(throttle.admit(log.logger, start + 1500ms));
+    CHECK(throttle.admit(log.logger, start + 1600ms));
+    CHECK_FALSE(throttle.admit(log.logger, start + 1700ms));
+    CHECK_FALSE(throttle.admit(log.logger, start + 1800ms));
+
+    // Reported on demand (reconnect, shutdown), and only once.
+    throttle.report_suppressed(log.logger);
+    CHECK(log.take() == "2 more writes failed, not logged one by one\n");
+    throttle.report_suppressed(log.logger);
+    CHECK(log.take().empty());
+
+    // A quiet window reports nothing.
+    CHECK(throttle.admit(log.logger, start + 10s));
+    CHECK(log.take().empty());
+}
