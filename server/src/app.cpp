@@ -150,21 +150,32 @@ struct app::impl {
           drain_timer(ioc),
           watchdog_timer(ioc) {}
 
-    // SIGTERM: stop accepting, tell every client 1001 (after what is queued for
-    // it), wait for the connections to go within a bound, then stop the loop.
-    // Storage writes still queued are committed by run() after the loop ends.
+    // SIGTERM: stop accepting; refuse new hellos and requests; let the message
+    // writes in flight finish and their `ok`s go out; then tell every client
+    // 1001 (after what is queued for it) and wait for the connections to go.
+    // A quarter of shutdown_timeout bounds the writes, half of it the whole
+    // drain. Storage writes still queued then are committed by run() after the
+    // loop ends (their `ok`s are lost; a resend is recognised by client_msg_id).
     void begin_shutdown(const char* why) {
         if (state->draining.exchange(true)) return;
         logger("main")->info("{}: shutting down, {} connection(s) open", why, state->open_connections.load());
         sd_notify(0, "STOPPING=1");
         if (server_listener) server_listener->stop();
         reload_signals.cancel();
-        for (auto& [id, hub] : *state->hubs()) hub->shutdown();
-        drain_deadline = std::chrono::steady_clock::now() + state->cfg.server.shutdown_timeout / 2;
+        for (auto& session : state->websockets.snapshot())
+            session->close_unless_authenticated(websocket::close_code::going_away, "server shutting down");
+        for (auto& [id, hub] : *state->hubs()) hub->shutdown(websocket::close_code::going_away, "server shutting down");
+        const auto now = std::chrono::steady_clock::now();
+        writes_deadline = now + state->cfg.server.shutdown_timeout / 4;
+        drain_deadline = now + state->cfg.server.shutdown_timeout / 2;
         wait_for_drain();
     }
 
     void wait_for_drain() {
+        if (!sessions_forced_closed && std::chrono::steady_clock::now() >= writes_deadline) {
+            sessions_forced_closed = true;
+            for (auto& [id, hub] : *state->hubs()) hub->close_sessions_now();
+        }
         if (state->open_connections.load() <= 0 || std::chrono::steady_clock::now() >= drain_deadline) {
             watchdog_timer.cancel();
             work_guard.reset();
@@ -205,7 +216,9 @@ struct app::impl {
     std::unique_ptr<config_reloader> reloader;
     asio::steady_timer drain_timer;
     asio::steady_timer watchdog_timer;
+    std::chrono::steady_clock::time_point writes_deadline;
     std::chrono::steady_clock::time_point drain_deadline;
+    bool sessions_forced_closed = false;
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_guard;
     std::shared_ptr<listener> server_listener;
 };

@@ -55,10 +55,8 @@ void dispatcher::on_text(const std::shared_ptr<websocket_session>& session, std:
         }
         return hello(session, frame);
     }
-    auto hubs = state_->hubs();
-    auto hub = hubs->find(session->tenant);
-    if (hub == hubs->end()) return;  // tenant removed by a reload: the session is being closed
-    hub->second->request(session, std::move(frame));
+    // The hub of the hello, even when a reload has removed the tenant since: it answers until it closes.
+    if (auto hub = session->hub.lock()) hub->request(session, std::move(frame));
 }
 
 void dispatcher::refuse(const std::shared_ptr<websocket_session>& session, const std::optional<std::string>& re,
@@ -71,6 +69,11 @@ void dispatcher::refuse(const std::shared_ptr<websocket_session>& session, const
 }
 
 void dispatcher::hello(const std::shared_ptr<websocket_session>& session, proto::client_frame& frame) {
+    if (state_->draining.load()) {
+        session->send(make_frame(proto::encode_error(re_of(frame.id), proto::error_code::unavailable,
+                                                     "server shutting down; reconnect")));
+        return session->close(websocket::close_code::going_away, "server shutting down");
+    }
     const auto now = std::chrono::system_clock::now();
     if (auto* agent = std::get_if<proto::requests::agent_hello>(&frame.request)) {
         // The tenant is read from the unverified token only to pick the key that verifies it.
@@ -82,6 +85,7 @@ void dispatcher::hello(const std::shared_ptr<websocket_session>& session, proto:
         if (!verified.claims) return refuse(session, frame.id, to_string(verified.error));
         session->authenticated = true;
         session->tenant = *tenant;
+        session->hub = hub->second;
         session->principal = verified.claims->agent_id;
         hub->second->agent_hello(session, frame.id, verified.claims->agent_id);
         return;
@@ -131,15 +135,15 @@ void dispatcher::hello(const std::shared_ptr<websocket_session>& session, proto:
     bool profile_given = profile != proto::visitor_profile{};
     session->authenticated = true;
     session->tenant = tenant.id;
+    session->hub = hub->second;
     session->principal = visitor_id;
     hub->second->visitor_hello(session, frame.id, visitor_id, std::move(profile), profile_given);
 }
 
 void dispatcher::on_closed(const std::shared_ptr<websocket_session>& session) {
     if (!session->authenticated) return;
-    auto hubs = state_->hubs();
-    auto hub = hubs->find(session->tenant);
-    if (hub != hubs->end()) hub->second->session_closed(session);
+    // Through the hub of the hello: a tenant removed by a reload still releases its sessions.
+    if (auto hub = session->hub.lock()) hub->session_closed(session);
 }
 
 }  // namespace parley::server

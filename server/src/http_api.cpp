@@ -107,6 +107,19 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
     const auto method = request.method();
     const bool is_get = method == http::verb::get || method == http::verb::head;
 
+    // The WebSocket endpoints reach here only when the upgrade was not taken.
+    if (target == "/v1/visitor" || target == "/v1/agent") {
+        if (state->draining.load()) {
+            auto response = error_response(request, 503, proto::error_code::unavailable,
+                                           "server shutting down; reconnect in a moment");
+            response.set(http::field::retry_after, "1");
+            return done(std::move(response));
+        }
+        auto response = error_response(request, 426, proto::error_code::bad_request,
+                                       "this endpoint speaks WebSocket: send an Upgrade request");
+        response.set(http::field::upgrade, "websocket");
+        return done(std::move(response));
+    }
     if (target == "/healthz") {
         if (!is_get) return done(error_response(request, 405, proto::error_code::bad_request, "use GET"));
         return done(make_response(request, 200, "ok\n", "text/plain; charset=utf-8"));
@@ -119,6 +132,9 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
     }
     if (target == "/metrics") {
         std::string body = global_metrics().render();
+        body += "# HELP parley_open_connections Open TCP connections of every kind (HTTP, WebSocket before and "
+                "after hello): what limits.max_connections bounds.\n# TYPE parley_open_connections gauge\n"
+                "parley_open_connections " + std::to_string(state->open_connections.load()) + "\n";
         if (state->store) {
             auto s = state->store->stats();
             body += "# HELP parley_storage_queue_depth Writes queued for the storage thread.\n"

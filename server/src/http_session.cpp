@@ -50,7 +50,8 @@ void http_session::on_read(error_code ec, std::size_t) {
         if (target == "/v1/agent") role = client_role::agent;
         if (role && state_->websocket_handler && !state_->draining.load()) {
             // The WebSocket session takes the socket over; this http_session ends here.
-            std::make_shared<websocket_session>(stream_.release_socket(), state_, *role, state_->websocket_handler)
+            std::make_shared<websocket_session>(stream_.release_socket(), std::move(slot_), state_, *role,
+                                                state_->websocket_handler)
                 ->run(std::move(request));
             return;
         }

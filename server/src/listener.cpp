@@ -1,5 +1,7 @@
 #include "listener.h"
 
+#include "metrics.h"
+
 #include "http_session.h"
 #include "parley/server/logging.h"
 
@@ -52,6 +54,7 @@ void listener::on_accept(error_code ec, tcp::socket socket) {
     } else if (over_limits(socket)) {
         error_code ignored;
         socket.close(ignored);  // over a connection limit: refuse rather than degrade everyone
+        global_metrics().connections_refused++;
     } else {
         // Frames are small and often sent back to back (ok, then an event): without this the
         // second waits for the peer's delayed ACK (~40 ms).

@@ -55,6 +55,9 @@ std::string metrics::render() const {
            slow_consumer_closes);
     metric(out, "counter", "parley_hello_refusals_total", "Hellos refused (bad, expired or unknown credentials).",
            hello_refusals);
+    metric(out, "counter", "parley_connections_refused_total",
+           "Connections closed at accept by limits.max_connections or limits.max_connections_per_ip.",
+           connections_refused);
     metric(out, "counter", "parley_handler_exceptions_total", "Exceptions that escaped a handler (bugs; logged).",
            handler_exceptions);
     metric(out, "counter", "parley_rate_limited_frames_total", "Client frames refused by the rate limit.",

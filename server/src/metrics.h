@@ -41,6 +41,7 @@ struct metrics {
     counter slow_consumer_closes{0};
     counter handler_exceptions{0};
     counter hello_refusals{0};
+    counter connections_refused{0};  // cut at accept: limits.max_connections or max_connections_per_ip
     counter rate_limited_frames{0};
     counter protocol_errors{0};
     gauge queue_depth{0};

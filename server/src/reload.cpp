@@ -182,7 +182,8 @@ void config_reloader::reload_once() {
         }
     }
     state_->set_hubs(hubs);
-    for (auto& hub : removed) hub->shutdown();
+    // Their clients must not come back: the credentials of a removed tenant are no good.
+    for (auto& hub : removed) hub->shutdown(static_cast<websocket::close_code>(4401), "tenant removed");
     if (!tenants_ok) {
         // Keep what did not load out of `applied_`, so the next reload tries it again.
         for (auto it = next.tenants.begin(); it != next.tenants.end();)

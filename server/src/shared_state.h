@@ -11,6 +11,8 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "net.h"
 #include "parley/config/config.h"
@@ -20,6 +22,7 @@ namespace parley::server {
 
 class frame_handler;
 class tenant_hub;
+class websocket_session;
 using hub_map = std::unordered_map<std::string, std::shared_ptr<tenant_hub>>;
 
 // Open connections per client address, for limits.max_connections_per_ip.
@@ -44,6 +47,32 @@ private:
     std::map<asio::ip::address, std::size_t> counts_;
 };
 
+// Every WebSocket session past its handshake, so that a shutdown also reaches
+// the ones that have not said hello (no hub knows them).
+class websocket_registry {
+public:
+    void add(std::uint64_t id, std::weak_ptr<websocket_session> session) {
+        std::lock_guard lock(mutex_);
+        sessions_.emplace(id, std::move(session));
+    }
+    void remove(std::uint64_t id) {
+        std::lock_guard lock(mutex_);
+        sessions_.erase(id);
+    }
+    std::vector<std::shared_ptr<websocket_session>> snapshot() const {
+        std::lock_guard lock(mutex_);
+        std::vector<std::shared_ptr<websocket_session>> open;
+        open.reserve(sessions_.size());
+        for (const auto& [id, weak] : sessions_)
+            if (auto session = weak.lock()) open.push_back(std::move(session));
+        return open;
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::unordered_map<std::uint64_t, std::weak_ptr<websocket_session>> sessions_;
+};
+
 struct shared_state {
     explicit shared_state(config::config c)
         : cfg(std::move(c)), limits_(std::make_shared<const config::limits_config>(cfg.limits)) {}
@@ -61,6 +90,7 @@ struct shared_state {
     std::atomic<bool> draining{false};  // SIGTERM received: refuse new work
     std::atomic<std::int64_t> open_connections{0};
     address_counts connections_by_address;
+    websocket_registry websockets;
     // Receives every WebSocket frame; set once at start-up, before listening.
     std::shared_ptr<frame_handler> websocket_handler;
     std::shared_ptr<storage::store> store;
@@ -70,26 +100,30 @@ private:
     std::atomic<std::shared_ptr<const hub_map>> hubs_;
 };
 
-// One open connection, counted for as long as its session lives (an upgraded
-// connection is briefly counted by both its HTTP and its WebSocket session).
+// One open connection, counted for as long as its session lives. An upgrade
+// moves it from the HTTP session to the WebSocket session: counted once.
 class connection_slot {
 public:
-    connection_slot(shared_state& state, const tcp::socket& socket) : state_(state) {
+    connection_slot(shared_state& state, const tcp::socket& socket) : state_(&state) {
         error_code ec;
         auto endpoint = socket.remote_endpoint(ec);
         if (!ec) address_ = endpoint.address();
-        ++state_.open_connections;
-        if (address_) state_.connections_by_address.add(*address_);
+        ++state_->open_connections;
+        if (address_) state_->connections_by_address.add(*address_);
     }
     ~connection_slot() {
-        --state_.open_connections;
-        if (address_) state_.connections_by_address.remove(*address_);
+        if (state_ == nullptr) return;  // moved away
+        --state_->open_connections;
+        if (address_) state_->connections_by_address.remove(*address_);
     }
+    connection_slot(connection_slot&& other) noexcept
+        : state_(std::exchange(other.state_, nullptr)), address_(std::move(other.address_)) {}
     connection_slot(const connection_slot&) = delete;
     connection_slot& operator=(const connection_slot&) = delete;
+    connection_slot& operator=(connection_slot&&) = delete;
 
 private:
-    shared_state& state_;
+    shared_state* state_;
     std::optional<asio::ip::address> address_;
 };
 

@@ -230,13 +230,28 @@ std::optional<routing::time_point> tenant_hub::restore_state(std::string& error)
     return std::nullopt;
 }
 
-void tenant_hub::shutdown() {
-    on_strand([self = shared_from_this()] {
+void tenant_hub::shutdown(websocket::close_code code, std::string reason) {
+    on_strand([self = shared_from_this(), code, reason = std::move(reason)] {
         self->stopped_ = true;
         self->wakeup_timer_.cancel();
         self->stats_timer_.cancel();
         self->restore_timer_.cancel();
-        for (auto& [id, entry] : self->sessions_) entry.session->close(websocket::close_code::going_away, "server shutting down");
+        self->close_when_drained_ = websocket::close_reason(code, reason);
+        self->close_sessions_if_drained();
+    });
+}
+
+void tenant_hub::close_sessions_if_drained() {
+    if (!close_when_drained_ || pending_writes_ > 0) return;
+    const auto reason = *close_when_drained_;
+    for (auto& [id, entry] : sessions_) entry.session->close(reason.code, std::string(reason.reason.data(), reason.reason.size()));
+}
+
+void tenant_hub::close_sessions_now() {
+    on_strand([self = shared_from_this()] {
+        if (!self->close_when_drained_) return;
+        self->pending_writes_ = 0;  // what is still pending is committed at exit; its acks are lost
+        self->close_sessions_if_drained();
     });
 }
 
@@ -646,6 +661,7 @@ void tenant_hub::visitor_hello(std::shared_ptr<websocket_session> session, std::
                                std::string visitor_id, proto::visitor_profile profile, bool profile_given) {
     on_strand([self = shared_from_this(), session = std::move(session), re = std::move(re),
                visitor_id = std::move(visitor_id), profile = std::move(profile), profile_given]() mutable {
+        if (self->stopped_) return session->close(websocket::close_code::going_away, "server shutting down");
         auto sid = session->id();
         self->sessions_[sid] = {session, client_role::visitor, visitor_id, {}, false, {}};
         global_metrics().visitor_connections++;
@@ -720,6 +736,7 @@ void tenant_hub::agent_hello(std::shared_ptr<websocket_session> session, std::op
             session->close(static_cast<std::uint16_t>(4401), "unknown agent");
             return;
         }
+        if (self->stopped_) return session->close(websocket::close_code::going_away, "server shutting down");
         auto sid = session->id();
         self->sessions_[sid] = {session, client_role::agent, agent_id, {}, false, {}};
         self->agent_sessions_[agent_id].push_back(sid);
@@ -778,6 +795,9 @@ void tenant_hub::request(std::shared_ptr<websocket_session> session, proto::clie
     on_strand([self = shared_from_this(), session = std::move(session), frame = std::move(frame)]() mutable {
         auto it = self->sessions_.find(session->id());
         if (it == self->sessions_.end()) return;  // hello refused or session gone
+        if (self->stopped_)  // its close follows once the writes in flight are done
+            return self->reply_error(session->id(), frame.id, proto::error_code::unavailable,
+                                     "server shutting down; reconnect and resend");
         if (auto waiting = self->behind_hello_.find(session->id()); waiting != self->behind_hello_.end()) {
             if (waiting->second.size() >= max_frames_behind_hello)
                 return self->reply_error(session->id(), frame.id, proto::error_code::rate_limited,
@@ -1104,6 +1124,7 @@ void tenant_hub::handle_send(const session_entry& from, std::uint64_t sid, const
     w.re = re;
     w.received_at = std::chrono::steady_clock::now();
     c->outbox.push_back(std::move(w));
+    ++pending_writes_;
     submit_next_write(*c);
 }
 
@@ -1118,6 +1139,7 @@ void tenant_hub::submit_next_write(conversation& c) {
             auto known = c.stored_client_ids.find(*w.message.client_msg_id);
             if (known != c.stored_client_ids.end()) {
                 if (w.re) send(w.origin_session, proto::encode_send_ok(*w.re, known->second.first, known->second.second));
+                --pending_writes_;
                 continue;
             }
         }
@@ -1148,8 +1170,9 @@ void tenant_hub::remember_client_id(conversation& c, const std::string& client_m
 
 void tenant_hub::on_message_stored(const std::string& conversation_id, pending_write w,
                                    storage::result<storage::append_outcome> r) {
+    if (pending_writes_ > 0) --pending_writes_;
     auto* c = find_conversation(conversation_id);
-    if (c == nullptr) return;
+    if (c == nullptr) return close_sessions_if_drained();
     c->writing = false;
     if (!r) {
         c->last_seq = w.message.seq - 1;  // give the seq back: nothing was stored under it
@@ -1180,6 +1203,7 @@ void tenant_hub::on_message_stored(const std::string& conversation_id, pending_w
     submit_next_write(*c);
     flush_ended_events(*c);
     forget_if_done(conversation_id);
+    close_sessions_if_drained();
 }
 
 void tenant_hub::handle_accept(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,

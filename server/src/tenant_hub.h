@@ -72,8 +72,12 @@ public:
     void agent_hello(std::shared_ptr<websocket_session> session, std::optional<std::string> re, std::string agent_id);
     void request(std::shared_ptr<websocket_session> session, proto::client_frame frame);
     void session_closed(std::shared_ptr<websocket_session> session);
-    // Server shutting down: close sessions with 1001, stop timers so the io_context can run out of work.
-    void shutdown();
+    // Server shutting down, or the tenant removed by a reload: stop timers (so the io_context can
+    // run out of work) and refuse new requests with `unavailable`; once the message writes in
+    // flight have completed and their `ok`s are queued, close every session with `code`.
+    void shutdown(websocket::close_code code, std::string reason);
+    // The drain took too long: close every session now (their queued frames still go first).
+    void close_sessions_now();
     // After the event loop stopped (no strand work can run): drop the references to sessions,
     // which reference the dispatcher, which references the hubs.
     void release_sessions();
@@ -244,6 +248,10 @@ private:
     asio::steady_timer stats_timer_;
     asio::steady_timer restore_timer_;
     bool stopped_ = false;
+    // Set by shutdown(): how sessions are closed once no message write is pending.
+    std::optional<websocket::close_reason> close_when_drained_;
+    std::size_t pending_writes_ = 0;  // `send`s queued or being written, across conversations
+    void close_sessions_if_drained();
 
     std::unique_ptr<routing::tenant_router> router_;
     std::unordered_map<std::string, storage::agent_record> agents_;

@@ -12,11 +12,12 @@ std::atomic<std::uint64_t> next_session_id{1};
 constexpr auto close_grace = std::chrono::seconds(5);  // a close that cannot be sent in time becomes a TCP close
 }  // namespace
 
-websocket_session::websocket_session(tcp::socket&& socket, std::shared_ptr<shared_state> state, client_role role,
+websocket_session::websocket_session(tcp::socket&& socket, connection_slot&& slot, std::shared_ptr<shared_state> state,
+                                     client_role role,
                                      std::shared_ptr<frame_handler> handler)
     : state_(std::move(state)),
       ws_(std::move(socket)),
-      slot_(*state_, ws_.next_layer()),
+      slot_(std::move(slot)),
       role_(role),
       handler_(std::move(handler)),
       id_(next_session_id++),
@@ -51,6 +52,13 @@ void websocket_session::run(http::request<http::string_body> upgrade_request) {
 
 void websocket_session::on_accept(error_code ec) {
     if (ec) return fail(ec, "accept");
+    // Registered before draining is checked: a shutdown either finds this session or is seen here.
+    state_->websockets.add(id_, weak_from_this());
+    registered_ = true;
+    if (state_->draining.load()) {
+        do_read();
+        return begin_close({websocket::close_code::going_away, "server shutting down"});
+    }
     hello_timer_.expires_after(state_->limits()->hello_timeout);
     hello_timer_.async_wait(beast::bind_front_handler(&websocket_session::on_hello_deadline, shared_from_this()));
     schedule_ping();
@@ -211,6 +219,12 @@ void websocket_session::on_write(error_code ec, std::size_t) {
     do_write();
 }
 
+void websocket_session::close_unless_authenticated(websocket::close_code code, std::string reason) {
+    asio::post(ws_.get_executor(), [self = shared_from_this(), code, reason = std::move(reason)] {
+        if (!self->authenticated) self->begin_close({code, reason});
+    });
+}
+
 void websocket_session::close(websocket::close_code code, std::string reason) {
     asio::post(ws_.get_executor(), [self = shared_from_this(), code, reason = std::move(reason)] {
         self->begin_close({code, reason});
@@ -244,6 +258,7 @@ void websocket_session::fail(error_code ec, const char* what) {
 void websocket_session::finish() {
     if (finished_) return;
     finished_ = true;
+    if (registered_) state_->websockets.remove(id_);
     hello_timer_.cancel();
     ping_timer_.cancel();
     close_deadline_.cancel();

@@ -22,6 +22,7 @@ namespace parley::server {
 enum class client_role { visitor, agent };
 
 class websocket_session;
+class tenant_hub;
 
 // Receives what a session reads. Called on the session's strand.
 class frame_handler {
@@ -35,7 +36,7 @@ using outbound_frame = std::shared_ptr<const std::string>;
 
 class websocket_session : public std::enable_shared_from_this<websocket_session> {
 public:
-    websocket_session(tcp::socket&& socket, std::shared_ptr<shared_state> state, client_role role,
+    websocket_session(tcp::socket&& socket, connection_slot&& slot, std::shared_ptr<shared_state> state, client_role role,
                       std::shared_ptr<frame_handler> handler);
     ~websocket_session();
 
@@ -49,6 +50,8 @@ public:
     // call `done` on the session's strand. Dropped, `done` uncalled, if the
     // session closes first.
     void send_paced(std::vector<outbound_frame> frames, std::function<void()> done);
+    // Thread-safe: close unless a hello has been accepted (its hub decides when then).
+    void close_unless_authenticated(websocket::close_code code, std::string reason);
     // Thread-safe: send what is queued, then close with `code` (1000, 1001, 1008, 4401...).
     void close(websocket::close_code code, std::string reason = {});
     void close(std::uint16_t code, std::string reason = {}) {
@@ -63,6 +66,7 @@ public:
     // read on the session strand, and by the hub, which is posted to after the writes.
     bool authenticated = false;
     std::string tenant;
+    std::weak_ptr<tenant_hub> hub;  // the tenant's hub at the hello; a reload may remove it from the map
     std::string principal;  // visitor id or agent id
     // When the credentials of the hello expire (visitor token or resume token), if they do.
     std::optional<std::int64_t> credentials_expire_at_s;
@@ -105,6 +109,7 @@ private:
     bool writing_ = false;
     bool closing_ = false;  // close requested: no more reads dispatched, no new frames queued
     bool finished_ = false;
+    bool registered_ = false;  // in state_->websockets
     std::optional<websocket::close_reason> pending_close_;
 
     asio::steady_timer hello_timer_;

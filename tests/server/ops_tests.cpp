@@ -1,7 +1,11 @@
 // Operators' surface of the real daemon: the admin API of protocol.md section
 // 6 (each endpoint, bad input, other tenants' tokens), applied to the running
 // routing core at once, and /metrics counters that move with the traffic.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <sstream>
 #include <thread>
@@ -261,6 +265,50 @@ TEST_CASE("/metrics counters and gauges move with the traffic", "[ops]") {
     CHECK(after["parley_send_ack_seconds_bucket{le=\"+Inf\"}"] == 5);
 }
 
+TEST_CASE("SIGTERM reaches every connection: 1001 before hello too, 503 to an upgrade during the drain", "[ops]") {
+    chat_server server;
+    ws_client silent(server.port(), "/v1/visitor");  // upgraded, never says hello
+    // An HTTP keep-alive connection opened before the signal, which asks for an upgrade after it.
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(server.port());
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+    timeval five{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five, sizeof five);
+    auto exchange = [fd](const std::string& request) {
+        REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size()));
+        char reply[2048];
+        auto got = ::recv(fd, reply, sizeof reply, 0);
+        return got > 0 ? std::string(reply, static_cast<std::size_t>(got)) : std::string();
+    };
+    CHECK(exchange("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").rfind("HTTP/1.1 200", 0) == 0);
+    auto metrics = scrape(server.port());
+    CHECK(metrics["parley_open_connections"] >= 2);  // the silent one and this one (and the scrape's own)
+
+    server.daemon().signal(SIGTERM);
+    CHECK(silent.wait_closed() == 1001);
+    const auto refused = exchange(
+        "GET /v1/visitor HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    INFO(refused);
+    CHECK(refused.rfind("HTTP/1.1 503", 0) == 0);
+    CHECK(refused.find("Retry-After: 1") != std::string::npos);
+    CHECK(refused.find("\"code\":\"unavailable\"") != std::string::npos);
+    ::close(fd);
+    CHECK(server.daemon().wait_exit(15s) == std::optional<int>(0));
+}
+
+TEST_CASE("a GET without upgrade on a WebSocket endpoint is told to upgrade", "[ops]") {
+    chat_server server;
+    auto reply = http_request(server.port(), "GET", "/v1/agent");
+    CHECK(reply.status == 426);
+    CHECK(reply.headers["Upgrade"] == "websocket");
+    CHECK(json::parse(reply.body)["code"] == "bad_request");
+}
+
 TEST_CASE("SIGTERM drains: clients get 1001, acknowledged messages survive, exit 0", "[ops]") {
     chat_server server;
     server.put_agent("a1", {{"name", "Ann"}});
@@ -273,7 +321,11 @@ TEST_CASE("SIGTERM drains: clients get 1001, acknowledged messages survive, exit
                             {"text", "m" + std::to_string(i)}, {"client_msg_id", "c" + std::to_string(i)}});
     int acknowledged = visitor->expect("ok")["re"] == "s0";
     server.daemon().signal(SIGTERM);
-    while (auto frame = visitor->receive(5s)) acknowledged += json::parse(*frame)["type"] == "ok";
+    while (auto frame = visitor->receive(5s)) {
+        auto reply = json::parse(*frame);
+        acknowledged += reply["type"] == "ok";
+        if (reply["type"] == "error") CHECK(reply["code"] == "unavailable");  // refused during the drain: resend later
+    }
     CHECK(visitor->close_code() == 1001);
     CHECK(agent->wait_closed() == 1001);
     CHECK(server.daemon().wait_exit(15s) == std::optional<int>(0));

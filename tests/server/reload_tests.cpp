@@ -73,7 +73,7 @@ TEST_CASE("SIGHUP reloads log level, limits and tenants, and names what needs a 
     CHECK(chat_server::send_text(*visitor.ws, conversation_id, std::string(100, 'x'), "m-2")["code"] == "too_large");
     CHECK(chat_server::send_text(*visitor.ws, conversation_id, std::string(50, 'x'), "m-3")["type"] == "ok");
     // t2 is gone: its agent was disconnected, its credentials no longer open anything.
-    CHECK(t2_agent->wait_closed().has_value());
+    CHECK(t2_agent->wait_closed() == 4401);  // its credentials are no good any more: do not come back
     CHECK(server.admin("GET", "/agents", nullptr, "t2").status == 401);
     // t3 is served.
     CHECK(http_request(server.port(), "GET", "/v1/tenants/t3/agents", "",
@@ -105,6 +105,17 @@ TEST_CASE("SIGHUP reloads log level, limits and tenants, and names what needs a 
     REQUIRE(log_shows(daemon, "reload: done"));
     CHECK(http_request(server.port(), "GET", "/healthz").status == 200);
     CHECK(count_of(daemon.log(), "reload: done") >= 2);
+    // The removed tenant's session was released: two agent sessions are left (a1's two).
+    std::string agents_line;
+    for (int i = 0; i < 50; ++i) {
+        const auto metrics = http_request(server.port(), "GET", "/metrics").body;
+        const auto at = metrics.find("parley_connections{kind=\"agent\"} ");
+        REQUIRE(at != std::string::npos);
+        agents_line = metrics.substr(at, metrics.find('\n', at) - at);
+        if (agents_line.ends_with(" 2")) break;
+        std::this_thread::sleep_for(100ms);
+    }
+    CHECK(agents_line == "parley_connections{kind=\"agent\"} 2");
     daemon.signal(SIGTERM);
     CHECK(daemon.wait_exit(15s) == std::optional<int>(0));
 }
