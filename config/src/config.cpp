@@ -126,8 +126,8 @@ bool valid_listen_address(const std::string& address) {
     return ::inet_pton(AF_INET6, address.substr(0, percent).c_str(), bytes) == 1;
 }
 
-// server.public_url is informational only (the server never reads it), but a
-// value that is no URL is a typo worth failing on: empty, or
+// server.public_url is informational only (printed at start-up), but a value
+// that is no URL is a typo worth failing on: empty, or
 // http(s)/ws(s)://host... without spaces, control characters or user info.
 bool valid_public_url(const std::string& url) {
     if (url.empty()) return true;

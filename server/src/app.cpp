@@ -286,6 +286,8 @@ int app::run() {
 
     log->info("parleyd {} listening on {}:{} with {} I/O thread(s), storage {}, {} tenant(s)", PARLEY_VERSION,
               cfg.server.listen_address, port, s.thread_count, store->backend_name(), hubs->size());
+    if (!cfg.server.public_url.empty())
+        log->info("clients reach it at {} (widgets: /v1/visitor, agents: /v1/agent)", cfg.server.public_url);
     if (!s.options.port_file.empty()) {
         // Written to a temp name and renamed, so a reader never sees half a number.
         std::string temp = s.options.port_file + ".tmp";
