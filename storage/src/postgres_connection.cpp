@@ -1,7 +1,10 @@
 // PostgreSQL through libpqxx 6.4: prepared statements cached per connection,
 // and one multi-row INSERT ... SELECT FROM unnest(arrays) per run of messages,
 // which is what makes group commit fast (one round trip for a whole batch).
+#include <libpq-fe.h>
+
 #include <pqxx/pqxx>
+#include <set>
 #include <unordered_map>
 
 #include "queries.h"
@@ -203,8 +206,32 @@ private:
 
 }  // namespace
 
+std::string with_network_timeouts(const std::string& url) {
+    PQconninfoOption* parsed = PQconninfoParse(url.c_str(), nullptr);
+    if (parsed == nullptr) return url;  // refused by the connect with its own error
+    std::set<std::string> given;
+    for (const auto* option = parsed; option->keyword != nullptr; ++option)
+        if (option->val != nullptr) given.insert(option->keyword);
+    PQconninfoFree(parsed);
+    // Idle 30 s, then 3 probes 10 s apart; unacknowledged sends give up after 30 s.
+    static constexpr std::pair<const char*, const char*> defaults[] = {
+        {"connect_timeout", "10"},     {"keepalives", "1"},       {"keepalives_idle", "30"},
+        {"keepalives_interval", "10"}, {"keepalives_count", "3"}, {"tcp_user_timeout", "30000"}};
+    std::string out = url;
+    char separator = url.find('?') == std::string::npos ? '?' : '&';
+    for (const auto& [keyword, value] : defaults) {
+        if (given.count(keyword) != 0) continue;
+        out += separator;
+        out += keyword;
+        out += '=';
+        out += value;
+        separator = '&';
+    }
+    return out;
+}
+
 std::unique_ptr<sql_connection> open_postgres_connection(const std::string& url) {
-    return std::make_unique<postgres_connection>(url);
+    return std::make_unique<postgres_connection>(with_network_timeouts(url));
 }
 
 }  // namespace parley::storage::detail

@@ -83,6 +83,10 @@ public:
 using connection_factory = std::function<std::unique_ptr<sql_connection>()>;
 
 std::unique_ptr<sql_connection> open_postgres_connection(const std::string& url);
+// `url` with libpq's TCP timeouts (connect_timeout, keepalives, tcp_user_timeout)
+// added where it sets none: a database behind a silently dropping network must
+// turn into errors within about a minute, not a writer blocked for many.
+std::string with_network_timeouts(const std::string& url);
 std::unique_ptr<sql_connection> open_sqlite_connection(const std::string& path, bool durable_commit);
 
 // Conversion of a failure seen by a caller that has no connection (connect failed).

@@ -1302,37 +1302,51 @@ TEST_CASE("a flood of refused hellos is counted in full and logged at a bounded 
 
 TEST_CASE("limits.max_connections_per_ip refuses one address's extra connections, and frees them as they close", "[e2e]") {
     chat_server server("[limits]\nmax_connections_per_ip = 3\n");
-    std::vector<std::unique_ptr<ws_client>> open;
-    for (int i = 0; i < 3; ++i) open.push_back(std::make_unique<ws_client>(server.port(), "/v1/visitor"));
-    // Whether a new connection from 127.0.0.1 gets an answer, or is cut at once.
-    auto answered = [&server] {
+    // One HTTP exchange from `source`; the reply, or "" when the connection was cut at once.
+    auto exchange_from = [&server](const char* source, const std::string& target) {
         int fd = ::socket(AF_INET, SOCK_STREAM, 0);
         REQUIRE(fd >= 0);
+        sockaddr_in from{};
+        from.sin_family = AF_INET;
+        REQUIRE(::inet_pton(AF_INET, source, &from.sin_addr) == 1);
+        REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) == 0);
         sockaddr_in to{};
         to.sin_family = AF_INET;
         to.sin_port = htons(server.port());
         to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
-        const std::string request = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        const std::string request = "GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
         (void)::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
         timeval five{5, 0};
         ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five, sizeof five);
-        char reply[256];
-        auto got = ::recv(fd, reply, sizeof reply, 0);
-        // Read to the server's close, so this probe no longer holds a place when it returns.
-        for (auto more = got; more > 0;) more = ::recv(fd, reply, sizeof reply, 0);
+        std::string reply;
+        char chunk[4096];
+        for (ssize_t got; (got = ::recv(fd, chunk, sizeof chunk, 0)) > 0;) reply.append(chunk, static_cast<std::size_t>(got));
         ::close(fd);
-        return got > 0;
+        return reply;
     };
-    CHECK_FALSE(answered());  // the fourth is cut
-    // A closed connection frees its place (once the server has seen the close).
+    // Waits until the server counts `n` open connections besides the asking one, which comes
+    // from 127.0.0.2 so that it never takes one of 127.0.0.1's places.
+    auto wait_until_open = [&](int n) {
+        std::string line;
+        for (int i = 0; i < 100; ++i) {
+            const auto metrics = exchange_from("127.0.0.2", "/metrics");
+            const auto at = metrics.find("\nparley_open_connections ");
+            REQUIRE(at != std::string::npos);
+            line = metrics.substr(at + 1, metrics.find('\n', at + 1) - at - 1);
+            if (line == "parley_open_connections " + std::to_string(n + 1)) return;
+            std::this_thread::sleep_for(50ms);
+        }
+        FAIL("still " << line << ", waiting for " << n << " + 1");
+    };
+    wait_until_open(0);  // the set-up's HTTP calls are gone
+    std::vector<std::unique_ptr<ws_client>> open;
+    for (int i = 0; i < 3; ++i) open.push_back(std::make_unique<ws_client>(server.port(), "/v1/visitor"));
+    CHECK(exchange_from("127.0.0.1", "/healthz").empty());  // the fourth is cut
+    CHECK_FALSE(exchange_from("127.0.0.2", "/healthz").empty());  // another address is not
+    // A closed connection frees its place once the server has seen the close.
     open.pop_back();
-    bool freed = false;
-    for (int i = 0; i < 50 && !freed; ++i) {
-        freed = answered();
-        if (!freed) std::this_thread::sleep_for(100ms);
-    }
-    REQUIRE(freed);
+    wait_until_open(2);
     ws_client again(server.port(), "/v1/visitor");
     CHECK(again.request({{"type", "hello"}, {"id", "h"}, {"tenant", "t1"}})["type"] == "ok");
 }
