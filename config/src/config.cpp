@@ -182,6 +182,7 @@ void parse_storage(const toml::value* t, const std::string& file, std::vector<pr
     r.integer("queue_max", c.queue_max, 1, 10'000'000);
     r.integer("retention_days", c.retention_days, 1, 36'500);
     r.duration("prune_interval_s", c.prune_interval, 1, 7 * 24 * 3600);
+    r.duration("start_wait_s", c.start_wait, 0, 3600);
 }
 
 void parse_limits(const toml::value* t, const std::string& file, std::vector<problem>& p, limits_config& c) {

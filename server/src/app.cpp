@@ -188,6 +188,47 @@ struct app::impl {
         });
     }
 
+    // A PostgreSQL still starting, or briefly unreachable, when parleyd starts is
+    // waited for (storage.start_wait_s, with backoff): a boot-order race or a short
+    // outage must not use up systemd's restart budget. SIGTERM ends the wait.
+    // SQLite, and any failure but `unavailable`, fail at once.
+    storage::result<std::unique_ptr<storage::store>> open_storage_waiting(const config::config& cfg) {
+        auto log = logger("main");
+        const auto store_options = store_options_from(cfg);
+        auto opened = storage::open_store(cfg.storage.url, store_options);
+        const bool networked = cfg.storage.url.rfind("sqlite:", 0) != 0;
+        if (opened || !networked || opened.failure().kind != storage::error_kind::unavailable ||
+            cfg.storage.start_wait.count() == 0)
+            return opened;
+        signals.async_wait([this](error_code ec, int) {
+            if (!ec) stop_requested_at_start = true;
+        });
+        const auto give_up_at = std::chrono::steady_clock::now() + cfg.storage.start_wait;
+        std::chrono::milliseconds backoff{250};
+        while (!opened && opened.failure().kind == storage::error_kind::unavailable && !stop_requested_at_start) {
+            const auto left = give_up_at - std::chrono::steady_clock::now();
+            if (left <= std::chrono::milliseconds::zero()) {
+                log->error("storage: gave up after storage.start_wait_s = {} s", cfg.storage.start_wait.count());
+                break;
+            }
+            backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+            const auto wait = std::min<std::chrono::steady_clock::duration>(backoff, left);
+            log->warn("storage not reachable yet, retrying in {} ms: {}",
+                      std::chrono::duration_cast<std::chrono::milliseconds>(wait).count(), opened.failure().message);
+            sd_notify(0, "STATUS=waiting for storage");
+            ioc.restart();
+            ioc.run_for(wait);  // returns early when a stop signal arrives
+            if (!stop_requested_at_start) opened = storage::open_store(cfg.storage.url, store_options);
+        }
+        // The wait's signal handler must not take the signal the running server waits for.
+        signals.cancel();
+        ioc.restart();
+        ioc.poll();
+        ioc.restart();
+        if (opened) sd_notify(0, "STATUS=");
+        return opened;
+    }
+
     void wait_for_reload_signal() {
         reload_signals.async_wait([this](error_code ec, int) {
             if (ec || state->draining.load()) return;
@@ -219,6 +260,7 @@ struct app::impl {
     std::chrono::steady_clock::time_point writes_deadline;
     std::chrono::steady_clock::time_point drain_deadline;
     bool sessions_forced_closed = false;
+    bool stop_requested_at_start = false;  // SIGTERM while waiting for storage
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_guard;
     std::shared_ptr<listener> server_listener;
 };
@@ -244,7 +286,11 @@ int app::run() {
     }
 
     // Storage first: nothing is served before the schema is current and the open state is back.
-    auto opened = storage::open_store(cfg.storage.url, store_options_from(cfg));
+    auto opened = s.open_storage_waiting(cfg);
+    if (!opened && s.stop_requested_at_start) {
+        log->info("stopped while waiting for storage");
+        return 0;
+    }
     if (!opened) {
         log->critical("storage {}: {}", cfg.storage.url.substr(0, cfg.storage.url.find(':')), opened.failure().message);
         return 1;

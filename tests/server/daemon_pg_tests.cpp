@@ -217,10 +217,12 @@ public:
 
     std::string url() const { return env_.at("PARLEY_TEST_PG_URL"); }
     void stop() { REQUIRE(run(pg_ctl() + " -m fast -w stop") == 0); }
-    void start() {
+    void start() { REQUIRE(try_start() == 0); }
+    // The exit status of pg_ctl start; no assertion, so another thread may call it.
+    int try_start() const {
         const auto& dir = env_.at("PG_DIR");
-        REQUIRE(run(pg_ctl() + " -l " + dir + "/postgres.log -w -t 30 -o \"-p " + env_.at("PG_PORT") + " -k " + dir +
-                    " -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB\" start") == 0);
+        return run(pg_ctl() + " -l " + dir + "/postgres.log -w -t 30 -o \"-p " + env_.at("PG_PORT") + " -k " + dir +
+                   " -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB\" start");
     }
 
 private:
@@ -649,4 +651,36 @@ TEST_CASE("PostgreSQL down under the daemon: not ready, sends refused or delayed
     auto transcript = agent.request({{"type", "get_transcript"}, {"conversation_id", conversation_id}});
     REQUIRE(transcript["type"] == "ok");
     check_replay(transcript["messages"].get<std::vector<json>>(), acknowledged);
+}
+
+TEST_CASE("serve waits storage.start_wait_s for a PostgreSQL that is not up yet, then serves or gives up",
+          "[daemon][pg][outage]") {
+    temp_dir dir;
+    private_pg_cluster cluster(dir.path());
+    cluster.stop();
+    SECTION("the database comes up within the wait: parleyd starts serving") {
+        auto starter = std::async(std::launch::async, [&cluster] {
+            std::this_thread::sleep_for(2s);
+            return cluster.try_start();
+        });
+        daemon_process daemon(dir.path(), test_config(dir.path(), cluster.url()), {}, 60s);
+        CHECK(starter.get() == 0);
+        CHECK(daemon.log().find("storage not reachable yet, retrying") != std::string::npos);
+        CHECK(http_request(daemon.port(), "GET", "/readyz").status == 200);
+        daemon.signal(SIGTERM);
+        CHECK(daemon.wait_exit(15s) == std::optional<int>(0));
+    }
+    SECTION("it does not: parleyd gives up after the wait, exit 1") {
+        auto config = test_config(dir.path(), cluster.url());
+        config.replace(config.find("[storage]\n"), 10, "[storage]\nstart_wait_s = 2\n");
+        const auto config_path = dir.path() / "waiting.toml";
+        std::ofstream(config_path) << config;
+        const auto started = std::chrono::steady_clock::now();
+        auto result = run_parleyd({"-c", config_path.string(), "serve", "--port", "0"}, 30s);
+        INFO(result.output);
+        CHECK(result.exit_status == 1);
+        CHECK(std::chrono::steady_clock::now() - started >= 2s);
+        CHECK(result.output.find("gave up after storage.start_wait_s = 2 s") != std::string::npos);
+        CHECK(result.output.find("t1-admin-token") == std::string::npos);
+    }
 }

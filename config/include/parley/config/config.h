@@ -33,6 +33,8 @@ struct storage_config {
     unsigned queue_max = 100'000;
     unsigned retention_days = 90;
     std::chrono::seconds prune_interval{3600};
+    // How long `serve` waits at start for a PostgreSQL that cannot be reached yet (0: not at all).
+    std::chrono::seconds start_wait{120};
 };
 
 // Protocol limits (protocol.md section 1). All configurable, all enforced.
