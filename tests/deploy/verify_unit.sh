@@ -20,9 +20,12 @@ command -v systemd-analyze >/dev/null || { echo "systemd-analyze missing (Debian
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
-# Same file name (the unit name comes from it), ExecStart pointed at the build.
+# Same file name (the unit name comes from it), ExecStart (and ExecReload's
+# check-config) pointed at the build.
 grep -q '^ExecStart=/usr/bin/parleyd ' "$unit" || fail "ExecStart= does not run /usr/bin/parleyd"
-sed "s#^ExecStart=/usr/bin/parleyd #ExecStart=$parleyd #" "$unit" >"$scratch/parleyd.service"
+grep -q '^ExecReload=/usr/bin/parleyd .* check-config$' "$unit" || fail "ExecReload= does not check the config first"
+sed -e "s#^ExecStart=/usr/bin/parleyd #ExecStart=$parleyd #" -e "s#^ExecReload=/usr/bin/parleyd #ExecReload=$parleyd #" \
+  "$unit" >"$scratch/parleyd.service"
 
 status=0
 systemd-analyze verify "$scratch/parleyd.service" >"$scratch/verify.out" 2>&1 || status=$?
