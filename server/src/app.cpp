@@ -1,5 +1,6 @@
 #include "parley/server/app.h"
 
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 
 #include <condition_variable>
@@ -273,6 +274,30 @@ void app::request_stop() {
     asio::post(impl_->ioc, [this] { impl_->begin_shutdown("stop requested"); });
 }
 
+namespace {
+
+// limits.max_connections is only as good as the open-files limit: raise the
+// soft limit to what it needs (up to the hard one), and say so when that is
+// not enough, rather than fail accepts later with EMFILE.
+void check_open_files_limit(const config::config& cfg) {
+    constexpr rlim_t reserve = 100;  // storage connections, log, listener, timers
+    const rlim_t needed = static_cast<rlim_t>(cfg.limits.max_connections) + reserve;
+    rlimit files{};
+    if (::getrlimit(RLIMIT_NOFILE, &files) != 0) return;
+    if (files.rlim_cur < needed && files.rlim_cur != RLIM_INFINITY) {
+        rlimit raised = files;
+        raised.rlim_cur = files.rlim_max == RLIM_INFINITY ? needed : std::min(needed, files.rlim_max);
+        if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) files = raised;
+    }
+    if (files.rlim_cur != RLIM_INFINITY && files.rlim_cur < needed)
+        logger("main")->warn("{}: limits.max_connections = {} needs about {} open files, but this process may open "
+                             "{} (LimitNOFILE, ulimit -n): connections past about {} will be refused",
+                             cfg.source_file, cfg.limits.max_connections, needed, files.rlim_cur,
+                             files.rlim_cur > reserve ? files.rlim_cur - reserve : 0);
+}
+
+}  // namespace
+
 int app::run() {
     auto& s = *impl_;
     const auto& cfg = s.state->cfg;
@@ -284,6 +309,8 @@ int app::run() {
         log->critical("{}: server.listen_address: not an IP address: {}", cfg.source_file, cfg.server.listen_address);
         return 2;
     }
+
+    check_open_files_limit(cfg);
 
     // Storage first: nothing is served before the schema is current and the open state is back.
     auto opened = s.open_storage_waiting(cfg);

@@ -174,8 +174,10 @@ void websocket_session::feed_paced() {
     const auto& limits = *limits_snapshot;
     while (!paced_.empty()) {
         auto& batch = paced_.front();
-        while (!batch.frames.empty() && outbound_.size() < std::max<std::size_t>(1, limits.outbound_max_frames / 2) &&
-               outbound_bytes_ < limits.outbound_max_bytes / 2) {
+        // A quarter of each bound: with one reply built from storage (at most half of the bytes,
+        // tenant_hub::reply_budget) queued beside it, a quarter is left for live events.
+        while (!batch.frames.empty() && outbound_.size() < std::max<std::size_t>(1, limits.outbound_max_frames / 4) &&
+               outbound_bytes_ < limits.outbound_max_bytes / 4) {
             outbound_bytes_ += batch.frames.front()->size();
             outbound_.push_back(std::move(batch.frames.front()));
             batch.frames.pop_front();

@@ -45,8 +45,8 @@ public:
 
     // Thread-safe: queue a frame for sending (posted to the session's strand).
     void send(outbound_frame message);
-    // Thread-safe: queue `frames` only while the outbound queue is below half
-    // its bounds (a bulk replay must not trip the slow-consumer close), then
+    // Thread-safe: queue `frames` only while the outbound queue is below a
+    // quarter of its bounds (a bulk replay must not trip the slow-consumer close), then
     // call `done` on the session's strand. Dropped, `done` uncalled, if the
     // session closes first.
     void send_paced(std::vector<outbound_frame> frames, std::function<void()> done);

@@ -1,8 +1,11 @@
 // The real parleyd binary, started as a child process on port 0.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <catch2/catch.hpp>
 #include <fstream>
+#include <optional>
+#include <sstream>
 
 #include "support/net/daemon_process.h"
 #include "support/net/ws_client.h"
@@ -30,6 +33,34 @@ TEST_CASE("parleyd serves /healthz and exits 0 on SIGTERM", "[daemon]") {
     REQUIRE(status.has_value());
     CHECK(*status == 0);
     CHECK(daemon.log().find("SIGTERM") != std::string::npos);
+}
+
+TEST_CASE("parleyd raises its soft open-files limit to what limits.max_connections needs", "[daemon]") {
+    rlimit mine{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &mine) == 0);
+    if (mine.rlim_max != RLIM_INFINITY && mine.rlim_max < 5100) {
+        WARN("not checked: the hard open-files limit is below 5100");
+        return;
+    }
+    // The child inherits a low soft limit; the hard one stays, so the test can put its own back.
+    rlimit low = mine;
+    low.rlim_cur = 1024;
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    temp_dir dir;
+    std::optional<daemon_process> daemon;
+    daemon.emplace(dir.path(), test_config(dir.path(), {}, "[limits]\nmax_connections = 5000\n"));
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &mine) == 0);
+    std::ifstream limits("/proc/" + std::to_string(daemon->pid()) + "/limits");
+    std::string line;
+    while (std::getline(limits, line) && line.rfind("Max open files", 0) != 0) {}
+    INFO(line);
+    std::istringstream fields(line.substr(std::string("Max open files").size()));
+    unsigned long soft = 0;
+    fields >> soft;
+    CHECK(soft >= 5000);
+    CHECK(daemon->log().find("needs about") == std::string::npos);  // no warning: it could raise it
+    daemon->signal(SIGTERM);
+    CHECK(daemon->wait_exit(15s) == std::optional<int>(0));
 }
 
 TEST_CASE("parleyd exits 0 on SIGINT too", "[daemon]") {
