@@ -295,13 +295,18 @@ void tenant_hub::send_about(session_entry& entry, const std::string& conversatio
                             const frame_ptr& frame) {
     auto hold = entry.replaying.find(conversation_id);
     if (hold == entry.replaying.end()) return send(entry, frame);
-    if (hold->second.held.size() >= state_->limits()->outbound_max_frames) {
+    // Half the outbound bounds: released at once behind a replay's last page (a quarter at
+    // most, see feed_paced), they must still fit the session's queue.
+    const auto limits = state_->limits();
+    if (hold->second.held.size() >= std::max<std::size_t>(1, limits->outbound_max_frames / 2) ||
+        hold->second.held_bytes + frame->size() > limits->outbound_max_bytes / 2) {
         // As for any slow consumer: closed, and everything stays in storage for the next resume.
         global_metrics().slow_consumer_closes++;
         entry.replaying.erase(hold);
         entry.session->close(websocket::close_code::try_again_later, "slow consumer");
         return;
     }
+    hold->second.held_bytes += frame->size();
     hold->second.held.emplace_back(seq, frame);
 }
 

@@ -105,6 +105,7 @@ private:
     struct replay_hold {
         int replays = 0;  // resumes of this conversation in progress on the session
         std::vector<std::pair<std::int64_t, std::shared_ptr<const std::string>>> held;  // seq, frame
+        std::size_t held_bytes = 0;  // bounded by half the session's outbound queue
     };
 
     struct session_entry {
