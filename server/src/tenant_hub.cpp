@@ -1308,37 +1308,43 @@ struct tenant_hub::resume_replay : std::enable_shared_from_this<resume_replay> {
 void tenant_hub::handle_resume(std::uint64_t sid, const std::optional<std::string>& re,
                                const proto::requests::resume& r) {
     const auto& from = sessions_.at(sid);
-    auto finish = [self = shared_from_this(), session = from.session, re, conversation_id = r.conversation_id,
-                   after = r.after_seq]() {
-        // From here on, live events of the conversation for this session wait for the replay
-        // to end; those it did not contain follow it, so nothing falls in between or comes twice.
-        bool started = self->begin_replay(session->id(), conversation_id, [self, session, re, conversation_id, after] {
-            std::make_shared<resume_replay>(self, session, re, conversation_id)->read_after(after);
-        });
-        if (!started)
-            self->reply_error(session->id(), re, proto::error_code::rate_limited, "too many resumes waiting");
+    auto replay = [self = shared_from_this(), session = from.session, re, conversation_id = r.conversation_id,
+                   after = r.after_seq] {
+        std::make_shared<resume_replay>(self, session, re, conversation_id)->read_after(after);
     };
+    std::function<void()> start = replay;
     if (auto* c = find_conversation(r.conversation_id)) {
         bool allowed = from.role == client_role::visitor ? c->visitor_id == from.principal : c->agent_id == from.principal;
         if (!allowed) return reply_error(sid, re, proto::error_code::not_found, "no such conversation of yours");
-        return finish();
+    } else {
+        // Not open any more: ownership is checked in storage, as the first step of this replay's
+        // turn, so that the session's resumes still run and answer in the order they came.
+        start = [self = shared_from_this(), sid, re, replay, conversation_id = r.conversation_id, role = from.role,
+                 principal = from.principal] {
+            auto refuse = [self, sid, re, conversation_id](proto::error_code code, const std::string& message) {
+                global_metrics().protocol_errors++;
+                self->end_replay(sid, conversation_id, 0,
+                                 make_frame(proto::encode_error(
+                                     re ? std::optional<std::string_view>(*re) : std::nullopt, code, message)));
+            };
+            self->store_->get_conversation(
+                self->tenant_id_, conversation_id,
+                self->back_on_strand<storage::conversation_record>(
+                    [replay, refuse, role, principal](storage::result<storage::conversation_record> stored) {
+                        if (!stored && stored.kind() != storage::error_kind::not_found)
+                            return refuse(to_proto_error(stored.kind()), storage_message(stored.failure()));
+                        bool allowed = stored && (role == client_role::visitor
+                                                      ? stored->visitor_id == principal
+                                                      : true /* agents read the tenant's history */);
+                        if (!allowed) return refuse(proto::error_code::not_found, "no such conversation of yours");
+                        replay();
+                    }));
+        };
     }
-    // Not open any more: check ownership in storage.
-    store_->get_conversation(tenant_id_, r.conversation_id,
-                             back_on_strand<storage::conversation_record>(
-                                 [self = shared_from_this(), sid, re, finish, role = from.role,
-                                  principal = from.principal](storage::result<storage::conversation_record> c) {
-                                     if (!c && c.kind() != storage::error_kind::not_found)
-                                         return self->reply_error(sid, re, to_proto_error(c.kind()),
-                                                                  storage_message(c.failure()));
-                                     bool allowed = c && (role == client_role::visitor
-                                                              ? c->visitor_id == principal
-                                                              : true /* agents read the tenant's history */);
-                                     if (!allowed)
-                                         return self->reply_error(sid, re, proto::error_code::not_found,
-                                                                  "no such conversation of yours");
-                                     finish();
-                                 }));
+    // From here on, live events of the conversation for this session wait for the replay
+    // to end; those it did not contain follow it, so nothing falls in between or comes twice.
+    if (!begin_replay(sid, r.conversation_id, std::move(start)))
+        reply_error(sid, re, proto::error_code::rate_limited, "too many resumes waiting");
 }
 
 }  // namespace parley::server

@@ -815,6 +815,40 @@ TEST_CASE("several resumes on one session each replay in full and each get their
     CHECK_FALSE(tab->receive(300ms).has_value());
 }
 
+TEST_CASE("resumes answer in the order they came, also those that check a past chat in storage", "[e2e]") {
+    chat_server server("[limits]\nframes_per_second = 100000\nframe_burst = 100000\n");
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto agent = server.connect_agent("a1");
+    auto past = server.start_chat(agent, "sales");
+    auto open = server.start_chat(agent, "sales");
+    constexpr int stored = 50;
+    for (auto* chat : {&past, &open})
+        chat_server::send_numbered(*chat->visitor.ws, chat->conversation_id, stored, "m", "m-");
+    REQUIRE(past.visitor->request({{"type", "end_chat"}, {"id", "e"}, {"conversation_id", past.conversation_id}})
+                ["type"] == "ok");
+    agent->expect("ended");
+
+    auto tab = server.connect_agent("a1", false);
+    tab->send_json({{"type", "resume"}, {"id", "r-past"}, {"conversation_id", past.conversation_id}, {"after_seq", 0}});
+    tab->send_json({{"type", "resume"}, {"id", "r-none"}, {"conversation_id", "c_nope"}, {"after_seq", 0}});
+    tab->send_json({{"type", "resume"}, {"id", "r-open"}, {"conversation_id", open.conversation_id}, {"after_seq", 0}});
+    std::vector<std::string> order;  // each reply, and each run of one chat's messages
+    while (order.empty() || order.back() != "r-open") {
+        auto frame = tab->receive(10s);
+        REQUIRE(frame);
+        auto j = json::parse(*frame);
+        if (j["type"] == "message") {
+            const auto chat = j["conversation_id"].get<std::string>() == past.conversation_id ? "past" : "open";
+            if (order.empty() || order.back() != chat) order.push_back(chat);
+        } else if (j.contains("re")) {
+            order.push_back(j["re"].get<std::string>());
+            if (j["re"] == "r-none") CHECK(j["code"] == "not_found");
+        }
+    }
+    CHECK(order == std::vector<std::string>{"past", "r-past", "r-none", "open", "r-open"});
+}
+
 TEST_CASE("a slow consumer is closed with 1013 and resumes without losing anything", "[e2e]") {
     chat_server server(
         "[limits]\nframes_per_second = 100000\nframe_burst = 100000\noutbound_max_bytes = 65536\n"
