@@ -166,6 +166,11 @@ struct app::impl {
         for (auto& session : state->websockets.snapshot())
             session->close_unless_authenticated(websocket::close_code::going_away, "server shutting down");
         for (auto& [id, hub] : *state->hubs()) hub->shutdown(websocket::close_code::going_away, "server shutting down");
+        // Hubs of removed tenants are shut down already; the drain's bound covers them too.
+        retiring = [&] {
+            std::lock_guard lock(state->retiring_mutex);
+            return state->retiring_hubs;
+        }();
         const auto now = std::chrono::steady_clock::now();
         writes_deadline = now + state->cfg.server.shutdown_timeout / 4;
         drain_deadline = now + state->cfg.server.shutdown_timeout / 2;
@@ -176,6 +181,7 @@ struct app::impl {
         if (!sessions_forced_closed && std::chrono::steady_clock::now() >= writes_deadline) {
             sessions_forced_closed = true;
             for (auto& [id, hub] : *state->hubs()) hub->close_sessions_now();
+            for (auto& hub : retiring) hub->close_sessions_now();
         }
         if (state->open_connections.load() <= 0 || std::chrono::steady_clock::now() >= drain_deadline) {
             watchdog_timer.cancel();
@@ -262,6 +268,7 @@ struct app::impl {
     std::chrono::steady_clock::time_point drain_deadline;
     bool sessions_forced_closed = false;
     bool stop_requested_at_start = false;  // SIGTERM while waiting for storage
+    std::vector<std::shared_ptr<tenant_hub>> retiring;  // removed by reloads, at the shutdown
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_guard;
     std::shared_ptr<listener> server_listener;
 };
@@ -394,6 +401,9 @@ int app::run() {
     // Every write queued before the stop is committed before we exit.
     store->flush();
     for (auto& [id, hub] : *s.state->hubs()) hub->release_sessions();
+    for (auto& hub : s.retiring) hub->release_sessions();
+    s.retiring.clear();
+    s.state->retiring_hubs.clear();
     s.state->websocket_handler.reset();
     s.state->set_hubs(std::make_shared<hub_map>());
     log->info("stopped");

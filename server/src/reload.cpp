@@ -185,6 +185,11 @@ void config_reloader::reload_once() {
     state_->set_hubs(hubs);
     // Their clients must not come back: the credentials of a removed tenant are no good.
     for (auto& hub : removed) hub->shutdown(static_cast<websocket::close_code>(4401), "tenant removed");
+    {
+        std::lock_guard lock(state_->retiring_mutex);
+        std::erase_if(state_->retiring_hubs, [](const auto& hub) { return hub->retired(); });
+        state_->retiring_hubs.insert(state_->retiring_hubs.end(), removed.begin(), removed.end());
+    }
     if (!tenants_ok) {
         // Keep what did not load out of `applied_`, so the next reload tries it again.
         for (auto it = next.tenants.begin(); it != next.tenants.end();)

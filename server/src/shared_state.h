@@ -85,6 +85,10 @@ struct shared_state {
     }
     std::shared_ptr<const hub_map> hubs() const { return hubs_.load(); }
     void set_hubs(std::shared_ptr<const hub_map> hubs) { hubs_.store(std::move(hubs)); }
+    // Hubs of tenants removed by a reload, kept until their sessions are gone: sessions reach
+    // their hub through a weak pointer, and a shutdown must drain these too.
+    std::mutex retiring_mutex;
+    std::vector<std::shared_ptr<tenant_hub>> retiring_hubs;
 
     std::atomic<bool> ready{false};     // storage reachable and migrated
     std::atomic<bool> draining{false};  // SIGTERM received: refuse new work

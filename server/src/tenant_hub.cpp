@@ -243,8 +243,19 @@ void tenant_hub::shutdown(websocket::close_code code, std::string reason) {
 
 void tenant_hub::close_sessions_if_drained() {
     if (!close_when_drained_ || pending_writes_ > 0) return;
-    const auto reason = *close_when_drained_;
-    for (auto& [id, entry] : sessions_) entry.session->close(reason.code, std::string(reason.reason.data(), reason.reason.size()));
+    for (auto& [id, entry] : sessions_) close_while_stopped(*entry.session);
+    if (sessions_.empty()) retired_ = true;
+}
+
+void tenant_hub::close_while_stopped(websocket_session& session) {
+    const auto& reason = *close_when_drained_;
+    session.close(reason.code, std::string(reason.reason.data(), reason.reason.size()));
+}
+
+void tenant_hub::refuse_while_stopped(std::uint64_t session_id, const std::optional<std::string>& re) {
+    const auto& reason = *close_when_drained_;
+    reply_error(session_id, re, proto::error_code::unavailable,
+                std::string(reason.reason.data(), reason.reason.size()) + "; nothing more is accepted");
 }
 
 void tenant_hub::close_sessions_now() {
@@ -295,11 +306,12 @@ void tenant_hub::send_about(session_entry& entry, const std::string& conversatio
                             const frame_ptr& frame) {
     auto hold = entry.replaying.find(conversation_id);
     if (hold == entry.replaying.end()) return send(entry, frame);
-    // Half the outbound bounds: released at once behind a replay's last page (a quarter at
-    // most, see feed_paced), they must still fit the session's queue.
+    // A quarter of the outbound bounds: released at once behind a replay's last page (a quarter
+    // at most, see feed_paced) or an accept's reply (half at most, reply_budget), they must
+    // still fit the session's queue.
     const auto limits = state_->limits();
-    if (hold->second.held.size() >= std::max<std::size_t>(1, limits->outbound_max_frames / 2) ||
-        hold->second.held_bytes + frame->size() > limits->outbound_max_bytes / 2) {
+    if (hold->second.held.size() >= std::max<std::size_t>(1, limits->outbound_max_frames / 4) ||
+        hold->second.held_bytes + frame->size() > limits->outbound_max_bytes / 4) {
         // As for any slow consumer: closed, and everything stays in storage for the next resume.
         global_metrics().slow_consumer_closes++;
         entry.replaying.erase(hold);
@@ -666,7 +678,7 @@ void tenant_hub::visitor_hello(std::shared_ptr<websocket_session> session, std::
                                std::string visitor_id, proto::visitor_profile profile, bool profile_given) {
     on_strand([self = shared_from_this(), session = std::move(session), re = std::move(re),
                visitor_id = std::move(visitor_id), profile = std::move(profile), profile_given]() mutable {
-        if (self->stopped_) return session->close(websocket::close_code::going_away, "server shutting down");
+        if (self->stopped_) return self->close_while_stopped(*session);
         auto sid = session->id();
         self->sessions_[sid] = {session, client_role::visitor, visitor_id, {}, false, {}};
         global_metrics().visitor_connections++;
@@ -693,6 +705,10 @@ void tenant_hub::visitor_hello(std::shared_ptr<websocket_session> session, std::
                     for (auto& frame : waiting.mapped()) {
                         auto it = self->sessions_.find(sid);
                         if (it == self->sessions_.end()) return;
+                        if (self->stopped_) {
+                            self->refuse_while_stopped(sid, frame.id);
+                            continue;
+                        }
                         const session_entry from = requester_of(it->second);
                         self->handle(from, sid, frame);
                     }
@@ -741,7 +757,7 @@ void tenant_hub::agent_hello(std::shared_ptr<websocket_session> session, std::op
             session->close(static_cast<std::uint16_t>(4401), "unknown agent");
             return;
         }
-        if (self->stopped_) return session->close(websocket::close_code::going_away, "server shutting down");
+        if (self->stopped_) return self->close_while_stopped(*session);
         auto sid = session->id();
         self->sessions_[sid] = {session, client_role::agent, agent_id, {}, false, {}};
         self->agent_sessions_[agent_id].push_back(sid);
@@ -778,6 +794,7 @@ void tenant_hub::session_closed(std::shared_ptr<websocket_session> session) {
         auto entry = std::move(it->second);
         self->sessions_.erase(it);
         self->behind_hello_.erase(session->id());
+        if (self->close_when_drained_ && self->sessions_.empty() && self->pending_writes_ == 0) self->retired_ = true;
         auto& index = entry.role == client_role::agent ? self->agent_sessions_ : self->visitor_sessions_;
         if (auto list = index.find(entry.principal); list != index.end()) {
             std::erase(list->second, session->id());
@@ -800,9 +817,6 @@ void tenant_hub::request(std::shared_ptr<websocket_session> session, proto::clie
     on_strand([self = shared_from_this(), session = std::move(session), frame = std::move(frame)]() mutable {
         auto it = self->sessions_.find(session->id());
         if (it == self->sessions_.end()) return;  // hello refused or session gone
-        if (self->stopped_)  // its close follows once the writes in flight are done
-            return self->reply_error(session->id(), frame.id, proto::error_code::unavailable,
-                                     "server shutting down; reconnect and resend");
         if (auto waiting = self->behind_hello_.find(session->id()); waiting != self->behind_hello_.end()) {
             if (waiting->second.size() >= max_frames_behind_hello)
                 return self->reply_error(session->id(), frame.id, proto::error_code::rate_limited,
@@ -810,6 +824,7 @@ void tenant_hub::request(std::shared_ptr<websocket_session> session, proto::clie
             waiting->second.push_back(std::move(frame));
             return;
         }
+        if (self->stopped_) return self->refuse_while_stopped(session->id(), frame.id);
         const session_entry from = requester_of(it->second);
         self->handle(from, session->id(), frame);
     });
@@ -1144,7 +1159,7 @@ void tenant_hub::submit_next_write(conversation& c) {
             auto known = c.stored_client_ids.find(*w.message.client_msg_id);
             if (known != c.stored_client_ids.end()) {
                 if (w.re) send(w.origin_session, proto::encode_send_ok(*w.re, known->second.first, known->second.second));
-                --pending_writes_;
+                if (pending_writes_ > 0) --pending_writes_;
                 continue;
             }
         }

@@ -78,6 +78,8 @@ public:
     void shutdown(websocket::close_code code, std::string reason);
     // The drain took too long: close every session now (their queued frames still go first).
     void close_sessions_now();
+    // Shut down, drained and without sessions: a hub removed by a reload can be let go.
+    bool retired() const { return retired_.load(); }
     // After the event loop stopped (no strand work can run): drop the references to sessions,
     // which reference the dispatcher, which references the hubs.
     void release_sessions();
@@ -105,7 +107,7 @@ private:
     struct replay_hold {
         int replays = 0;  // resumes of this conversation in progress on the session
         std::vector<std::pair<std::int64_t, std::shared_ptr<const std::string>>> held;  // seq, frame
-        std::size_t held_bytes = 0;  // bounded by half the session's outbound queue
+        std::size_t held_bytes = 0;  // bounded by a quarter of the session's outbound queue
     };
 
     struct session_entry {
@@ -252,7 +254,11 @@ private:
     // Set by shutdown(): how sessions are closed once no message write is pending.
     std::optional<websocket::close_reason> close_when_drained_;
     std::size_t pending_writes_ = 0;  // `send`s queued or being written, across conversations
+    std::atomic<bool> retired_{false};
     void close_sessions_if_drained();
+    // After shutdown(): a new session is closed, a request refused, with its reason.
+    void close_while_stopped(websocket_session& session);
+    void refuse_while_stopped(std::uint64_t session_id, const std::optional<std::string>& re);
 
     std::unique_ptr<routing::tenant_router> router_;
     std::unordered_map<std::string, storage::agent_record> agents_;
