@@ -23,7 +23,9 @@ store_engine::store_engine(connection_factory factory, std::string backend_name,
     : factory_(std::move(factory)),
       backend_name_(std::move(backend_name)),
       options_(std::move(options)),
-      writer_(std::move(writer)) {
+      writer_(std::move(writer)),
+      // One tenant may fill half of the read queue: the rest stays for the others.
+      read_queue_(options_.reader_queue_max, std::max<std::size_t>(1, options_.reader_queue_max / 2)) {
     writer_thread_ = std::thread([this] { writer_loop(); });
     for (std::size_t i = 0; i < options_.reader_threads; ++i) reader_threads_.emplace_back([this] { reader_loop(); });
 }
@@ -456,8 +458,7 @@ void store_engine::reader_loop() {
             std::unique_lock lock(readers_mutex_);
             readers_wake_.wait(lock, [this] { return readers_stopping_ || !read_queue_.empty(); });
             if (read_queue_.empty()) return;
-            job = std::move(read_queue_.front());
-            read_queue_.pop_front();
+            job = read_queue_.pop();
         }
         job(connection);
     }
@@ -467,7 +468,7 @@ void store_engine::reader_loop() {
 // first waits until the writer has finished (committed or failed) all of
 // those, which costs at most one group-commit batch.
 template <class T, class Query>
-void store_engine::submit_read(callback<T> done, Query query) {
+void store_engine::submit_read(std::string_view tenant, callback<T> done, Query query) {
     // A reader's connection that sat idle through a database restart only finds
     // out it is dead on its next query. That read gets one more try on a fresh
     // connection, so the first reads after an outage do not fail although the
@@ -504,8 +505,7 @@ void store_engine::submit_read(callback<T> done, Query query) {
     };
     {
         std::unique_lock lock(readers_mutex_);
-        if (!readers_stopping_ && read_queue_.size() < options_.reader_queue_max) {
-            read_queue_.push_back(std::move(job));
+        if (!readers_stopping_ && read_queue_.push(tenant, job)) {
             lock.unlock();
             readers_wake_.notify_one();
             return;
@@ -515,57 +515,57 @@ void store_engine::submit_read(callback<T> done, Query query) {
 }
 
 template <class T, class Query>
-result<T> store_engine::run_sync(Query query) {
+result<T> store_engine::run_sync(std::string_view tenant, Query query) {
     auto promise = std::make_shared<std::promise<result<T>>>();
     auto future = promise->get_future();
-    submit_read<T>([promise](result<T> outcome) { promise->set_value(std::move(outcome)); }, std::move(query));
+    submit_read<T>(tenant, [promise](result<T> outcome) { promise->set_value(std::move(outcome)); }, std::move(query));
     return future.get();
 }
 
 void store_engine::list_tenants(callback<std::vector<tenant_record>> done) {
-    submit_read(std::move(done), [](sql_connection& c) { return detail::list_tenants(c); });
+    submit_read("", std::move(done), [](sql_connection& c) { return detail::list_tenants(c); });
 }
 
 void store_engine::list_agents(std::string tenant_id, callback<std::vector<agent_record>> done) {
-    submit_read(std::move(done), [t = std::move(tenant_id)](sql_connection& c) { return detail::list_agents(c, t); });
+    submit_read(tenant_id, std::move(done), [t = tenant_id](sql_connection& c) { return detail::list_agents(c, t); });
 }
 
 void store_engine::list_routes(std::string tenant_id, callback<std::vector<route_record>> done) {
-    submit_read(std::move(done), [t = std::move(tenant_id)](sql_connection& c) { return detail::list_routes(c, t); });
+    submit_read(tenant_id, std::move(done), [t = tenant_id](sql_connection& c) { return detail::list_routes(c, t); });
 }
 
 void store_engine::list_accounts(std::string tenant_id, callback<std::vector<account_record>> done) {
-    submit_read(std::move(done), [t = std::move(tenant_id)](sql_connection& c) { return detail::list_accounts(c, t); });
+    submit_read(tenant_id, std::move(done), [t = tenant_id](sql_connection& c) { return detail::list_accounts(c, t); });
 }
 
 void store_engine::get_visitor(std::string tenant_id, std::string visitor_id, callback<visitor_record> done) {
-    submit_read(std::move(done), [t = std::move(tenant_id), v = std::move(visitor_id)](sql_connection& c) {
+    submit_read(tenant_id, std::move(done), [t = tenant_id, v = std::move(visitor_id)](sql_connection& c) {
         return detail::get_visitor(c, t, v);
     });
 }
 
 void store_engine::get_conversation(std::string tenant_id, std::string conversation_id,
                                     callback<conversation_record> done) {
-    submit_read(std::move(done), [t = std::move(tenant_id), id = std::move(conversation_id)](sql_connection& c) {
+    submit_read(tenant_id, std::move(done), [t = tenant_id, id = std::move(conversation_id)](sql_connection& c) {
         return detail::get_conversation(c, t, id);
     });
 }
 
 void store_engine::list_conversations(conversation_query query, callback<conversation_page> done) {
-    submit_read(std::move(done), [q = std::move(query), days = options_.retention_days](sql_connection& c) {
+    submit_read(query.tenant_id, std::move(done), [q = query, days = options_.retention_days](sql_connection& c) {
         return detail::list_conversations(c, q, days);
     });
 }
 
 void store_engine::get_activity(activity_query query, callback<activity_page> done) {
-    submit_read(std::move(done), [q = std::move(query), days = options_.retention_days](sql_connection& c) {
+    submit_read(query.tenant_id, std::move(done), [q = query, days = options_.retention_days](sql_connection& c) {
         return detail::get_activity(c, q, days);
     });
 }
 
 void store_engine::get_transcript(std::string tenant_id, std::string conversation_id, millis now,
                                   callback<std::vector<message_record>> done) {
-    submit_read(std::move(done), [t = std::move(tenant_id), id = std::move(conversation_id), now,
+    submit_read(tenant_id, std::move(done), [t = tenant_id, id = std::move(conversation_id), now,
                                   days = options_.retention_days](sql_connection& c) {
         return detail::get_transcript(c, t, id, now, days);
     });
@@ -573,15 +573,16 @@ void store_engine::get_transcript(std::string tenant_id, std::string conversatio
 
 void store_engine::messages_after(std::string tenant_id, std::string conversation_id, std::int64_t after_seq,
                                   int limit, millis now, callback<std::vector<message_record>> done) {
-    submit_read(std::move(done), [t = std::move(tenant_id), id = std::move(conversation_id), after_seq, limit, now,
+    submit_read(tenant_id, std::move(done), [t = tenant_id, id = std::move(conversation_id), after_seq, limit, now,
                                   days = options_.retention_days](sql_connection& c) {
         return detail::messages_after(c, t, id, after_seq, limit, now, days);
     });
 }
 
 result<open_state> store_engine::load_open_state(std::optional<std::string> tenant_id, millis now) {
+    const std::string key = tenant_id.value_or("");
     return run_sync<open_state>(
-        [t = std::move(tenant_id), now, days = options_.retention_days](sql_connection& c) {
+        key, [t = std::move(tenant_id), now, days = options_.retention_days](sql_connection& c) {
             return detail::load_open_state(c, t, now, days);
         });
 }
@@ -604,7 +605,7 @@ result<prune_report> store_engine::prune(millis now, std::function<bool()> stop_
 }
 
 result<int> store_engine::schema_version() {
-    return run_sync<int>([](sql_connection& c) { return detail::current_schema_version(c); });
+    return run_sync<int>("", [](sql_connection& c) { return detail::current_schema_version(c); });
 }
 
 }  // namespace parley::storage::detail

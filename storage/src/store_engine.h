@@ -7,6 +7,7 @@
 #include <mutex>
 #include <thread>
 
+#include "fair_queue.h"
 #include "log_throttle.h"
 #include "parley/storage/store.h"
 #include "sql.h"
@@ -83,10 +84,11 @@ private:
 
     void submit_write(write_job job);
     void submit_generic(std::function<std::optional<error>(sql_connection&)> apply, callback<void> done);
+    // `tenant` is whose read it is: tenants are served round robin (fair_queue).
     template <class T, class Query>
-    void submit_read(callback<T> done, Query query);
+    void submit_read(std::string_view tenant, callback<T> done, Query query);
     template <class T, class Query>
-    result<T> run_sync(Query query);
+    result<T> run_sync(std::string_view tenant, Query query);
 
     void writer_loop();
     bool run_batch(std::vector<write_job>& jobs);
@@ -129,7 +131,7 @@ private:
 
     std::mutex readers_mutex_;
     std::condition_variable readers_wake_;
-    std::deque<read_job> read_queue_;
+    fair_queue<read_job> read_queue_;
     bool readers_stopping_ = false;
 
     std::thread writer_thread_;

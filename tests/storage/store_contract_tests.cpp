@@ -580,6 +580,27 @@ TEST_CASE("activities: newest first, cursor paging, only the retention window", 
     CHECK(r->activities.size() == 22);
 }
 
+TEST_CASE("one tenant's flood of reads cannot get another tenant's read refused", "[storage][reads]") {
+    auto db = make_test_database("read_fairness");
+    store_options options;
+    options.reader_threads = 1;
+    options.reader_queue_max = 10;  // a tenant may queue 5
+    auto s = open_ok(db.url, options);
+    std::atomic<int> flood_done{0}, flood_refused{0};
+    constexpr int flood = 300;
+    for (int i = 0; i < flood; ++i)
+        s->get_visitor("flood", "v" + std::to_string(i), [&](result<visitor_record> r) {
+            if (!r && r.kind() == error_kind::unavailable) ++flood_refused;
+            ++flood_done;
+        });
+    // Queued right behind the flood, while the flood still fills its share.
+    auto other = wait_for<visitor_record>([&](auto done) { s->get_visitor("acme", "v1", done); });
+    CHECK(other.kind() == error_kind::not_found);  // answered, not refused as unavailable
+    while (flood_done.load() < flood) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    INFO(flood_refused.load() << " of the flood's reads refused");
+    CHECK(flood_refused.load() < flood);
+}
+
 TEST_CASE("retention: old rows are invisible before the prune and deleted by it in batches", "[storage][retention]") {
     auto db = make_test_database("retention");
     auto s = open_for_retention(db.url, 7);
