@@ -115,10 +115,13 @@ public:
         ++state_->open_connections;
         if (address_) state_->connections_by_address.add(*address_);
     }
-    ~connection_slot() {
-        if (state_ == nullptr) return;  // moved away
+    ~connection_slot() { release(); }
+    // Gives the place back before the session object goes away (see websocket_session::finish).
+    void release() {
+        if (state_ == nullptr) return;
         --state_->open_connections;
         if (address_) state_->connections_by_address.remove(*address_);
+        state_ = nullptr;
     }
     connection_slot(connection_slot&& other) noexcept
         : state_(std::exchange(other.state_, nullptr)), address_(std::move(other.address_)) {}

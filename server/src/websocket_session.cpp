@@ -81,9 +81,7 @@ void websocket_session::on_ping_timer(error_code ec) {
     if (silent_for >= state_->limits()->peer_silence_timeout) {
         logger("net")->info("[C{}] peer silent for {}s: dropped", id_,
                             std::chrono::duration_cast<std::chrono::seconds>(silent_for).count());
-        error_code ignored;
-        ws_.next_layer().close(ignored);
-        return;
+        return finish();  // not waiting for Beast's operations to notice (see begin_close)
     }
     // A ping is a write: never start one beside another write or the close.
     if (!writing_ && !ping_in_flight_ && !closing_) {
@@ -234,7 +232,12 @@ void websocket_session::close(websocket::close_code code, std::string reason) {
 }
 
 // Sends what is already queued, then the close frame. If that cannot happen
-// within close_grace (a peer that stopped reading), the TCP connection is cut.
+// within close_grace (a peer that stopped reading), the TCP connection is cut
+// and the session finishes then and there: when our close crosses the peer's,
+// Beast 1.81's read and close operations can each wait for the other's lock
+// for ever, and closing the socket does not wake them (seen under load with
+// ThreadSanitizer and gdb). Those two then keep this object alive, but it no
+// longer holds a connection's place, a hub's entry or a gauge.
 void websocket_session::begin_close(websocket::close_reason reason) {
     if (closing_ || finished_) return;
     closing_ = true;
@@ -244,8 +247,7 @@ void websocket_session::begin_close(websocket::close_reason reason) {
     close_deadline_.expires_after(close_grace);
     close_deadline_.async_wait([self = shared_from_this()](error_code ec) {
         if (ec || self->finished_) return;
-        error_code ignored;
-        self->ws_.next_layer().close(ignored);
+        self->finish();
     });
     do_write();
 }
@@ -269,6 +271,7 @@ void websocket_session::finish() {
     paced_.clear();
     // A write still in flight completes (aborted) later and may touch its frame: keep that one.
     outbound_.erase(outbound_.begin() + (writing_ && !outbound_.empty() ? 1 : 0), outbound_.end());
+    slot_.release();
     handler_->on_closed(shared_from_this());
 }
 
