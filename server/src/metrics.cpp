@@ -42,6 +42,8 @@ std::string metrics::render() const {
     out += "# HELP parley_connections Open WebSocket connections by kind.\n# TYPE parley_connections gauge\n";
     out += fmt::format("parley_connections{{kind=\"visitor\"}} {}\n", visitor_connections.load());
     out += fmt::format("parley_connections{{kind=\"agent\"}} {}\n", agent_connections.load());
+    metric(out, "gauge", "parley_websocket_session_objects",
+           "WebSocket session objects alive, including closed ones not yet released.", websocket_session_objects);
     metric(out, "counter", "parley_frames_in_total", "WebSocket frames received from clients.", frames_in);
     metric(out, "counter", "parley_frames_out_total", "WebSocket frames sent to clients.", frames_out);
     out += "# HELP parley_chats_total Chat routing outcomes.\n# TYPE parley_chats_total counter\n";

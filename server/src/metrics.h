@@ -29,6 +29,7 @@ struct metrics {
 
     gauge visitor_connections{0};
     gauge agent_connections{0};
+    gauge websocket_session_objects{0};  // alive, closed or not: a leak shows here, not in the connection gauges
     counter frames_in{0};
     counter frames_out{0};
     counter chats_requested{0};

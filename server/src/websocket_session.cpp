@@ -16,19 +16,22 @@ websocket_session::websocket_session(tcp::socket&& socket, connection_slot&& slo
                                      client_role role,
                                      std::shared_ptr<frame_handler> handler)
     : state_(std::move(state)),
-      ws_(std::move(socket)),
+      executor_(socket.get_executor()),
+      ws_(std::in_place, std::move(socket)),
       slot_(std::move(slot)),
       role_(role),
       handler_(std::move(handler)),
       id_(next_session_id++),
-      hello_timer_(ws_.get_executor()),
-      ping_timer_(ws_.get_executor()),
-      close_deadline_(ws_.get_executor()),
+      hello_timer_(executor_),
+      ping_timer_(executor_),
+      close_deadline_(executor_),
       last_heard_(std::chrono::steady_clock::now()),
       rate_tokens_(state_->limits()->frame_burst),
-      rate_refilled_at_(last_heard_) {}
+      rate_refilled_at_(last_heard_) {
+    global_metrics().websocket_session_objects++;
+}
 
-websocket_session::~websocket_session() = default;
+websocket_session::~websocket_session() { global_metrics().websocket_session_objects--; }
 
 void websocket_session::run(http::request<http::string_body> upgrade_request) {
     const auto limits_snapshot = state_->limits();
@@ -37,20 +40,21 @@ void websocket_session::run(http::request<http::string_body> upgrade_request) {
     timeouts.handshake_timeout = limits.handshake_timeout;  // upgrade and close handshakes
     timeouts.idle_timeout = websocket::stream_base::none();  // our own ping timer decides silence
     timeouts.keep_alive_pings = false;
-    ws_.set_option(timeouts);
-    ws_.read_message_max(limits.max_frame_bytes);  // larger: Beast closes with 1009
-    ws_.auto_fragment(false);
-    ws_.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
+    ws_->set_option(timeouts);
+    ws_->read_message_max(limits.max_frame_bytes);  // larger: Beast closes with 1009
+    ws_->auto_fragment(false);
+    ws_->set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
         res.set(http::field::server, "parleyd");
     }));
-    ws_.control_callback([this](websocket::frame_type, beast::string_view) {
+    ws_->control_callback([this](websocket::frame_type, beast::string_view) {
         last_heard_ = std::chrono::steady_clock::now();
         ping_in_flight_ = false;
     });
-    ws_.async_accept(upgrade_request, beast::bind_front_handler(&websocket_session::on_accept, shared_from_this()));
+    ws_->async_accept(upgrade_request, beast::bind_front_handler(&websocket_session::on_accept, shared_from_this()));
 }
 
 void websocket_session::on_accept(error_code ec) {
+    if (finished_) return;
     if (ec) return fail(ec, "accept");
     // Registered before draining is checked: a shutdown either finds this session or is seen here.
     state_->websockets.add(id_, weak_from_this());
@@ -86,7 +90,7 @@ void websocket_session::on_ping_timer(error_code ec) {
     // A ping is a write: never start one beside another write or the close.
     if (!writing_ && !ping_in_flight_ && !closing_) {
         ping_in_flight_ = true;
-        ws_.async_ping({}, [self = shared_from_this()](error_code ping_ec) {
+        ws_->async_ping({}, [self = shared_from_this()](error_code ping_ec) {
             if (ping_ec) self->fail(ping_ec, "ping");
         });
     }
@@ -94,17 +98,18 @@ void websocket_session::on_ping_timer(error_code ec) {
 }
 
 void websocket_session::do_read() {
-    ws_.async_read(buffer_, beast::bind_front_handler(&websocket_session::on_read, shared_from_this()));
+    ws_->async_read(buffer_, beast::bind_front_handler(&websocket_session::on_read, shared_from_this()));
 }
 
 void websocket_session::on_read(error_code ec, std::size_t) {
     if (ec) return fail(ec, "read");
+    if (finished_) return;
     last_heard_ = std::chrono::steady_clock::now();
     if (closing_) {
         buffer_.consume(buffer_.size());
         return do_read();  // keep reading so the peer's close reply is seen
     }
-    if (!ws_.got_text()) {
+    if (!ws_->got_text()) {
         buffer_.consume(buffer_.size());
         begin_close({websocket::close_code::unknown_data, "binary frames are not accepted"});
         return do_read();
@@ -133,7 +138,7 @@ bool websocket_session::admit_client_frame() {
 }
 
 void websocket_session::send(outbound_frame message) {
-    asio::post(ws_.get_executor(), [self = shared_from_this(), message = std::move(message)]() mutable {
+    asio::post(executor_, [self = shared_from_this(), message = std::move(message)]() mutable {
         if (self->closing_ || self->finished_) return;
         const auto limits_snapshot = self->state_->limits();
         const auto& limits = *limits_snapshot;
@@ -158,7 +163,7 @@ void websocket_session::send(outbound_frame message) {
 }
 
 void websocket_session::send_paced(std::vector<outbound_frame> frames, std::function<void()> done) {
-    asio::post(ws_.get_executor(), [self = shared_from_this(), frames = std::move(frames), done = std::move(done)]() mutable {
+    asio::post(executor_, [self = shared_from_this(), frames = std::move(frames), done = std::move(done)]() mutable {
         if (self->closing_ || self->finished_) return;
         self->paced_.push_back({{std::make_move_iterator(frames.begin()), std::make_move_iterator(frames.end())},
                                 std::move(done)});
@@ -194,7 +199,7 @@ void websocket_session::do_write() {
             auto reason = *pending_close_;
             pending_close_.reset();
             writing_ = true;
-            ws_.async_close(reason, [self = shared_from_this()](error_code ec) {
+            ws_->async_close(reason, [self = shared_from_this()](error_code ec) {
                 self->writing_ = false;
                 if (ec) self->fail(ec, "close");
             });
@@ -202,9 +207,9 @@ void websocket_session::do_write() {
         return;
     }
     writing_ = true;
-    ws_.text(true);
-    if (outbound_.size() > 1) ws_.next_layer().more_follows();
-    ws_.async_write(asio::buffer(*outbound_.front()),
+    ws_->text(true);
+    if (outbound_.size() > 1) ws_->next_layer().more_follows();
+    ws_->async_write(asio::buffer(*outbound_.front()),
                     beast::bind_front_handler(&websocket_session::on_write, shared_from_this()));
 }
 
@@ -220,13 +225,13 @@ void websocket_session::on_write(error_code ec, std::size_t) {
 }
 
 void websocket_session::close_unless_authenticated(websocket::close_code code, std::string reason) {
-    asio::post(ws_.get_executor(), [self = shared_from_this(), code, reason = std::move(reason)] {
+    asio::post(executor_, [self = shared_from_this(), code, reason = std::move(reason)] {
         if (!self->authenticated) self->begin_close({code, reason});
     });
 }
 
 void websocket_session::close(websocket::close_code code, std::string reason) {
-    asio::post(ws_.get_executor(), [self = shared_from_this(), code, reason = std::move(reason)] {
+    asio::post(executor_, [self = shared_from_this(), code, reason = std::move(reason)] {
         self->begin_close({code, reason});
     });
 }
@@ -267,12 +272,26 @@ void websocket_session::finish() {
     ping_timer_.cancel();
     close_deadline_.cancel();
     error_code ignored;
-    ws_.next_layer().close(ignored);
+    ws_->next_layer().close(ignored);
     paced_.clear();
     // A write still in flight completes (aborted) later and may touch its frame: keep that one.
     outbound_.erase(outbound_.begin() + (writing_ && !outbound_.empty() ? 1 : 0), outbound_.end());
     slot_.release();
     handler_->on_closed(shared_from_this());
+    // Operations Beast parked on each other's locks hold this object for ever
+    // (see begin_close); destroying the stream destroys them. Not here: finish()
+    // may run inside a Beast operation. A moment later every operation that was
+    // still on the socket has completed (aborted), and the timer's handler holds
+    // no reference, so a session nothing else holds is simply gone by then.
+    close_deadline_.expires_after(std::chrono::seconds(1));
+    close_deadline_.async_wait([weak = weak_from_this()](error_code) {
+        if (auto self = weak.lock()) self->release_stream();
+    });
+}
+
+// Only after finish(), on the strand: every use of ws_ checks finished_ first.
+void websocket_session::release_stream() {
+    if (finished_ && ws_) ws_.reset();
 }
 
 }  // namespace parley::server

@@ -60,7 +60,7 @@ public:
 
     std::uint64_t id() const { return id_; }
     client_role role() const { return role_; }
-    asio::any_io_executor executor() { return ws_.get_executor(); }
+    asio::any_io_executor executor() { return executor_; }
 
     // Set by the handler after a successful hello, before it hands the session to a hub;
     // read on the session strand, and by the hub, which is posted to after the writes.
@@ -88,9 +88,12 @@ private:
     void begin_close(websocket::close_reason reason);
     void fail(error_code ec, const char* what);
     void finish();
+    void release_stream();
 
     std::shared_ptr<shared_state> state_;
-    websocket::stream<corking_socket> ws_;
+    asio::any_io_executor executor_;  // the session's strand; outlives ws_
+    // Emptied a moment after finish(): see release_stream().
+    std::optional<websocket::stream<corking_socket>> ws_;
     connection_slot slot_;
     beast::flat_buffer buffer_;
     client_role role_;
