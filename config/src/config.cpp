@@ -1,7 +1,6 @@
 #include "parley/config/config.h"
 
 #include <arpa/inet.h>
-#include <libpq-fe.h>
 
 #include <algorithm>
 #include <cctype>
@@ -10,6 +9,8 @@
 #include <sstream>
 #include <tuple>
 #include <toml.hpp>
+
+#include "parley/storage/url.h"
 
 extern char** environ;
 
@@ -357,53 +358,14 @@ void parse_tenants(const toml::value* t, const std::string& file, std::vector<pr
     check_secrets_distinct(file, p, std::move(secrets));
 }
 
-// The same check as in storage/src/open_store.cpp. A '/' or '@' left unencoded in
-// the password moves the rest of it into the host, port or database name
-// ("u:se/cret@db-host/parley" parses as host "u", port "se", database
-// "cret@db-host/parley"), which a connection error would then quote. Refused
-// like a parse error: a port that is not digits, an '@' in a host or database.
-bool misparsed_credentials(const PQconninfoOption* parsed) {
-    for (const auto* option = parsed; option->keyword != nullptr; ++option) {
-        if (option->val == nullptr) continue;
-        const std::string_view key(option->keyword), value(option->val);
-        if ((key == "host" || key == "dbname") && value.find('@') != std::string_view::npos) return true;
-        if (key == "port" && value.find_first_not_of("0123456789,") != std::string_view::npos) return true;
-    }
-    return false;
-}
-
-// Refuses what storage::open_store would refuse (choose_backend in
-// storage/src/open_store.cpp; tests/config checks that the two agree), so that
-// check-config catches it instead of `serve`. One exception: that a SQLite
-// database's directory exists is left to open_store, since systemd creates
-// /var/lib/parley (StateDirectory=) only when the service starts.
-//
-// The URL holds the database password: no reason quotes it, nor libpq's parse
-// message (which quotes the offending part, e.g. a password with a bare '%');
-// the reason names where the value came from instead.
+// Refuses what storage::open_store would refuse, with storage's own check
+// (parley/storage/url.h), so that check-config catches it instead of `serve`.
+// The reason never quotes the URL (it holds the database password); it names
+// where the value came from instead.
 void validate_storage_url(const std::string& file, std::vector<problem>& p, const std::string& url,
                           const std::string& source) {
-    auto refuse = [&](const std::string& reason) { p.push_back({file, "storage.url", "from " + source + ": " + reason}); };
-    auto starts_with = [&](const char* prefix) { return url.rfind(prefix, 0) == 0; };
-    if (starts_with("postgresql://") || starts_with("postgres://")) {
-        char* message = nullptr;
-        PQconninfoOption* parsed = PQconninfoParse(url.c_str(), &message);
-        PQfreemem(message);
-        const bool valid = parsed != nullptr && !misparsed_credentials(parsed);
-        PQconninfoFree(parsed);
-        if (!valid)
-            return refuse("not a valid PostgreSQL connection URI; check the percent-encoding of user and password "
-                          "('%' is written %25, '@' %40, '/' %2F) and the port and query parameter names");
-        return;
-    }
-    if (starts_with("sqlite://")) {
-        const std::string path = url.substr(std::string_view("sqlite://").size());
-        if (path.empty() || path.front() != '/')
-            return refuse("SQLite needs an absolute path: sqlite:///var/lib/parley/parley.db");
-        if (path.find('?') != std::string::npos) return refuse("query parameters are not supported in a sqlite:// URL");
-        return;
-    }
-    refuse("must start with postgresql://, postgres:// or sqlite://");
+    if (auto parsed = parley::storage::parse_url(url); !parsed)
+        p.push_back({file, "storage.url", "from " + source + ": " + parsed.failure().message});
 }
 
 }  // namespace

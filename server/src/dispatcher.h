@@ -8,7 +8,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "log_throttle.h"
+#include "parley/storage/log_throttle.h"
 #include "shared_state.h"
 #include "tenant_hub.h"
 #include "websocket_session.h"
@@ -31,7 +31,7 @@ private:
 
     std::shared_ptr<shared_state> state_;
     // A flood of bad credentials must not become a flood of log lines.
-    log_throttle refusal_log_{10, "hello(s) refused"};
+    storage::log_throttle refusal_log_{10, "hello(s) refused", spdlog::level::info};
 };
 
 }  // namespace parley::server

@@ -7,12 +7,12 @@
 
 #include "blocking.h"
 #include "json_fields.h"
-#include "log_throttle.h"
 #include "metrics.h"
 #include "parley/proto/encode.h"
 #include "parley/server/auth.h"
 #include "parley/server/logging.h"
 #include "parley/routing/schedule.h"
+#include "parley/storage/log_throttle.h"
 
 namespace parley::server {
 
@@ -66,7 +66,7 @@ std::string storage_message(const storage::error& e) {
             // The store logs an outage once when it begins; one line per refused request would flood.
             return "storage unavailable, retry";
         default: {
-            static log_throttle throttle{10, "storage errors"};
+            static storage::log_throttle throttle{10, "storage errors", spdlog::level::info};
             auto log = logger("store");
             if (throttle.admit(*log)) log->error("storage error: {}", e.message);
             return "internal storage error";

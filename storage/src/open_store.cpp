@@ -1,9 +1,8 @@
-#include <libpq-fe.h>
-
 #include <filesystem>
 
 #include "parley/storage/store.h"
 #include "parley/storage/testing.h"
+#include "parley/storage/url.h"
 #include "queries.h"
 #include "store_engine.h"
 
@@ -17,53 +16,21 @@ struct backend_choice {
     connection_factory factory;
 };
 
-bool starts_with(const std::string& text, std::string_view prefix) { return text.rfind(prefix, 0) == 0; }
-
-// The same check as in config/src/config.cpp. A '/' or '@' left unencoded in
-// the password moves the rest of it into the host, port or database name
-// ("u:se/cret@db-host/parley" parses as host "u", port "se", database
-// "cret@db-host/parley"), which a connection error would then quote. Refused
-// like a parse error: a port that is not digits, an '@' in a host or database.
-bool misparsed_credentials(const PQconninfoOption* parsed) {
-    for (const auto* option = parsed; option->keyword != nullptr; ++option) {
-        if (option->val == nullptr) continue;
-        const std::string_view key(option->keyword), value(option->val);
-        if ((key == "host" || key == "dbname") && value.find('@') != std::string_view::npos) return true;
-        if (key == "port" && value.find_first_not_of("0123456789,") != std::string_view::npos) return true;
-    }
-    return false;
-}
-
-// The URL carries the database password, so no error quotes it, nor libpq's
-// parse message (which quotes the offending part: a password with a bare '%'
-// comes back verbatim). config's validate_storage_url refuses the same URLs,
-// so that `parleyd check-config` catches them; keep the two in step.
+// parse_url (parley/storage/url.h) checks the URL's form, as config does for
+// `parleyd check-config`; only the SQLite directory check is open_store's own.
 result<backend_choice> choose_backend(const std::string& url, durability mode) {
-    auto bad_url = [](const std::string& reason) { return error{error_kind::bad_request, "bad storage URL: " + reason}; };
-    if (starts_with(url, "postgresql://") || starts_with(url, "postgres://")) {
-        char* message = nullptr;
-        PQconninfoOption* parsed = PQconninfoParse(url.c_str(), &message);
-        PQfreemem(message);
-        const bool valid = parsed != nullptr && !misparsed_credentials(parsed);
-        PQconninfoFree(parsed);
-        if (!valid)
-            return bad_url("not a valid PostgreSQL connection URI (check percent-encoding of user and password, "
-                           "'%' is written %25, '@' %40, '/' %2F; and the port and query parameter names)");
+    auto parsed = parse_url(url);
+    if (!parsed) return error{error_kind::bad_request, "bad storage URL: " + parsed.failure().message};
+    if (parsed->backend == backend_kind::postgresql)
         return backend_choice{"postgresql", [url] { return detail::open_postgres_connection(url); }};
-    }
-    if (starts_with(url, "sqlite://")) {
-        std::string path = url.substr(std::string_view("sqlite://").size());
-        if (path.empty() || path.front() != '/')
-            return bad_url("SQLite needs an absolute path, sqlite:///path/to/file.db");
-        if (path.find('?') != std::string::npos) return bad_url("query parameters are not supported in a sqlite:// URL");
-        auto directory = std::filesystem::path(path).parent_path();
-        std::error_code ec;
-        if (!std::filesystem::is_directory(directory, ec))
-            return bad_url("SQLite database directory " + directory.string() + " does not exist");
-        const bool durable = mode == durability::commit;
-        return backend_choice{"sqlite", [path, durable] { return detail::open_sqlite_connection(path, durable); }};
-    }
-    return bad_url("expected postgresql://..., postgres://... or sqlite:///path");
+    const std::string path = parsed->sqlite_path;
+    auto directory = std::filesystem::path(path).parent_path();
+    std::error_code ec;
+    if (!std::filesystem::is_directory(directory, ec))
+        return error{error_kind::bad_request,
+                     "bad storage URL: SQLite database directory " + directory.string() + " does not exist"};
+    const bool durable = mode == durability::commit;
+    return backend_choice{"sqlite", [path, durable] { return detail::open_sqlite_connection(path, durable); }};
 }
 
 std::optional<error> check_options(const store_options& o) {

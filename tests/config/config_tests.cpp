@@ -7,6 +7,7 @@
 
 #include "parley/config/config.h"
 #include "parley/storage/store.h"
+#include "parley/storage/url.h"
 #include "support/test_env.h"
 
 using parley::config::parse_text;
@@ -294,11 +295,14 @@ TEST_CASE("well-formed storage URLs pass, percent-encoded passwords included", "
     }
 }
 
-// config's check and storage's open_store must refuse the same URLs, or
-// check-config says ok to a URL that `serve` then refuses. (One deliberate
-// difference, not exercised here: open_store also needs a SQLite database's
-// directory to exist, which systemd creates only when the service starts.)
-TEST_CASE("config refuses exactly the storage URLs that open_store refuses as bad", "[config][storage-url]") {
+// config checks storage.url with storage's parse_url, and open_store checks
+// every URL with it first: config must refuse exactly what open_store refuses,
+// with the same reason, or check-config says ok to a URL that `serve` then
+// refuses. (One deliberate difference, not exercised here: open_store also
+// needs a SQLite database's directory to exist, which systemd creates only
+// when the service starts.)
+TEST_CASE("config refuses exactly the storage URLs that open_store refuses as bad, with storage's reason",
+          "[config][storage-url]") {
     parley::test::temp_dir dir;
     const std::string sqlite_dir = dir.path().string();
     // Valid PostgreSQL URLs point where nobody listens: open_store fails, but as unavailable.
@@ -327,6 +331,13 @@ TEST_CASE("config refuses exactly the storage URLs that open_store refuses as ba
             !opened.ok() && opened.failure().kind == parley::storage::error_kind::bad_request;
         if (!opened.ok()) UNSCOPED_INFO("open_store: " << opened.failure().message);
         CHECK(checked.ok() == !refused_by_storage);
+
+        const auto parsed = parley::storage::parse_url(url);
+        CHECK(parsed.ok() == !refused_by_storage);
+        if (!parsed.ok() && !opened.ok()) {
+            CHECK(has_problem(checked, "storage.url", "from PARLEY_STORAGE_URL: " + parsed.failure().message));
+            CHECK(opened.failure().message == "bad storage URL: " + parsed.failure().message);
+        }
     }
 }
 

@@ -1,14 +1,14 @@
-// storage's log throttle on a hand-moved clock (it is private to storage:
-// storage/src/log_throttle.h).
+// The log throttle (parley/storage/log_throttle.h, used by storage and the
+// server) on a hand-moved clock.
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
 #include <catch2/catch.hpp>
 #include <sstream>
 
-#include "log_throttle.h"
+#include "parley/storage/log_throttle.h"
 
-using parley::storage::detail::log_throttle;
+using parley::storage::log_throttle;
 using namespace std::chrono_literals;
 
 namespace {
@@ -16,7 +16,7 @@ namespace {
 struct captured_log {
     std::ostringstream text;
     spdlog::logger logger{"throttle-test", std::make_shared<spdlog::sinks::ostream_sink_st>(text)};
-    captured_log() { logger.set_pattern("%v"); }
+    explicit captured_log(const char* pattern = "%v") { logger.set_pattern(pattern); }
     std::string take() {
         auto lines = text.str();
         text.str({});
@@ -28,7 +28,7 @@ struct captured_log {
 
 TEST_CASE("the log throttle admits a few events a second and reports how many it held back", "[storage][log]") {
     captured_log log;
-    log_throttle throttle(3, "writes failed");
+    log_throttle throttle(3, "writes failed", spdlog::level::err);
     const auto start = log_throttle::clock::time_point{} + 100s;
 
     int admitted = 0;
@@ -53,4 +53,22 @@ TEST_CASE("the log throttle admits a few events a second and reports how many it
     // A quiet window reports nothing.
     CHECK(throttle.admit(log.logger, start + 10s));
     CHECK(log.take().empty());
+}
+
+TEST_CASE("the log throttle reports what it held back at the level it was given", "[storage][log]") {
+    captured_log log("%l: %v");
+    const auto start = log_throttle::clock::time_point{} + 100s;
+    // The server's refused hellos are logged at info, and so is their count.
+    log_throttle refusals(1, "hello(s) refused", spdlog::level::info);
+    CHECK(refusals.admit(log.logger, start));
+    CHECK_FALSE(refusals.admit(log.logger, start + 10ms));
+    CHECK_FALSE(refusals.admit(log.logger, start + 20ms));
+    CHECK(refusals.admit(log.logger, start + 2s));
+    CHECK(log.take() == "info: 2 more hello(s) refused, not logged one by one\n");
+
+    log_throttle failures(1, "writes failed", spdlog::level::err);
+    CHECK(failures.admit(log.logger, start));
+    CHECK_FALSE(failures.admit(log.logger, start + 10ms));
+    failures.report_suppressed(log.logger);
+    CHECK(log.take() == "error: 1 more writes failed, not logged one by one\n");
 }

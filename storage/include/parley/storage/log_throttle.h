@@ -1,11 +1,11 @@
 #pragma once
-// At most N log lines a second about one kind of event: a storage outage under
-// durability relaxed fails every queued message, and one line per message
-// would be one line per client send. What is held back is counted; the count
-// is logged when the next window opens, or by report_suppressed() (on
-// reconnect and at shutdown), so no failure goes unaccounted for.
-// (The server has its own, server/src/log_throttle.h; storage does not reach
-// into the server.)
+// At most N log lines a second about one kind of event: a flood of bad input,
+// or a storage outage (under durability relaxed it fails every queued message,
+// one line per client send), must not become a flood of synchronous log writes
+// on the I/O or storage threads. What is held back is counted; the count is
+// logged when the next window opens, or by report_suppressed() (storage calls
+// it on reconnect and at shutdown), so no event goes unaccounted for.
+// Public so that the server, which links storage, uses this one too.
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -13,14 +13,16 @@
 #include <mutex>
 #include <string>
 
-namespace parley::storage::detail {
+namespace parley::storage {
 
 class log_throttle {
 public:
     using clock = std::chrono::steady_clock;
 
-    // `what` names the events in the summary line, e.g. "relaxed message write(s) failed".
-    log_throttle(unsigned per_second, std::string what) : per_second_(per_second), what_(std::move(what)) {}
+    // `what` names the events in the summary line, e.g. "relaxed message write(s) failed";
+    // `summary_level` is the level that line is logged at.
+    log_throttle(unsigned per_second, std::string what, spdlog::level::level_enum summary_level)
+        : per_second_(per_second), what_(std::move(what)), summary_level_(summary_level) {}
 
     // True when the caller may log this event now. Opening a new one-second
     // window first logs how many events the last one held back. Thread-safe.
@@ -48,16 +50,17 @@ public:
 private:
     void report(spdlog::logger& log) {  // mutex_ held
         if (suppressed_ == 0) return;
-        log.error("{} more {}, not logged one by one", suppressed_, what_);
+        log.log(summary_level_, "{} more {}, not logged one by one", suppressed_, what_);
         suppressed_ = 0;
     }
 
     const unsigned per_second_;
     const std::string what_;
+    const spdlog::level::level_enum summary_level_;
     std::mutex mutex_;
     clock::time_point window_start_{};
     unsigned admitted_ = 0;
     std::uint64_t suppressed_ = 0;
 };
 
-}  // namespace parley::storage::detail
+}  // namespace parley::storage
