@@ -197,22 +197,36 @@ struct app::impl {
 
     // A PostgreSQL still starting, or briefly unreachable, when parleyd starts is
     // waited for (storage.start_wait_s, with backoff): a boot-order race or a short
-    // outage must not use up systemd's restart budget. SIGTERM ends the wait.
+    // outage must not use up systemd's restart budget. SIGTERM ends the wait at
+    // once, also in the middle of a connection attempt that hangs on a silent
+    // link (each attempt is a probe_reachable() that asks between polls; only a
+    // server that answered gets the blocking open_store()).
     // SQLite, and any failure but `unavailable`, fail at once.
     storage::result<std::unique_ptr<storage::store>> open_storage_waiting(const config::config& cfg) {
         auto log = logger("main");
         const auto store_options = store_options_from(cfg);
-        auto opened = storage::open_store(cfg.storage.url, store_options);
         const bool networked = cfg.storage.url.rfind("sqlite:", 0) != 0;
-        if (opened || !networked || opened.failure().kind != storage::error_kind::unavailable ||
-            cfg.storage.start_wait.count() == 0)
-            return opened;
-        signals.async_wait([this](error_code ec, int) {
-            if (!ec) stop_requested_at_start = true;
+        if (!networked || cfg.storage.start_wait.count() == 0) return storage::open_store(cfg.storage.url, store_options);
+        signals.async_wait([this](error_code ec, int signal_number) {
+            if (!ec) stop_signal_at_start = signal_number;
         });
+        // Nothing else runs the loop yet: polling it runs the handler above when a signal came.
+        auto stop_requested = [this] {
+            ioc.restart();
+            ioc.poll();
+            return stop_signal_at_start != 0;
+        };
+        auto attempt = [&]() -> storage::result<std::unique_ptr<storage::store>> {
+            auto reachable = storage::probe_reachable(cfg.storage.url, stop_requested);
+            if (!reachable)
+                return storage::error{storage::error_kind::unavailable,
+                                      "cannot connect to postgresql storage: " + reachable.failure().message};
+            return storage::open_store(cfg.storage.url, store_options);
+        };
+        auto opened = attempt();
         const auto give_up_at = std::chrono::steady_clock::now() + cfg.storage.start_wait;
         std::chrono::milliseconds backoff{250};
-        while (!opened && opened.failure().kind == storage::error_kind::unavailable && !stop_requested_at_start) {
+        while (!opened && opened.failure().kind == storage::error_kind::unavailable && stop_signal_at_start == 0) {
             const auto left = give_up_at - std::chrono::steady_clock::now();
             if (left <= std::chrono::milliseconds::zero()) {
                 log->error("storage: gave up after storage.start_wait_s = {} s", cfg.storage.start_wait.count());
@@ -225,7 +239,7 @@ struct app::impl {
             sd_notify(0, "STATUS=waiting for storage");
             ioc.restart();
             ioc.run_for(wait);  // returns early when a stop signal arrives
-            if (!stop_requested_at_start) opened = storage::open_store(cfg.storage.url, store_options);
+            if (stop_signal_at_start == 0) opened = attempt();
         }
         // The wait's signal handler must not take the signal the running server waits for.
         signals.cancel();
@@ -267,7 +281,7 @@ struct app::impl {
     std::chrono::steady_clock::time_point writes_deadline;
     std::chrono::steady_clock::time_point drain_deadline;
     bool sessions_forced_closed = false;
-    bool stop_requested_at_start = false;  // SIGTERM while waiting for storage
+    int stop_signal_at_start = 0;  // SIGTERM or SIGINT while waiting for storage
     std::vector<std::shared_ptr<tenant_hub>> retiring;  // removed by reloads, at the shutdown
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_guard;
     std::shared_ptr<listener> server_listener;
@@ -321,8 +335,9 @@ int app::run() {
 
     // Storage first: nothing is served before the schema is current and the open state is back.
     auto opened = s.open_storage_waiting(cfg);
-    if (!opened && s.stop_requested_at_start) {
-        log->info("stopped while waiting for storage");
+    if (s.stop_signal_at_start != 0) {
+        log->info("{}: stopped while waiting for storage, never served",
+                  s.stop_signal_at_start == SIGTERM ? "SIGTERM" : "SIGINT");
         return 0;
     }
     if (!opened) {

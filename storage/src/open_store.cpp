@@ -1,9 +1,18 @@
+#include <libpq-fe.h>
+#include <poll.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <memory>
 
 #include "parley/storage/store.h"
 #include "parley/storage/testing.h"
 #include "parley/storage/url.h"
 #include "queries.h"
+#include "reply_watchdog.h"
 #include "store_engine.h"
 
 namespace parley::storage {
@@ -21,8 +30,10 @@ struct backend_choice {
 result<backend_choice> choose_backend(const std::string& url, durability mode) {
     auto parsed = parse_url(url);
     if (!parsed) return error{error_kind::bad_request, "bad storage URL: " + parsed.failure().message};
-    if (parsed->backend == backend_kind::postgresql)
-        return backend_choice{"postgresql", [url] { return detail::open_postgres_connection(url); }};
+    if (parsed->backend == backend_kind::postgresql) {
+        auto watchdog = std::make_shared<detail::reply_watchdog>();
+        return backend_choice{"postgresql", [url, watchdog] { return detail::open_postgres_connection(url, watchdog); }};
+    }
     const std::string path = parsed->sqlite_path;
     auto directory = std::filesystem::path(path).parent_path();
     std::error_code ec;
@@ -92,6 +103,37 @@ result<std::unique_ptr<store>> open_store(const std::string& url, const store_op
             return std::unique_ptr<store>(std::make_unique<detail::store_engine>(
                 backend.value().factory, backend.value().name, options, std::move(connection)));
         });
+}
+
+status probe_reachable(const std::string& url, const std::function<bool()>& stop_requested) {
+    if (auto parsed = parse_url(url); !parsed || parsed->backend != backend_kind::postgresql) return {};
+    const std::string full = detail::with_network_timeouts(url);
+    int connect_timeout_s = 10;
+    if (PQconninfoOption* parsed = PQconninfoParse(full.c_str(), nullptr)) {
+        for (const auto* option = parsed; option->keyword != nullptr; ++option)
+            if (option->val != nullptr && std::string_view(option->keyword) == "connect_timeout")
+                connect_timeout_s = std::atoi(option->val);
+        PQconninfoFree(parsed);
+    }
+    // libpq treats a connect_timeout below 2 s as 2 s, and 0 as none.
+    const auto give_up_at = std::chrono::steady_clock::now() +
+                            (connect_timeout_s <= 0 ? std::chrono::hours(24) : std::chrono::seconds(std::max(2, connect_timeout_s)));
+    std::unique_ptr<PGconn, void (*)(PGconn*)> connection(PQconnectStart(full.c_str()), PQfinish);
+    auto failed = [](std::string why) { return error{error_kind::unavailable, std::move(why)}; };
+    if (!connection || PQstatus(connection.get()) == CONNECTION_BAD)
+        return failed(connection ? PQerrorMessage(connection.get()) : "out of memory");
+    PostgresPollingStatusType state = PGRES_POLLING_WRITING;
+    while (state != PGRES_POLLING_OK) {
+        if (state == PGRES_POLLING_FAILED) return failed(PQerrorMessage(connection.get()));
+        if (stop_requested()) return failed("stopped while connecting");
+        if (std::chrono::steady_clock::now() >= give_up_at) return failed("timeout expired");
+        pollfd watched{PQsocket(connection.get()), static_cast<short>(state == PGRES_POLLING_READING ? POLLIN : POLLOUT),
+                       0};
+        const int ready = ::poll(&watched, 1, 50);
+        if (ready < 0 && errno != EINTR) return failed(std::string("poll: ") + std::strerror(errno));
+        if (ready > 0) state = PQconnectPoll(connection.get());
+    }
+    return {};
 }
 
 result<int> migrate(const std::string& url) {

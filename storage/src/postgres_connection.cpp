@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "queries.h"
+#include "reply_watchdog.h"
 #include "sql.h"
 
 namespace parley::storage::detail {
@@ -30,7 +31,31 @@ void append_array_element(std::string& out, const std::optional<std::string>& va
 
 class postgres_connection final : public sql_connection {
 public:
-    explicit postgres_connection(const std::string& url) : connection_(url) {}
+    postgres_connection(const std::string& url, std::shared_ptr<reply_watchdog> watchdog)
+        : connection_(url), watchdog_(std::move(watchdog)), reply_limit_(reply_limit_of(url)) {}
+
+    void limit_reply_wait() override { limited_ = watchdog_ != nullptr && reply_limit_.count() > 0; }
+
+private:
+    // Runs `call`, one exchange with the server, under the reply limit once
+    // limit_reply_wait() asked for it.
+    template <class F>
+    decltype(auto) bounded(F&& call) {
+        const int fd = limited_ ? connection_.sock() : -1;
+        if (fd < 0) return call();
+        reply_watchdog::armed guard(*watchdog_, fd, reply_limit_);
+        try {
+            return call();
+        } catch (...) {
+            if (guard.fired())
+                throw storage_error(error_kind::unavailable,
+                                    "no reply from PostgreSQL within " + std::to_string(reply_limit_.count()) +
+                                        " ms (the URL's tcp_user_timeout): connection dropped");
+            throw;
+        }
+    }
+
+public:
 
     dialect kind() const override { return dialect::postgresql; }
 
@@ -46,26 +71,28 @@ public:
                 values.emplace_back(std::get<std::string>(p));
         }
         const std::string& name = prepared(sql);
-        pqxx::result r;
-        if (transaction_) {
-            r = transaction_->exec_prepared(name, pqxx::prepare::make_dynamic_params(values));
-        } else {
+        pqxx::result r = bounded([&] {
+            if (transaction_) return transaction_->exec_prepared(name, pqxx::prepare::make_dynamic_params(values));
             pqxx::nontransaction autocommit(connection_);
-            r = autocommit.exec_prepared(name, pqxx::prepare::make_dynamic_params(values));
-        }
+            return autocommit.exec_prepared(name, pqxx::prepare::make_dynamic_params(values));
+        });
         return convert(r);
     }
 
     void exec_script(const std::string& sql) override {
-        if (transaction_) {
-            transaction_->exec(sql);
-        } else {
-            pqxx::nontransaction autocommit(connection_);
-            autocommit.exec(sql);
-        }
+        bounded([&] {
+            if (transaction_) {
+                transaction_->exec(sql);
+            } else {
+                pqxx::nontransaction autocommit(connection_);
+                autocommit.exec(sql);
+            }
+        });
     }
 
-    void begin() override { transaction_ = std::make_unique<pqxx::work>(connection_); }
+    void begin() override {
+        bounded([&] { transaction_ = std::make_unique<pqxx::work>(connection_); });
+    }
 
     void begin_exclusive() override {
         begin();
@@ -74,12 +101,12 @@ public:
 
     void commit() override {
         auto transaction = std::move(transaction_);
-        transaction->commit();
+        bounded([&] { transaction->commit(); });
     }
 
     void rollback() noexcept override {
         try {
-            if (transaction_) transaction_->abort();
+            if (transaction_) bounded([&] { transaction_->abort(); });
         } catch (...) {
             // The connection is gone; the server rolled back for us.
         }
@@ -87,8 +114,10 @@ public:
     }
 
     void ping() override {
-        pqxx::nontransaction autocommit(connection_);
-        autocommit.exec("SELECT 1");
+        bounded([&] {
+            pqxx::nontransaction autocommit(connection_);
+            autocommit.exec("SELECT 1");
+        });
     }
 
     std::vector<result<append_outcome>> append_messages(std::span<const message_record* const> messages) override {
@@ -200,6 +229,9 @@ private:
     }
 
     mutable pqxx::connection connection_;
+    const std::shared_ptr<reply_watchdog> watchdog_;
+    const std::chrono::milliseconds reply_limit_;
+    bool limited_ = false;
     std::unique_ptr<pqxx::work> transaction_;
     std::unordered_map<std::string, std::string> statements_;
 };
@@ -230,8 +262,25 @@ std::string with_network_timeouts(const std::string& url) {
     return out;
 }
 
-std::unique_ptr<sql_connection> open_postgres_connection(const std::string& url) {
-    return std::make_unique<postgres_connection>(with_network_timeouts(url));
+std::chrono::milliseconds reply_limit_of(const std::string& url) {
+    PQconninfoOption* parsed = PQconninfoParse(url.c_str(), nullptr);
+    if (parsed == nullptr) return std::chrono::milliseconds::zero();
+    std::chrono::milliseconds limit{0};
+    for (const auto* option = parsed; option->keyword != nullptr; ++option) {
+        if (option->val == nullptr || std::string_view(option->keyword) != "tcp_user_timeout") continue;
+        try {
+            limit = std::chrono::milliseconds(std::max(0L, std::stol(option->val)));
+        } catch (const std::exception&) {
+            limit = std::chrono::milliseconds::zero();  // libpq refuses it when connecting
+        }
+    }
+    PQconninfoFree(parsed);
+    return limit;
+}
+
+std::unique_ptr<sql_connection> open_postgres_connection(const std::string& url,
+                                                         std::shared_ptr<reply_watchdog> watchdog) {
+    return std::make_unique<postgres_connection>(with_network_timeouts(url), std::move(watchdog));
 }
 
 }  // namespace parley::storage::detail

@@ -2,6 +2,7 @@
 // The small SQL layer both backends implement. Queries are written once, in
 // queries.cpp, with $1..$n placeholders (PostgreSQL binds them positionally,
 // SQLite by name). Values travel as text or integers; booleans are 0/1.
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -69,6 +70,12 @@ public:
     virtual void commit() = 0;
     virtual void rollback() noexcept = 0;
     virtual void ping() = 0;
+    // From now on, a call that waits longer than the connection's reply limit
+    // for the database fails with `unavailable` and leaves the connection
+    // broken (PostgreSQL: the URL's tcp_user_timeout, see reply_watchdog.h).
+    // The store's writer, readers and prune do this; migrations, which may
+    // legitimately run for minutes, do not. SQLite has no network to wait on.
+    virtual void limit_reply_wait() {}
     // Inserts a run of messages inside the current transaction; one outcome per
     // message, in order. The default runs one statement per message.
     virtual std::vector<result<append_outcome>> append_messages(std::span<const message_record* const> messages);
@@ -82,7 +89,12 @@ public:
 // Opens a new connection (throws on failure).
 using connection_factory = std::function<std::unique_ptr<sql_connection>()>;
 
-std::unique_ptr<sql_connection> open_postgres_connection(const std::string& url);
+class reply_watchdog;
+// `watchdog` enforces the reply limit of connections that ask for one (limit_reply_wait).
+std::unique_ptr<sql_connection> open_postgres_connection(const std::string& url,
+                                                         std::shared_ptr<reply_watchdog> watchdog);
+// The URL's tcp_user_timeout (after with_network_timeouts), or zero when it sets 0 (none).
+std::chrono::milliseconds reply_limit_of(const std::string& url);
 // `url` with libpq's TCP timeouts (connect_timeout, keepalives, tcp_user_timeout)
 // added where it sets none: a database behind a silently dropping network must
 // turn into errors within about a minute, not a writer blocked for many.

@@ -26,6 +26,7 @@ store_engine::store_engine(connection_factory factory, std::string backend_name,
       writer_(std::move(writer)),
       // One tenant may fill half of the read queue: the rest stays for the others.
       read_queue_(options_.reader_queue_max, std::max<std::size_t>(1, options_.reader_queue_max / 2)) {
+    writer_->limit_reply_wait();
     writer_thread_ = std::thread([this] { writer_loop(); });
     for (std::size_t i = 0; i < options_.reader_threads; ++i) reader_threads_.emplace_back([this] { reader_loop(); });
 }
@@ -46,6 +47,12 @@ store_engine::~store_engine() {
     readers_wake_.notify_all();
     for (auto& reader : reader_threads_) reader.join();
     relaxed_failure_log_.report_suppressed(*logger());
+}
+
+std::unique_ptr<sql_connection> store_engine::connect() const {
+    auto connection = factory_();
+    connection->limit_reply_wait();
+    return connection;
 }
 
 // --- writes -------------------------------------------------------------------
@@ -247,7 +254,7 @@ void store_engine::writer_loop() {
     for (;;) {
         if (!writer_) {
             try {
-                writer_ = factory_();
+                writer_ = connect();
                 ready_ = true;
                 backoff = options_.reconnect_backoff_min;
                 {
@@ -481,7 +488,7 @@ void store_engine::submit_read(std::string_view tenant, callback<T> done, Query 
         for (bool fresh = false; !outcome;) {
             if (!connection) {
                 try {
-                    connection = factory_();
+                    connection = connect();
                     fresh = true;
                 } catch (...) {
                     outcome.emplace(classify_connect_failure(std::current_exception()));
@@ -592,7 +599,7 @@ result<open_state> store_engine::load_open_state(std::optional<std::string> tena
 result<prune_report> store_engine::prune(millis now, std::function<bool()> stop_requested) {
     std::unique_ptr<sql_connection> connection;
     try {
-        connection = factory_();
+        connection = connect();
     } catch (...) {
         return classify_connect_failure(std::current_exception());
     }

@@ -90,6 +90,8 @@ private:
     template <class T, class Query>
     result<T> run_sync(std::string_view tenant, Query query);
 
+    // A new connection of the writer, a reader or prune: with the reply limit.
+    std::unique_ptr<sql_connection> connect() const;
     void writer_loop();
     bool run_batch(std::vector<write_job>& jobs);
     void connection_lost(const error& why);

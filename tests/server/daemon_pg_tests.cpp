@@ -3,20 +3,26 @@
 // daemon. Every test case has a database of its own; the outage test even has
 // a PostgreSQL cluster of its own, so stopping it cannot disturb tests that
 // share the `pg_cluster` fixture's cluster while ctest runs them in parallel.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
 #include "parley/server/auth.h"
 #include "parley/storage/store.h"
 #include "support/net/daemon_process.h"
+#include "support/net/tcp_proxy.h"
 #include "support/net/ws_client.h"
 #include "support/test_env.h"
 
@@ -683,4 +689,203 @@ TEST_CASE("serve waits storage.start_wait_s for a PostgreSQL that is not up yet,
         CHECK(result.output.find("gave up after storage.start_wait_s = 2 s") != std::string::npos);
         CHECK(result.output.find("t1-admin-token") == std::string::npos);
     }
+}
+
+namespace {
+
+// `url` (postgresql://user@127.0.0.1:PORT/db, as the fixture makes them) with
+// the port of `proxy` instead, and `parameters` as its query string.
+std::string via_proxy(const std::string& url, const tcp_proxy& proxy, const std::string& parameters) {
+    const auto host_end = url.find("127.0.0.1:");
+    REQUIRE(host_end != std::string::npos);
+    const auto port_start = host_end + std::string_view("127.0.0.1:").size();
+    const auto port_end = url.find('/', port_start);
+    REQUIRE(port_end != std::string::npos);
+    return url.substr(0, port_start) + std::to_string(proxy.port()) + url.substr(port_end) + "?" + parameters;
+}
+
+std::uint16_t port_of(const std::string& url) {
+    const auto port_start = url.find("127.0.0.1:") + std::string_view("127.0.0.1:").size();
+    return static_cast<std::uint16_t>(std::stoi(url.substr(port_start, url.find('/', port_start) - port_start)));
+}
+
+// An HTTP GET that must answer promptly: a slow reply means something blocked the event loop.
+http_reply prompt_get(std::uint16_t port, const std::string& target) {
+    const auto started = std::chrono::steady_clock::now();
+    auto reply = http_request(port, "GET", target);
+    const auto took = std::chrono::steady_clock::now() - started;
+    INFO(target << " took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+    CHECK(took < 3s);
+    return reply;
+}
+
+}  // namespace
+
+// A network partition between parleyd and PostgreSQL: the link goes silent
+// (sockets stay open, no RST, no FIN, no reply), unlike a stopped server that
+// refuses connections. Short libpq timeouts in the URL keep the test quick;
+// tcp_user_timeout is also the store's reply limit (reply_watchdog.h), 5 s so
+// that a slow commit on a loaded test machine is not taken for a dead link.
+TEST_CASE("PostgreSQL link silently dropped under the daemon: not ready, sends refused within a bound, never "
+          "falsely acknowledged, loop responsive, recovery by itself without loss",
+          "[daemon][pg][outage][netdrop]") {
+    temp_dir dir;
+    const auto direct_url = fresh_postgres_database("daemon_netdrop");
+    tcp_proxy proxy(port_of(direct_url));
+    const auto url = via_proxy(direct_url, proxy,
+                               "connect_timeout=2&tcp_user_timeout=5000&keepalives_idle=1&keepalives_interval=1"
+                               "&keepalives_count=2");
+    daemon_process daemon(dir.path(), test_config(dir.path(), url));
+    const auto port = daemon.port();
+    REQUIRE(proxy.accepted() > 0);
+    put_agent_and_route(port);
+    ws_client agent(port, "/v1/agent");
+    agent_hello(agent);
+    set_available(agent);
+    ws_client visitor(port, "/v1/visitor");
+    auto [hello, conversation_id] = start_chat(agent, visitor);
+
+    std::map<std::int64_t, std::string> acknowledged;
+    auto record_if_ok = [&](const json& reply, const std::string& text) {
+        if (reply["type"] != "ok") return false;
+        const auto seq = reply["seq"].get<std::int64_t>();
+        CHECK(acknowledged.count(seq) == 0);
+        acknowledged[seq] = text;
+        return true;
+    };
+    for (int i = 0; i < 5; ++i) {
+        REQUIRE(record_if_ok(send_text(visitor, conversation_id, "before " + std::to_string(i), "b-v" + std::to_string(i)),
+                             "before " + std::to_string(i)));
+        REQUIRE(record_if_ok(send_text(agent, conversation_id, "reply " + std::to_string(i), "b-a" + std::to_string(i)),
+                             "reply " + std::to_string(i)));
+    }
+    REQUIRE(prompt_get(port, "/readyz").status == 200);
+
+    proxy.set_blackhole(true);
+    const auto dropped_at = std::chrono::steady_clock::now();
+    // A send into the silent link: it cannot be stored, so it must not be acknowledged, and
+    // it must be refused within a bound rather than wait for ever. The reply is collected
+    // later, so the checks below run while the send waits.
+    visitor.send_json({{"type", "send"},
+                       {"id", "into-the-void"},
+                       {"conversation_id", conversation_id},
+                       {"text", "during the partition"},
+                       {"client_msg_id", "drop-1"}});
+
+    // Meanwhile the event loop answers at once: health, metrics, typing relay (nothing stored).
+    CHECK(prompt_get(port, "/healthz").status == 200);
+    CHECK(prompt_get(port, "/metrics").status == 200);
+    auto typing = agent.request({{"type", "typing"}, {"conversation_id", conversation_id}, {"on", true}});
+    CHECK(typing["type"] == "ok");
+    CHECK(visitor.expect("typing", 5s)["conversation_id"] == conversation_id);
+
+    // Not ready within a bound (the writer's idle health check, then the reply wait).
+    const bool went_unready = eventually([&] { return prompt_get(port, "/readyz").status == 503; }, 20s, 200ms);
+    INFO("daemon log:\n" << daemon.log());
+    CHECK(went_unready);
+    CHECK(prompt_get(port, "/metrics").body.find("parley_storage_ready 0") != std::string::npos);
+
+    auto refused = visitor.expect("", 30s, "into-the-void");
+    const auto waited = std::chrono::steady_clock::now() - dropped_at;
+    INFO("send into the dropped link: " << refused.dump() << " after "
+                                        << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()
+                                        << " ms");
+    CHECK(refused["type"] == "error");
+    CHECK(refused.value("code", "") == "unavailable");
+    CHECK(waited < 25s);
+    record_if_ok(refused, "during the partition");
+
+    // A read fails with unavailable within a bound instead of hanging.
+    json read_reply;
+    const auto read_at = std::chrono::steady_clock::now();
+    resume(visitor, conversation_id, 0, &read_reply);
+    INFO("read during the partition: " << read_reply.dump());
+    CHECK(read_reply["type"] == "error");
+    CHECK(read_reply.value("code", "") == "unavailable");
+    CHECK(std::chrono::steady_clock::now() - read_at < 15s);
+    CHECK(prompt_get(port, "/healthz").status == 200);
+
+    // A send just before the link heals is either stored (ok) or refused; an ok must mean stored.
+    agent.send_json({{"type", "send"},
+                     {"id", "around-heal"},
+                     {"conversation_id", conversation_id},
+                     {"text", "sent around the heal"},
+                     {"client_msg_id", "drop-2"}});
+    std::this_thread::sleep_for(300ms);
+    proxy.set_blackhole(false);
+    auto around = agent.expect("", 30s, "around-heal");
+    INFO(around.dump());
+    CHECK((around["type"] == "ok" || around.value("code", "") == "unavailable"));
+    record_if_ok(around, "sent around the heal");
+
+    // Recovery by itself: ready again, sends acknowledged, the refused one resent.
+    CHECK(eventually([&] { return prompt_get(port, "/readyz").status == 200; }, 30s, 200ms));
+    auto resent = send_text(visitor, conversation_id, "during the partition", "drop-1", 20s);
+    INFO(resent.dump());
+    REQUIRE(record_if_ok(resent, "during the partition"));
+    for (int i = 0; i < 5; ++i)
+        REQUIRE(record_if_ok(send_text(agent, conversation_id, "after " + std::to_string(i), "c-a" + std::to_string(i)),
+                             "after " + std::to_string(i)));
+
+    json resume_reply;
+    auto replayed = resume(visitor, conversation_id, 0, &resume_reply);
+    INFO(resume_reply.dump());
+    REQUIRE(resume_reply["type"] == "ok");
+    check_replay(replayed, acknowledged);
+    auto transcript = agent.request({{"type", "get_transcript"}, {"conversation_id", conversation_id}});
+    REQUIRE(transcript["type"] == "ok");
+    check_replay(transcript["messages"].get<std::vector<json>>(), acknowledged);
+
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit(15s) == std::optional<int>(0));
+}
+
+// systemd stops a unit that is still waiting for its database (boot order, an
+// outage): the wait ends at once, exit 0, a log line says why, nothing served.
+TEST_CASE("SIGTERM while serve waits storage.start_wait_s: prompt clean exit, says why, never serves",
+          "[daemon][pg][outage]") {
+    temp_dir dir;
+    std::string url;
+    std::function<bool(const daemon_process&)> attempt_in_progress;
+    // Kept for the whole test: a port nothing listens on, or a proxy that never answers.
+    int refusing_socket = -1;
+    std::optional<tcp_proxy> silent;
+
+    SECTION("connections refused: between attempts") {
+        refusing_socket = ::socket(AF_INET, SOCK_STREAM, 0);
+        REQUIRE(refusing_socket >= 0);
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::bind(refusing_socket, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+        socklen_t length = sizeof address;
+        REQUIRE(::getsockname(refusing_socket, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+        url = "postgresql://parley@127.0.0.1:" + std::to_string(ntohs(address.sin_port)) + "/parley_test";
+        attempt_in_progress = [](const daemon_process& d) {
+            return d.log().find("storage not reachable yet, retrying") != std::string::npos;
+        };
+    }
+    SECTION("the link is silent: during a connection attempt (connect_timeout 10 s by default)") {
+        silent.emplace(port_of(postgres_url()));
+        silent->set_blackhole(true);
+        url = via_proxy(postgres_url(), *silent, "application_name=parleyd");
+        attempt_in_progress = [&silent](const daemon_process&) { return silent->accepted() > 0; };
+    }
+
+    daemon_process daemon(dir.path(), config_with(dir.path(), url, "start_wait_s = 60\n"), {}, 0s, false);
+    REQUIRE(eventually([&] { return attempt_in_progress(daemon); }, 15s));
+    std::this_thread::sleep_for(500ms);  // well inside the attempt, or the wait after it
+    const auto signalled_at = std::chrono::steady_clock::now();
+    daemon.signal(SIGTERM);
+    const auto status = daemon.wait_exit(20s);
+    const auto took = std::chrono::steady_clock::now() - signalled_at;
+    INFO("exit " << (status ? std::to_string(*status) : "none") << " after "
+                 << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms; log:\n"
+                 << daemon.log());
+    CHECK(status == std::optional<int>(0));
+    CHECK(took < 3s);
+    CHECK(daemon.log().find("SIGTERM: stopped while waiting for storage") != std::string::npos);
+    CHECK_FALSE(daemon.reported_port());
+    CHECK(daemon.log().find("listening on") == std::string::npos);
+    if (refusing_socket >= 0) ::close(refusing_socket);
 }

@@ -56,17 +56,19 @@ std::string read_file(const std::filesystem::path& p) {
 }  // namespace
 
 daemon_process::daemon_process(const std::filesystem::path& dir, const std::string& config_toml,
-                               std::vector<std::string> extra_args, std::chrono::milliseconds startup_timeout)
-    : log_path_(dir / "parleyd.log") {
+                               std::vector<std::string> extra_args, std::chrono::milliseconds startup_timeout,
+                               bool wait_for_port)
+    : log_path_(dir / "parleyd.log"), port_file_(dir / "port") {
     auto config_path = dir / "parley.toml";
     std::ofstream(config_path) << config_toml;
-    auto port_file = dir / "port";
+    const auto& port_file = port_file_;
     std::filesystem::remove(port_file);
     std::vector<std::string> args{parleyd_path().string(), "-c", config_path.string()};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     args.insert(args.end(), {"serve", "--port", "0", "--port-file", port_file.string()});
     pid_ = spawn(args, log_path_);
     REQUIRE(pid_ > 0);
+    if (!wait_for_port) return;
     auto deadline = std::chrono::steady_clock::now() + startup_timeout;
     while (std::chrono::steady_clock::now() < deadline) {
         if (std::filesystem::exists(port_file)) {
@@ -97,6 +99,8 @@ std::optional<int> daemon_process::wait_exit(std::chrono::milliseconds timeout) 
 }
 
 std::string daemon_process::log() const { return read_file(log_path_); }
+
+bool daemon_process::reported_port() const { return std::filesystem::exists(port_file_); }
 
 command_result run_parleyd(const std::vector<std::string>& args, std::chrono::milliseconds timeout) {
     temp_dir dir;

@@ -19,9 +19,11 @@ class daemon_process {
 public:
     // Writes `config_toml` to <dir>/parley.toml, starts `parleyd serve` with it on
     // port 0 and waits (up to `startup_timeout`) until it reports its port.
+    // Without `wait_for_port` it returns at once and port() stays 0 (for tests
+    // of what happens before the daemon serves).
     daemon_process(const std::filesystem::path& dir, const std::string& config_toml,
                    std::vector<std::string> extra_args = {},
-                   std::chrono::milliseconds startup_timeout = std::chrono::seconds(30));
+                   std::chrono::milliseconds startup_timeout = std::chrono::seconds(30), bool wait_for_port = true);
     ~daemon_process();  // SIGKILLs the process if still running
     daemon_process(const daemon_process&) = delete;
     daemon_process& operator=(const daemon_process&) = delete;
@@ -33,9 +35,11 @@ public:
     // Waits for exit; returns the exit status (or 128+signal), nullopt on timeout.
     std::optional<int> wait_exit(std::chrono::milliseconds timeout);
     std::string log() const;  // everything the daemon wrote to stdout/stderr
+    bool reported_port() const;  // whether it ever wrote its port file (started serving)
 
 private:
     std::filesystem::path log_path_;
+    std::filesystem::path port_file_;
     pid_t pid_ = -1;
     std::uint16_t port_ = 0;
     std::optional<int> exit_status_;

@@ -150,6 +150,14 @@ public:
 // unavailable when the database cannot be reached, internal for schema trouble.
 result<std::unique_ptr<store>> open_store(const std::string& url, const store_options& options = {});
 
+// One connection attempt to a PostgreSQL URL that its caller can abandon: ok
+// once the server accepted a connection (closed again at once), unavailable
+// when the attempt failed, did not finish within the URL's connect_timeout, or
+// `stop_requested` (asked every 50 ms) turned true. open_store() blocks for as
+// long as its connection attempt takes; this lets `serve` wait for a database
+// behind a silent link and still stop at once. Not PostgreSQL: ok at once.
+status probe_reachable(const std::string& url, const std::function<bool()>& stop_requested);
+
 // `parleyd migrate`: applies missing migrations, returns the schema version.
 result<int> migrate(const std::string& url);
 
