@@ -3,6 +3,7 @@
 // `cfg` is the configuration the process started with (what needs a restart
 // to change); limits and tenants may be replaced by a reload (SIGHUP), so
 // they are read as snapshots.
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -24,6 +25,22 @@ class frame_handler;
 class tenant_hub;
 class websocket_session;
 using hub_map = std::unordered_map<std::string, std::shared_ptr<tenant_hub>>;
+
+// How one session's outbound queue (limits.outbound_max_frames and _bytes) is
+// shared, so that everything that may be queued at once fits without tripping
+// the slow-consumer close: a reply built from storage takes at most half of the
+// bytes (tenant_hub::reply_budget), a replay fills at most a quarter
+// (websocket_session::feed_paced), and the live events held behind an accept or
+// a resume at most a quarter (tenant_hub::send_about).
+struct outbound_share {
+    std::size_t frames;
+    std::size_t bytes;
+};
+inline std::size_t reply_share_bytes(const config::limits_config& limits) { return limits.outbound_max_bytes / 2; }
+inline outbound_share paced_share(const config::limits_config& limits) {
+    return {std::max<std::size_t>(1, limits.outbound_max_frames / 4), limits.outbound_max_bytes / 4};
+}
+inline outbound_share held_share(const config::limits_config& limits) { return paced_share(limits); }
 
 // Open connections per client address, for limits.max_connections_per_ip.
 class address_counts {

@@ -306,12 +306,10 @@ void tenant_hub::send_about(session_entry& entry, const std::string& conversatio
                             const frame_ptr& frame) {
     auto hold = entry.replaying.find(conversation_id);
     if (hold == entry.replaying.end()) return send(entry, frame);
-    // A quarter of the outbound bounds: released at once behind a replay's last page (a quarter
-    // at most, see feed_paced) or an accept's reply (half at most, reply_budget), they must
-    // still fit the session's queue.
-    const auto limits = state_->limits();
-    if (hold->second.held.size() >= std::max<std::size_t>(1, limits->outbound_max_frames / 4) ||
-        hold->second.held_bytes + frame->size() > limits->outbound_max_bytes / 4) {
+    // Released at once behind a replay's last page or an accept's reply, they must still fit
+    // the session's queue beside them (held_share).
+    const auto share = held_share(*state_->limits());
+    if (hold->second.held.size() >= share.frames || hold->second.held_bytes + frame->size() > share.bytes) {
         // As for any slow consumer: closed, and everything stays in storage for the next resume.
         global_metrics().slow_consumer_closes++;
         entry.replaying.erase(hold);
@@ -382,7 +380,7 @@ void tenant_hub::release_hold(session_entry& entry, const std::string& conversat
         if (seq > sent_through) send(entry, frame);  // older ones were in the replay
 }
 
-std::size_t tenant_hub::reply_budget() const { return state_->limits()->outbound_max_bytes / 2; }
+std::size_t tenant_hub::reply_budget() const { return reply_share_bytes(*state_->limits()); }
 
 // Who sent a request, copied (a handler may end the session) without the
 // session's holds and waiting resumes, which handlers never read.

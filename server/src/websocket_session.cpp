@@ -173,14 +173,11 @@ void websocket_session::send_paced(std::vector<outbound_frame> frames, std::func
 }
 
 void websocket_session::feed_paced() {
-    const auto limits_snapshot = state_->limits();
-    const auto& limits = *limits_snapshot;
+    // A replay leaves room for a reply and held live events beside it (paced_share).
+    const auto share = paced_share(*state_->limits());
     while (!paced_.empty()) {
         auto& batch = paced_.front();
-        // A quarter of each bound: with one reply built from storage (at most half of the bytes,
-        // tenant_hub::reply_budget) queued beside it, a quarter is left for live events.
-        while (!batch.frames.empty() && outbound_.size() < std::max<std::size_t>(1, limits.outbound_max_frames / 4) &&
-               outbound_bytes_ < limits.outbound_max_bytes / 4) {
+        while (!batch.frames.empty() && outbound_.size() < share.frames && outbound_bytes_ < share.bytes) {
             outbound_bytes_ += batch.frames.front()->size();
             outbound_.push_back(std::move(batch.frames.front()));
             batch.frames.pop_front();
