@@ -3,7 +3,9 @@
 #include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 
+#include <algorithm>
 #include <condition_variable>
+#include <cstdlib>
 #include <csignal>
 #include <fstream>
 #include <future>
@@ -172,6 +174,7 @@ struct app::impl {
             return state->retiring_hubs;
         }();
         const auto now = std::chrono::steady_clock::now();
+        shutdown_began = now;
         writes_deadline = now + state->cfg.server.shutdown_timeout / 4;
         drain_deadline = now + state->cfg.server.shutdown_timeout / 2;
         wait_for_drain();
@@ -281,6 +284,7 @@ struct app::impl {
     std::chrono::steady_clock::time_point writes_deadline;
     std::chrono::steady_clock::time_point drain_deadline;
     bool sessions_forced_closed = false;
+    std::optional<std::chrono::steady_clock::time_point> shutdown_began;
     int stop_signal_at_start = 0;  // SIGTERM or SIGINT while waiting for storage
     std::vector<std::shared_ptr<tenant_hub>> retiring;  // removed by reloads, at the shutdown
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_guard;
@@ -413,8 +417,22 @@ int app::run() {
     s.reloader->stop();
     retention.stop();
 
-    // Every write queued before the stop is committed before we exit.
-    store->flush();
+    // Every write queued before the stop is committed before we exit, within what
+    // is left of shutdown_timeout: a database that stopped answering must not hold
+    // the exit until systemd kills us without a word (TimeoutStopSec). Exiting
+    // without them loses no acknowledged message under durability commit: their
+    // senders got no `ok` and resend. The store's threads may be blocked on the
+    // database, so nothing waits for them.
+    const auto flush_deadline = s.shutdown_began.value_or(std::chrono::steady_clock::now()) + cfg.server.shutdown_timeout;
+    const auto flush_left = std::max<std::chrono::steady_clock::duration>(
+        flush_deadline - std::chrono::steady_clock::now(), std::chrono::milliseconds(100));
+    if (!store->flush_within(std::chrono::duration_cast<std::chrono::milliseconds>(flush_left))) {
+        log->error("storage: writes still not committed when shutdown_timeout_s = {} s ran out ({} queued); "
+                   "exiting without them",
+                   cfg.server.shutdown_timeout.count(), store->stats().queue_depth);
+        spdlog::shutdown();
+        std::_Exit(1);
+    }
     for (auto& [id, hub] : *s.state->hubs()) hub->release_sessions();
     for (auto& hub : s.retiring) hub->release_sessions();
     s.retiring.clear();

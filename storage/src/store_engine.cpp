@@ -442,6 +442,12 @@ void store_engine::wait_for_writes(std::uint64_t target) {
 
 void store_engine::flush() { wait_for_writes(writes_submitted()); }
 
+bool store_engine::flush_within(std::chrono::milliseconds limit) {
+    const auto target = writes_submitted();
+    std::unique_lock lock(finished_mutex_);
+    return finished_changed_.wait_for(lock, limit, [&] { return finished_ >= target; });
+}
+
 bool store_engine::ready() const { return ready_.load(); }
 
 store_stats store_engine::stats() const {

@@ -60,6 +60,7 @@ public:
     result<prune_report> prune(millis now, std::function<bool()> stop_requested) override;
     result<int> schema_version() override;
     void flush() override;
+    bool flush_within(std::chrono::milliseconds limit) override;
 
     bool ready() const override;
     store_stats stats() const override;

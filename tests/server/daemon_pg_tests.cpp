@@ -889,3 +889,49 @@ TEST_CASE("SIGTERM while serve waits storage.start_wait_s: prompt clean exit, sa
     CHECK(daemon.log().find("listening on") == std::string::npos);
     if (refusing_socket >= 0) ::close(refusing_socket);
 }
+
+// SIGTERM while PostgreSQL is silent and a write is waiting for its reply: the
+// exit may wait for queued writes only within server.shutdown_timeout_s, then
+// says so and exits 1, instead of waiting for the reply limit (60 s here) and
+// being killed by systemd's TimeoutStopSec without a word. The unstored send is
+// never acknowledged.
+TEST_CASE("SIGTERM with PostgreSQL silent: queued writes are waited for only within shutdown_timeout_s",
+          "[daemon][pg][outage][netdrop]") {
+    temp_dir dir;
+    const auto direct_url = fresh_postgres_database("daemon_stuck_flush");
+    tcp_proxy proxy(port_of(direct_url));
+    const auto url = via_proxy(direct_url, proxy, "connect_timeout=2&tcp_user_timeout=60000");
+    auto config = test_config(dir.path(), url);
+    config.replace(config.find("[server]\n"), std::string_view("[server]\n").size(), "[server]\nshutdown_timeout_s = 4\n");
+    daemon_process daemon(dir.path(), config);
+    const auto port = daemon.port();
+    put_agent_and_route(port);
+    ws_client agent(port, "/v1/agent");
+    agent_hello(agent);
+    set_available(agent);
+    ws_client visitor(port, "/v1/visitor");
+    auto [hello, conversation_id] = start_chat(agent, visitor);
+    REQUIRE(send_text(visitor, conversation_id, "stored", "m-1")["type"] == "ok");
+
+    proxy.set_blackhole(true);
+    visitor.send_json({{"type", "send"},
+                       {"id", "stuck"},
+                       {"conversation_id", conversation_id},
+                       {"text", "never stored"},
+                       {"client_msg_id", "m-2"}});
+    std::this_thread::sleep_for(500ms);  // the writer has it and waits for PostgreSQL
+    const auto signalled_at = std::chrono::steady_clock::now();
+    daemon.signal(SIGTERM);
+    const auto status = daemon.wait_exit(30s);
+    const auto took = std::chrono::steady_clock::now() - signalled_at;
+    INFO("exit " << (status ? std::to_string(*status) : "none") << " after "
+                 << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms; log:\n"
+                 << daemon.log());
+    CHECK(status == std::optional<int>(1));
+    CHECK(took < 9s);  // shutdown_timeout_s = 4, with room for a loaded machine
+    CHECK(daemon.log().find("writes still not committed when shutdown_timeout_s = 4 s ran out") != std::string::npos);
+    for (auto frame = visitor.receive(1s); frame; frame = visitor.receive(1s)) {
+        auto reply = json::parse(*frame);
+        CHECK_FALSE((reply["type"] == "ok" && reply.value("re", "") == "stuck"));
+    }
+}

@@ -135,6 +135,9 @@ public:
     virtual result<int> schema_version() = 0;
     // Blocks until every write submitted before the call has completed.
     virtual void flush() = 0;
+    // The same, for at most `limit`: false when some of those writes were still
+    // pending then (a database that stopped answering).
+    virtual bool flush_within(std::chrono::milliseconds limit) = 0;
 
     // Database reachable and schema current (drives /readyz).
     virtual bool ready() const = 0;
