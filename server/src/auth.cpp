@@ -37,6 +37,7 @@ const char* to_string(token_error e) {
         case token_error::bad_signature: return "bad signature";
         case token_error::wrong_algorithm: return "token must be signed with HS256";
         case token_error::expired: return "token expired";
+        case token_error::not_yet_valid: return "token not valid yet (nbf)";
         case token_error::missing_claim: return "token lacks sub, tenant or exp";
         case token_error::wrong_tenant: return "token is for another tenant";
     }
@@ -101,6 +102,17 @@ verified_token verify_hs256(const std::string& secret, const std::string& token,
     } else if (!exp->is_number_integer() || exp->get<std::int64_t>() <= to_seconds(now)) {
         result.error = exp->is_number_integer() ? token_error::expired : token_error::missing_claim;
         return result;
+    }
+    // RFC 7519 4.1.5: not before `nbf`. A minute of leeway for the issuer's clock.
+    if (auto nbf = claims.find("nbf"); nbf != claims.end()) {
+        if (!nbf->is_number_integer()) {
+            result.error = token_error::malformed;
+            return result;
+        }
+        if (nbf->get<std::int64_t>() > to_seconds(now) + 60) {
+            result.error = token_error::not_yet_valid;
+            return result;
+        }
     }
     result.claims = std::move(claims);
     return result;

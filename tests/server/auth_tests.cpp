@@ -83,3 +83,31 @@ TEST_CASE("resume tokens with mistyped claims are refused, not thrown on", "[aut
         CHECK_FALSE(verified);
     }
 }
+
+TEST_CASE("a token is refused before its nbf, with a minute of leeway for the issuer's clock", "[auth]") {
+    auto signed_with_nbf = [](auto add_nbf) {
+        jwt_t* raw = nullptr;
+        jwt_new(&raw);
+        jwt_add_grant(raw, "sub", "a_1");
+        jwt_add_grant(raw, "tenant", "acme");
+        jwt_add_grant_int(raw, "exp", 1'900'000'000);
+        add_nbf(raw);
+        jwt_set_alg(raw, JWT_ALG_HS256, reinterpret_cast<const unsigned char*>(secret.data()),
+                    static_cast<int>(secret.size()));
+        char* s = jwt_encode_str(raw);
+        std::string token(s);
+        std::free(s);
+        jwt_free(raw);
+        return token;
+    };
+    const auto at = [&](std::int64_t nbf) {
+        return signed_with_nbf([nbf](jwt_t* raw) { jwt_add_grant_int(raw, "nbf", nbf); });
+    };
+    const std::int64_t now_s = 1'800'000'000;
+    CHECK(verify_agent_token(secret, at(now_s - 10), now, "acme").claims);
+    CHECK(verify_agent_token(secret, at(now_s + 30), now, "acme").claims);  // within the leeway
+    CHECK(verify_agent_token(secret, at(now_s + 3600), now, "acme").error == token_error::not_yet_valid);
+    CHECK(verify_agent_token(secret, at(now_s + 3600), now + hours(2), "acme").claims);
+    auto mistyped = signed_with_nbf([](jwt_t* raw) { jwt_add_grant(raw, "nbf", "soon"); });
+    CHECK_FALSE(verify_agent_token(secret, mistyped, now, "acme").claims);
+}

@@ -22,7 +22,7 @@ std::string mint_agent_token(const std::string& secret, const std::string& tenan
                              const std::string& agent_id, std::chrono::seconds ttl,
                              std::chrono::system_clock::time_point now);
 
-enum class token_error { malformed, bad_signature, wrong_algorithm, expired, missing_claim, wrong_tenant };
+enum class token_error { malformed, bad_signature, wrong_algorithm, expired, not_yet_valid, missing_claim, wrong_tenant };
 const char* to_string(token_error e);
 
 struct verified_agent {
