@@ -215,6 +215,7 @@ void parse_routing(const toml::value* t, const std::string& file, std::vector<pr
     r.duration("grace_period_s", c.grace_period, 0, 24 * 3600);
     r.duration("conversation_idle_timeout_s", c.conversation_idle_timeout, 1, 7 * 24 * 3600);
     r.integer("auto_away_after_missed", c.auto_away_after_missed, 0, 1000);
+    r.integer("max_queue_length", c.max_queue_length, 1, 100'000);
     r.duration("restore_window_s", c.restore_window, 0, 3600);
 }
 

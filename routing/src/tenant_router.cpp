@@ -235,9 +235,11 @@ struct rule_state {
 };
 
 struct route_state {
+    static constexpr std::size_t unchanged = std::numeric_limits<std::size_t>::max();
     route_config config;
     std::vector<rule_state> rules;  // sorted by priority
     std::deque<std::uint32_t> queue;  // conversation slots, ascending queue_seq
+    std::size_t positions_changed_from = unchanged;  // in this event; see announce_positions
 };
 
 request_result rejected_request(outcome result) {
@@ -272,6 +274,7 @@ struct tenant_router::impl {
     std::optional<time_point> reported_wakeup;
 
     bool drain_needed = false;
+    std::vector<std::string> positions_dirty;  // routes whose queue positions changed in this event
     std::size_t queued_total = 0;
     std::uint64_t next_queue_seq = 1;
     std::vector<std::uint32_t> restored_pending;
@@ -435,6 +438,7 @@ struct tenant_router::impl {
     // Every public mutator ends here: drain queues, then report the wakeup.
     void finish(time_point now, actions& out) {
         drain_queues(now, out);
+        announce_positions(out);
         drop_dead_timer_tops();
         std::optional<time_point> next;
         if (!timers.empty()) next = timers.top().at;
@@ -707,12 +711,28 @@ struct tenant_router::impl {
         fall_back(conversation_slot, found == routes.end() ? nullptr : &found->second, now, out);
     }
 
-    void notify_positions(route_state& route, std::size_t from, actions& out) {
-        for (auto index = from; index < route.queue.size(); ++index) {
-            const auto& conversation = conversations.items[route.queue[index]];
-            out.push_back(notify_visitor{conversation.id, conversation.visitor_id,
-                visitor_event::queued{static_cast<int>(index + 1)}});
+    // Positions from `from` on changed. Told once, at the end of the event
+    // (announce_positions): an event that moves the queue many times (offer
+    // timers expiring together, a drain) would otherwise tell everyone behind
+    // each move, quadratic in the queue's length.
+    void positions_changed(const std::string& route_name, route_state& route, std::size_t from) {
+        if (route.positions_changed_from == route_state::unchanged) positions_dirty.push_back(route_name);
+        route.positions_changed_from = std::min(route.positions_changed_from, from);
+    }
+
+    void announce_positions(actions& out) {
+        for (const auto& name : positions_dirty) {
+            const auto found = routes.find(name);
+            if (found == routes.end()) continue;
+            auto& route = found->second;
+            for (auto index = route.positions_changed_from; index < route.queue.size(); ++index) {
+                const auto& conversation = conversations.items[route.queue[index]];
+                out.push_back(notify_visitor{conversation.id, conversation.visitor_id,
+                    visitor_event::queued{static_cast<int>(index + 1)}});
+            }
+            route.positions_changed_from = route_state::unchanged;
         }
+        positions_dirty.clear();
     }
 
     void enqueue(std::uint32_t conversation_slot, route_state& route, time_point now, actions& out) {
@@ -722,7 +742,8 @@ struct tenant_router::impl {
             conversation.first_enqueued_at = now;
         }
         const auto wait_ends = conversation.first_enqueued_at + route.config.queue_wait;
-        if (now >= wait_ends) return fall_back(conversation_slot, &route, now, out);
+        if (now >= wait_ends || route.queue.size() >= settings.max_queue_length)
+            return fall_back(conversation_slot, &route, now, out);
         arm(conversation.queue_wait, wait_ends, timer_kind::queue_wait, conversation_slot, conversation.generation);
         const auto position = std::upper_bound(route.queue.begin(), route.queue.end(), conversation.queue_seq,
             [&](std::uint64_t seq, std::uint32_t slot) { return seq < conversations.items[slot].queue_seq; });
@@ -730,10 +751,10 @@ struct tenant_router::impl {
         route.queue.insert(position, conversation_slot);
         ++queued_total;
         set_state(conversation, conversation_state::queued, out);
-        notify_positions(route, index, out);
+        positions_changed(conversation.route, route, index);
     }
 
-    void remove_from_queue(std::uint32_t conversation_slot, actions& out) {
+    void remove_from_queue(std::uint32_t conversation_slot) {
         const auto found = routes.find(conversations.items[conversation_slot].route);
         if (found == routes.end()) return;
         auto& queue = found->second.queue;
@@ -742,7 +763,7 @@ struct tenant_router::impl {
         const auto index = static_cast<std::size_t>(position - queue.begin());
         queue.erase(position);
         --queued_total;
-        notify_positions(found->second, index, out);
+        positions_changed(found->first, found->second, index);
     }
 
     // Serves every queue in FIFO order while agents are eligible. A queued
@@ -761,6 +782,7 @@ struct tenant_router::impl {
                 return conversations.items[a->queue.front()].queue_seq < conversations.items[b->queue.front()].queue_seq;
             });
             for (auto* route : waiting) {
+                const auto& route_name = route->config.name;
                 std::size_t index = 0;
                 while (index < route->queue.size()) {
                     const auto conversation_slot = route->queue[index];
@@ -771,7 +793,7 @@ struct tenant_router::impl {
                     }
                     route->queue.erase(route->queue.begin() + static_cast<std::ptrdiff_t>(index));
                     --queued_total;
-                    notify_positions(*route, index, out);
+                    positions_changed(route_name, *route, index);
                     make_offer(conversation_slot, agent, *route, now, out);
                 }
             }
@@ -806,7 +828,7 @@ struct tenant_router::impl {
             resolve_offer(conversation.offer);
             capacity_freed(agent);
         }
-        if (conversation.state == conversation_state::queued) remove_from_queue(conversation_slot, out);
+        if (conversation.state == conversation_state::queued) remove_from_queue(conversation_slot);
         std::string last_agent;
         if (conversation.agent != none) {
             const auto agent = conversation.agent;
@@ -833,7 +855,7 @@ struct tenant_router::impl {
         // Only a conversation still waiting in line falls back; one holding an
         // offer finds out when the offer resolves (enqueue checks the wait).
         if (conversations.items[conversation_slot].state != conversation_state::queued) return;
-        remove_from_queue(conversation_slot, out);
+        remove_from_queue(conversation_slot);
         const auto found = routes.find(conversations.items[conversation_slot].route);
         fall_back(conversation_slot, found == routes.end() ? nullptr : &found->second, now, out);
     }

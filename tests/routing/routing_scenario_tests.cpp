@@ -446,6 +446,50 @@ TEST_CASE("auto-away after N consecutive missed offers") {
     CHECK(h.all<send_offer>().empty());
 }
 
+TEST_CASE("queue: one event tells each visitor still waiting its position once, however often the queue moved") {
+    tenant_config config;
+    auto route = make_route("support");
+    route.queue_wait = 5min;
+    config.routes = {route};
+    router_harness h{config};
+    // No agent: 300 wait, the first 200 enqueued a second before the last 100.
+    for (int i = 0; i < 300; ++i) {
+        if (i == 200) h.clock.advance(1s);
+        CHECK(h.request("c" + std::to_string(i), "v" + std::to_string(i), "support").state ==
+              conversation_state::queued);
+    }
+    // The first 200 time out in one event: 200 removals from the head.
+    h.out.clear();
+    h.clock.advance(5min - 1s);
+    h.router.timer_fired(h.clock.now(), h.out);
+    CHECK(h.visitor_events<visitor_event::fallback>().size() == 200);
+    const auto positions = h.visitor_events<visitor_event::queued>();
+    REQUIRE(positions.size() == 100);  // not one per visitor behind each removal (about 20,000)
+    for (std::size_t i = 0; i < positions.size(); ++i) {
+        CHECK(positions[i].conversation_id == "c" + std::to_string(200 + i));
+        CHECK(std::get<visitor_event::queued>(positions[i].event).position == static_cast<int>(i + 1));
+    }
+}
+
+TEST_CASE("queue: a route's queue is bounded by max_queue_length; beyond it a request falls back") {
+    tenant_config config;
+    config.settings.max_queue_length = 3;
+    auto route = make_route("support");
+    route.queue_wait = 5min;
+    route.fallback_message = "too many waiting";
+    config.routes = {route};
+    router_harness h{config};
+    for (int i = 1; i <= 3; ++i)
+        CHECK(h.request("c" + std::to_string(i), "v" + std::to_string(i), "support").state ==
+              conversation_state::queued);
+    h.request("c4", "v4", "support");
+    const auto fallbacks = h.visitor_events<visitor_event::fallback>();
+    REQUIRE(fallbacks.size() == 1);
+    CHECK(fallbacks[0].conversation_id == "c4");
+    CHECK(std::get<visitor_event::fallback>(fallbacks[0].event).message == "too many waiting");
+    CHECK(h.router.queued_conversations("support") == std::vector<std::string>{"c1", "c2", "c3"});
+}
+
 TEST_CASE("toggling unavailable withdraws pending offers; toggling back drains the queue") {
     tenant_config config;
     config.agents = {make_agent("a1")};

@@ -63,6 +63,8 @@ struct routing_config {
     std::chrono::seconds grace_period{60};
     std::chrono::seconds conversation_idle_timeout{600};
     unsigned auto_away_after_missed = 0;  // 0: off
+    // Per route: a chat request that would wait behind this many gets the fallback instead.
+    unsigned max_queue_length = 1000;
     // After a restart, agents get this long to reconnect before waiting chats are routed again.
     std::chrono::seconds restore_window{10};
 };

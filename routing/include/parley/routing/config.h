@@ -82,6 +82,8 @@ struct tenant_settings {
     duration grace_period = std::chrono::seconds{60};
     duration idle_timeout = std::chrono::minutes{10};
     int auto_away_after_missed = 0;  // 0 = off
+    // Per route: a conversation that would queue behind this many falls back instead.
+    std::size_t max_queue_length = 1000;
 };
 
 struct tenant_config {
