@@ -287,6 +287,9 @@ void websocket_session::finish() {
 }
 
 // Only after finish(), on the strand: every use of ws_ checks finished_ first.
+// Safe because finish() closed the socket a second earlier: Beast's TCP
+// teardown keeps a plain reference to the socket while it waits, and it has
+// completed (aborted) by now.
 void websocket_session::release_stream() {
     if (finished_ && ws_) ws_.reset();
 }
