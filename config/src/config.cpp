@@ -204,6 +204,9 @@ void parse_limits(const toml::value* t, const std::string& file, std::vector<pro
               "parleyd.service) and parleyd keeps some for itself");
     r.integer("max_connections_per_ip", c.max_connections_per_ip, 0, 10'000'000);
     r.integer("http_body_max_bytes", c.http_body_max_bytes, 1024, 64 * 1024 * 1024);
+    r.integer("max_agents_per_tenant", c.max_agents_per_tenant, 1, 1'000'000);
+    r.integer("max_routes_per_tenant", c.max_routes_per_tenant, 1, 1'000'000);
+    r.integer("max_accounts_per_tenant", c.max_accounts_per_tenant, 1, 1'000'000);
     if (t != nullptr && c.peer_silence_timeout <= c.ping_interval)
         r.report("peer_silence_timeout_s", "must be longer than ping_interval_s");
 }

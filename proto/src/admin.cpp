@@ -228,7 +228,9 @@ parse_result<route_body> parse_route_body(std::string_view body, const limits& l
     if (route.type == route_type::rules)
         if (const auto* rules = reader.required_array("rules")) route.rules = read_rules(reader, *rules);
 
+    route.offer_timeout_given = reader.find("offer_timeout_s") != nullptr;
     route.offer_timeout_s = static_cast<int>(reader.optional_integer("offer_timeout_s", 1, 3600, 45));
+    route.max_attempts_given = reader.find("max_attempts") != nullptr;
     route.max_attempts = static_cast<int>(reader.optional_integer("max_attempts", 1, 100, 2));
     route.queue_wait_s = static_cast<int>(reader.optional_integer("queue_wait_s", 0, 86'400, 0));
     route.fallback_route = reader.optional_string("fallback_route", detail::route_name_rule);

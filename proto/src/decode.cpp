@@ -202,6 +202,8 @@ parse_result<client_frame> parse_client_frame(std::string_view text, role sender
 
 std::string_view type_name(const client_request& request) { return request_type_names[request.index()]; }
 
+bool is_valid_utf8(std::string_view text) { return detail::is_valid_utf8(text); }
+
 bool is_valid_route_name(std::string_view name) {
     if (name.empty() || name.size() > 64) return false;
     for (const char c : name) {

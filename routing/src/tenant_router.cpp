@@ -1045,6 +1045,10 @@ outcome tenant_router::remove_account(std::string_view key) {
     return impl_->accounts.erase(lower_copy(key)) ? outcome::ok : outcome::not_found;
 }
 
+bool tenant_router::has_account(std::string_view key) const { return impl_->accounts.count(lower_copy(key)) != 0; }
+
+std::size_t tenant_router::account_count() const { return impl_->accounts.size(); }
+
 void tenant_router::update_settings(const tenant_settings& settings) { impl_->settings = settings; }
 
 outcome tenant_router::agent_session_opened(std::string_view agent_id, std::string_view session_id, time_point now,

@@ -56,9 +56,10 @@ std::optional<std::string> percent_decode(const std::string& s) {
     return out;
 }
 
-// Ids in paths: 1..128 printable characters, no '/', no control characters.
-bool valid_path_id(const std::string& id) {
-    if (id.empty() || id.size() > 128) return false;
+// Ids in paths: 1..128 bytes (account domains: 1..253), no '/', no control
+// characters. Every path segment was checked for UTF-8 when it was decoded.
+bool valid_path_id(const std::string& id, std::size_t max_bytes = 128) {
+    if (id.empty() || id.size() > max_bytes) return false;
     for (unsigned char ch : id)
         if (ch < 0x20 || ch == 0x7f || ch == '/') return false;
     return true;
@@ -162,6 +163,11 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
     for (auto& p : parts) {
         auto decoded = percent_decode(p);
         if (!decoded) return done(error_response(request, 400, proto::error_code::bad_request, "bad percent-encoding in path"));
+        // Ids end up in JSON replies and events, which must be UTF-8 (a stored
+        // id with a stray byte used to make every listing of its kind fail).
+        if (!proto::is_valid_utf8(*decoded))
+            return done(error_response(request, 400, proto::error_code::bad_request,
+                                       "path is not valid UTF-8 once percent-decoded"));
         p = std::move(*decoded);
     }
     const std::string& tenant_id = parts[2];
@@ -224,15 +230,14 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
             return done(error_response(request, 400, proto::error_code::bad_request,
                                        "route name must be 1..64 of A-Z a-z 0-9 . _ -"));
         if (method == http::verb::put) {
-            auto json = nlohmann::json::parse(body, nullptr, false);
-            auto parsed = proto::admin::parse_route_body(body, proto_limits);  // exact errors for the caller
+            auto parsed = proto::admin::parse_route_body(body, proto_limits);
             if (!parsed) return bad(parsed.error());
-            return hub->admin_put_route(parts[4], std::move(json), reply);
+            return hub->admin_put_route(parts[4], std::move(parsed.value()), reply);
         }
         if (method == http::verb::delete_) return hub->admin_delete_route(parts[4], reply);
     }
     if (parts.size() == 5 && resource == "accounts") {
-        if (parts[4].empty() || parts[4].size() > 253)
+        if (!valid_path_id(parts[4], 253))
             return done(error_response(request, 400, proto::error_code::bad_request, "bad account domain"));
         if (method == http::verb::put) {
             auto parsed = proto::admin::parse_account_body(body, proto_limits);

@@ -15,4 +15,11 @@ inline std::string string_field(const nlohmann::json& object, const char* key) {
     return it != object.end() && it->is_string() ? it->get<std::string>() : std::string{};
 }
 
+// JSON text of a value built from stored strings. Ids written before paths were
+// checked for UTF-8 may hold invalid bytes, on which dump() throws; such a
+// record must not make every listing fail, so they are written as U+FFFD.
+inline std::string dump_stored(const nlohmann::json& value) {
+    return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 }  // namespace parley::server

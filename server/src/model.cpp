@@ -96,6 +96,30 @@ routing::agent_config agent_config_from_record(const storage::agent_record& agen
     return c;
 }
 
+nlohmann::json route_json_from_body(const proto::admin::route_body& body) {
+    nlohmann::json route{{"type", proto::admin::to_string(body.type)}};
+    if (body.team) route["team"] = *body.team;
+    if (body.agent_id) route["agent_id"] = *body.agent_id;
+    if (body.type == proto::admin::route_type::rules) {
+        nlohmann::json rules = nlohmann::json::array();
+        for (const auto& rule : body.rules)
+            rules.push_back({{"priority", rule.priority},
+                             {"when",
+                              {{"field", proto::admin::to_string(rule.when.field)},
+                               {"op", proto::admin::to_string(rule.when.op)},
+                               {"value", rule.when.value}}},
+                             {"agents", rule.agents}});
+        route["rules"] = std::move(rules);
+    }
+    if (body.offer_timeout_given) route["offer_timeout_s"] = body.offer_timeout_s;
+    if (body.max_attempts_given) route["max_attempts"] = body.max_attempts;
+    route["queue_wait_s"] = body.queue_wait_s;
+    if (body.fallback_route) route["fallback_route"] = *body.fallback_route;
+    if (body.fallback_message) route["fallback_message"] = *body.fallback_message;
+    route["fallback_calendar"] = body.fallback_calendar;
+    return route;
+}
+
 proto::parse_result<routing::route_config> route_config_from_json(const std::string& name, const nlohmann::json& body,
                                                                   const config::routing_config& defaults) {
     nlohmann::json effective = body;
@@ -104,7 +128,7 @@ proto::parse_result<routing::route_config> route_config_from_json(const std::str
         if (!effective.contains("offer_timeout_s")) effective["offer_timeout_s"] = defaults.offer_timeout.count();
         if (!effective.contains("max_attempts")) effective["max_attempts"] = defaults.max_attempts;
     }
-    auto parsed = proto::admin::parse_route_body(effective.dump());
+    auto parsed = proto::admin::parse_route_body(dump_stored(effective));
     if (!parsed) return parsed.error();
     const auto& b = parsed.value();
     routing::route_config r;

@@ -27,7 +27,13 @@ storage::agent_record agent_record_from_body(const std::string& tenant, const st
 nlohmann::json agent_record_to_json(const storage::agent_record& agent);
 routing::agent_config agent_config_from_record(const storage::agent_record& agent);
 
-// Routes are stored as their admin body (JSON); the body parser validates them again on load.
+// Routes are stored as the normalised form of their admin body: only the fields
+// protocol.md defines, as parsed (unknown fields dropped, null left out, so a
+// stored route holds no more than a route needs). offer_timeout_s and
+// max_attempts stay absent when the body left them out, so the configured
+// defaults keep applying. This is also what the PUT reply echoes.
+nlohmann::json route_json_from_body(const proto::admin::route_body& body);
+// The body parser validates stored routes again on load.
 proto::parse_result<routing::route_config> route_config_from_json(const std::string& name, const nlohmann::json& body,
                                                                   const config::routing_config& defaults);
 

@@ -47,6 +47,9 @@ key_diff diff_limits(const config::limits_config& a, const config::limits_config
     d.compare("limits.max_connections", a.max_connections, b.max_connections);
     d.compare("limits.max_connections_per_ip", a.max_connections_per_ip, b.max_connections_per_ip);
     d.compare("limits.http_body_max_bytes", a.http_body_max_bytes, b.http_body_max_bytes);
+    d.compare("limits.max_agents_per_tenant", a.max_agents_per_tenant, b.max_agents_per_tenant);
+    d.compare("limits.max_routes_per_tenant", a.max_routes_per_tenant, b.max_routes_per_tenant);
+    d.compare("limits.max_accounts_per_tenant", a.max_accounts_per_tenant, b.max_accounts_per_tenant);
     return d;
 }
 

@@ -74,6 +74,13 @@ std::string storage_message(const storage::error& e) {
     }
 }
 
+// A PUT that would create one more agent, route or account than the tenant may have.
+admin_reply over_limit(std::string_view what, std::size_t limit, std::string_view key) {
+    return admin_error(400, proto::error_code::capacity,
+                       fmt::format("the tenant already has {} {}, the most allowed ({}); delete one first", limit,
+                                   what, key));
+}
+
 admin_reply admin_storage_error(const storage::error& e) {
     if (e.kind != storage::error_kind::ok) global_metrics().storage_errors++;
     return admin_error(http_status(e.kind), to_proto_error(e.kind), storage_message(e));
@@ -137,8 +144,8 @@ std::optional<std::string> tenant_hub::load() {
                        parsed.error().message);
             continue;
         }
+        routes_[r.name] = parsed.value().fallback_route;
         config.routes.push_back(std::move(parsed.value()));
-        routes_[r.name] = std::move(r.config);
     }
     auto accounts = wait_for<std::vector<storage::account_record>>(
         [&](auto done) { store_->list_accounts(tenant_id_, std::move(done)); });
@@ -1376,21 +1383,32 @@ void tenant_hub::admin_put_agent(std::string id, proto::admin::agent_body body, 
     } catch (const std::exception& e) {
         return done(admin_error(400, proto::error_code::bad_request, std::string("schedule: ") + e.what()));
     }
-    store_->put_agent(record, back_on_strand<void>([self = shared_from_this(), record, config,
-                                                   done = std::move(done)](storage::status s) {
-        if (!s) return done(admin_storage_error(s.failure()));
-        routing::actions actions;
-        bool created = self->agents_.count(record.id) == 0;
-        try {
-            self->router_->upsert_agent(config, current_time(), actions);
-        } catch (const std::exception& e) {
-            return done(admin_error(400, proto::error_code::bad_request, e.what()));
+    on_strand([self = shared_from_this(), record = std::move(record), config = std::move(config),
+               done = std::move(done)]() mutable {
+        const bool creating = self->agents_.count(record.id) == 0;
+        if (creating) {
+            const auto limit = self->state_->limits()->max_agents_per_tenant;
+            if (self->agents_.size() + self->agents_being_created_ >= limit)
+                return done(over_limit("agents", limit, "limits.max_agents_per_tenant"));
+            ++self->agents_being_created_;
         }
-        self->agents_[record.id] = record;
-        self->apply(actions);
-        logger("route")->info("tenant {}: agent {} {}", self->tenant_id_, record.id, created ? "created" : "updated");
-        done({created ? 201 : 200, agent_record_to_json(record).dump()});
-    }));
+        self->store_->put_agent(record, self->back_on_strand<void>([self, record, config, creating,
+                                                                   done = std::move(done)](storage::status s) {
+            if (creating) --self->agents_being_created_;
+            if (!s) return done(admin_storage_error(s.failure()));
+            routing::actions actions;
+            bool created = self->agents_.count(record.id) == 0;
+            try {
+                self->router_->upsert_agent(config, current_time(), actions);
+            } catch (const std::exception& e) {
+                return done(admin_error(400, proto::error_code::bad_request, e.what()));
+            }
+            self->agents_[record.id] = record;
+            self->apply(actions);
+            logger("route")->info("tenant {}: agent {} {}", self->tenant_id_, record.id, created ? "created" : "updated");
+            done({created ? 201 : 200, dump_stored(agent_record_to_json(record))});
+        }));
+    });
 }
 
 void tenant_hub::admin_delete_agent(std::string id, admin_done done) {
@@ -1429,15 +1447,18 @@ void tenant_hub::admin_list_agents(admin_done done) {
             }
             list.push_back(std::move(json));
         }
-        done({200, nlohmann::json{{"agents", list}}.dump()});
+        done({200, dump_stored(nlohmann::json{{"agents", list}})});
     });
 }
 
-void tenant_hub::admin_put_route(std::string name, nlohmann::json body, admin_done done) {
-    auto parsed = route_config_from_json(name, body, state_->cfg.routing);
+void tenant_hub::admin_put_route(std::string name, proto::admin::route_body body, admin_done done) {
+    // Only the normalised route is kept and stored: unknown fields of the body go no further.
+    auto route_json = route_json_from_body(body);
+    // Parsed back as on load, with the configured defaults: what is accepted here loads again.
+    auto parsed = route_config_from_json(name, route_json, state_->cfg.routing);
     if (!parsed) return done({400, proto::admin::encode_admin_error(parsed.error())});
     auto config = std::move(parsed.value());
-    storage::route_record record{tenant_id_, name, body};
+    storage::route_record record{tenant_id_, name, std::move(route_json)};
     on_strand([self = shared_from_this(), record = std::move(record), config = std::move(config),
                done = std::move(done)]() mutable {
         // A fallback_route must exist and must not lead back here.
@@ -1449,10 +1470,18 @@ void tenant_hub::admin_put_route(std::string name, nlohmann::json body, admin_do
             if (it == self->routes_.end())
                 return done(admin_error(400, proto::error_code::bad_request,
                                         "fallback_route: no route named " + next));
-            next = string_field(it->second, "fallback_route");
+            next = it->second;
         }
-        self->store_->put_route(record, self->back_on_strand<void>([self, record, config, done = std::move(done)](
-                                                                     storage::status s) {
+        const bool creating = self->routes_.count(record.name) == 0;
+        if (creating) {
+            const auto limit = self->state_->limits()->max_routes_per_tenant;
+            if (self->routes_.size() + self->routes_being_created_ >= limit)
+                return done(over_limit("routes", limit, "limits.max_routes_per_tenant"));
+            ++self->routes_being_created_;
+        }
+        self->store_->put_route(record, self->back_on_strand<void>([self, record, config, creating,
+                                                                   done = std::move(done)](storage::status s) {
+            if (creating) --self->routes_being_created_;
             if (!s) return done(admin_storage_error(s.failure()));
             routing::actions actions;
             try {
@@ -1461,12 +1490,12 @@ void tenant_hub::admin_put_route(std::string name, nlohmann::json body, admin_do
                 return done(admin_error(400, proto::error_code::bad_request, e.what()));
             }
             bool created = self->routes_.count(record.name) == 0;
-            self->routes_[record.name] = record.config;
+            self->routes_[record.name] = config.fallback_route;
             self->apply(actions);
             logger("route")->info("tenant {}: route {} {}", self->tenant_id_, record.name, created ? "created" : "updated");
             auto reply = record.config;
             reply["name"] = record.name;
-            done({created ? 201 : 200, reply.dump()});
+            done({created ? 201 : 200, dump_stored(reply)});
         }));
     });
 }
@@ -1474,6 +1503,18 @@ void tenant_hub::admin_put_route(std::string name, nlohmann::json body, admin_do
 void tenant_hub::admin_delete_route(std::string name, admin_done done) {
     on_strand([self = shared_from_this(), name = std::move(name), done = std::move(done)]() mutable {
         if (self->routes_.count(name) == 0) return done(admin_error(404, proto::error_code::not_found, "no such route"));
+        // A route another one falls back to stays: deleting it would leave that one pointing nowhere.
+        std::vector<std::string> users;
+        for (const auto& [other, fallback] : self->routes_)
+            if (fallback == name) users.push_back(other);
+        if (!users.empty()) {
+            std::sort(users.begin(), users.end());
+            std::string list;
+            for (const auto& user : users) list += (list.empty() ? "" : ", ") + user;
+            return done(admin_error(409, proto::error_code::conflict,
+                                    "route " + name + " is the fallback_route of " + list +
+                                        "; change or delete " + (users.size() == 1 ? "it" : "them") + " first"));
+        }
         self->store_->delete_route(self->tenant_id_, name, self->back_on_strand<void>([self, name, done = std::move(done)](
                                                                                        storage::status s) {
             if (!s) return done(admin_storage_error(s.failure()));
@@ -1494,12 +1535,20 @@ void tenant_hub::admin_put_account(std::string key, std::string agent_id, admin_
         std::string lowered = key;
         std::transform(lowered.begin(), lowered.end(), lowered.begin(),
                        [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+        const bool creating = !self->router_->has_account(lowered);
+        if (creating) {
+            const auto limit = self->state_->limits()->max_accounts_per_tenant;
+            if (self->router_->account_count() + self->accounts_being_created_ >= limit)
+                return done(over_limit("accounts", limit, "limits.max_accounts_per_tenant"));
+            ++self->accounts_being_created_;
+        }
         self->store_->put_account({self->tenant_id_, lowered, agent_id},
-                                  self->back_on_strand<void>([self, lowered, agent_id, done = std::move(done)](
+                                  self->back_on_strand<void>([self, lowered, agent_id, creating, done = std::move(done)](
                                                                  storage::status s) {
+                                      if (creating) --self->accounts_being_created_;
                                       if (!s) return done(admin_storage_error(s.failure()));
                                       self->router_->upsert_account(lowered, agent_id);
-                                      done({200, nlohmann::json{{"domain", lowered}, {"agent_id", agent_id}}.dump()});
+                                      done({200, dump_stored(nlohmann::json{{"domain", lowered}, {"agent_id", agent_id}})});
                                   }));
     });
 }
@@ -1526,7 +1575,7 @@ void tenant_hub::admin_put_visitor(std::string id, proto::visitor_profile profil
                                     known->second = profile;
                                 if (auto cid = self->router_->open_conversation_of_visitor(id))
                                     if (auto* c = self->find_conversation(*cid)) c->profile = profile;
-                                done({200, nlohmann::json{{"id", id}}.dump()});
+                                done({200, dump_stored(nlohmann::json{{"id", id}})});
                             }));
 }
 

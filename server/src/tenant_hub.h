@@ -88,7 +88,7 @@ public:
     void admin_put_agent(std::string id, proto::admin::agent_body body, admin_done done);
     void admin_delete_agent(std::string id, admin_done done);
     void admin_list_agents(admin_done done);
-    void admin_put_route(std::string name, nlohmann::json body, admin_done done);
+    void admin_put_route(std::string name, proto::admin::route_body body, admin_done done);
     void admin_delete_route(std::string name, admin_done done);
     void admin_put_account(std::string key, std::string agent_id, admin_done done);
     void admin_delete_account(std::string key, admin_done done);
@@ -262,7 +262,14 @@ private:
 
     std::unique_ptr<routing::tenant_router> router_;
     std::unordered_map<std::string, storage::agent_record> agents_;
-    std::unordered_map<std::string, nlohmann::json> routes_;
+    // Route name -> its fallback_route ("" for none); the router holds the rest.
+    std::unordered_map<std::string, std::string> routes_;
+    // Admin PUTs that create an agent, route or account, stored but not yet
+    // applied. They count against the per-tenant limits, so that PUTs crossing
+    // in storage cannot together go past them.
+    std::size_t agents_being_created_ = 0;
+    std::size_t routes_being_created_ = 0;
+    std::size_t accounts_being_created_ = 0;
     std::unordered_map<std::uint64_t, session_entry> sessions_;
     std::unordered_map<std::string, std::vector<std::uint64_t>> agent_sessions_;
     std::unordered_map<std::string, std::vector<std::uint64_t>> visitor_sessions_;

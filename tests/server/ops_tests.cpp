@@ -7,10 +7,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <future>
 #include <sstream>
 #include <thread>
 
 #include "e2e_support.h"
+#include "parley/storage/store.h"
 
 using namespace parley::test;
 using namespace std::chrono_literals;
@@ -32,6 +34,22 @@ std::map<std::string, double> scrape(std::uint16_t port) {
         samples[line.substr(0, space)] = std::stod(line.substr(space + 1));
     }
     return samples;
+}
+
+template <class T, class Start>
+parley::storage::result<T> wait_for_store(Start start) {
+    auto promise = std::make_shared<std::promise<parley::storage::result<T>>>();
+    auto future = promise->get_future();
+    start(parley::storage::callback<T>([promise](parley::storage::result<T> r) { promise->set_value(std::move(r)); }));
+    REQUIRE(future.wait_for(30s) == std::future_status::ready);
+    return future.get();
+}
+
+std::unique_ptr<parley::storage::store> open_store_ok(const std::string& url) {
+    auto opened = parley::storage::open_store(url);
+    INFO((opened ? std::string() : opened.failure().message));
+    REQUIRE(opened.ok());
+    return std::move(opened).value();
 }
 
 std::int64_t now_ms() {
@@ -155,6 +173,174 @@ TEST_CASE("admin API: routes and accounts apply to the running router at once", 
     CHECK(refused["code"] == "not_found");
     CHECK(server.admin("DELETE", "/routes/b").status == 404);
     CHECK(server.admin("PUT", "/routes/x", {{"type", "round_robin"}}, "t1", "t2").status == 403);
+}
+
+TEST_CASE("admin API: ids in the path must be valid UTF-8 once percent-decoded", "[ops]") {
+    chat_server server;
+    server.put_agent("owner", {{"name", "Owner"}});
+    // Each of these used to be stored, answered with a dropped connection, and
+    // from then on break every listing of its kind, restarts included.
+    struct bad_case {
+        const char* path;
+        json body;
+    };
+    for (const auto& c : std::vector<bad_case>{
+             {"/agents/a%FF", {{"name", "Ann"}}},
+             {"/agents/a%C3", {{"name", "Ann"}}},
+             {"/agents/%ED%A0%80", {{"name", "Ann"}}},  // an encoded surrogate
+             {"/visitors/v%C3", {{"name", "Lin"}}},
+             {"/accounts/x%FF.com", {{"agent_id", "owner"}}},
+         }) {
+        INFO(c.path);
+        auto reply = server.admin("PUT", c.path, c.body);
+        CHECK(reply.status == 400);
+        REQUIRE(!reply.body.empty());
+        CHECK(reply.json()["code"] == "bad_request");
+        CHECK(reply.json()["message"].get<std::string>().find("UTF-8") != std::string::npos);
+    }
+    CHECK(server.admin("POST", "/visitors/v%FF/activities", {{"type", "opened_email"}, {"at", 1}}).status == 400);
+    CHECK(server.admin("DELETE", "/agents/a%FF").status == 400);
+    CHECK(http_request(server.port(), "GET", "/v1/tenants/t%FF/agents").status == 400);
+    // Account domains follow the rules of ids: no control characters.
+    auto control = server.admin("PUT", "/accounts/%00%0a", {{"agent_id", "owner"}});
+    CHECK(control.status == 400);
+    CHECK(control.json()["message"] == "bad account domain");
+
+    auto list = server.admin("GET", "/agents");
+    REQUIRE(list.status == 200);
+    REQUIRE(list.json()["agents"].size() == 1);
+    CHECK(list.json()["agents"][0]["id"] == "owner");
+
+    // Well-formed non-ASCII ids are fine.
+    CHECK(server.admin("PUT", "/agents/%C3%A9lodie", {{"name", "Elodie"}}).status == 201);
+    CHECK(server.admin("PUT", "/accounts/b%C3%BCcher.de", {{"agent_id", "owner"}}).status == 200);
+    list = server.admin("GET", "/agents");
+    REQUIRE(list.status == 200);
+    REQUIRE(list.json()["agents"].size() == 2);
+    CHECK(list.json()["agents"][1]["id"] == "\xC3\xA9lodie");
+}
+
+TEST_CASE("admin API: an id stored with bytes that are not UTF-8 does not break the agent list", "[ops]") {
+    // Written before the daemon checked ids, straight into its database.
+    temp_dir dir;
+    const std::string url = "sqlite://" + (dir.path() / "seeded.db").string();
+    {
+        auto store = open_store_ok(url);
+        REQUIRE(wait_for_store<void>([&](auto done) { store->put_tenant({"t1", {{"name", "t1"}}}, done); }).ok());
+        parley::storage::agent_record agent;
+        agent.tenant_id = "t1";
+        agent.id = "a\xFF";
+        agent.name = "Ann";
+        agent.max_chats = 10;
+        REQUIRE(wait_for_store<void>([&](auto done) { store->put_agent(agent, done); }).ok());
+    }
+    chat_server server({}, url);
+    auto list = server.admin("GET", "/agents");
+    INFO(list.body);
+    REQUIRE(list.status == 200);
+    REQUIRE(list.json()["agents"].size() == 1);
+    CHECK(list.json()["agents"][0]["id"] == "a\xEF\xBF\xBD");  // U+FFFD in place of the stray byte
+    CHECK(list.json()["agents"][0]["name"] == "Ann");
+}
+
+TEST_CASE("admin API: a route is stored as its normalised form, unknown fields dropped", "[ops]") {
+    chat_server server;
+    json body{{"type", "round_robin"}, {"offer_timeout_s", 30}, {"fallback_message", "Later"}, {"team", nullptr},
+              {"junk", std::string(10'000, 'x')}, {"more_junk", {{"a", json::array({1, 2, 3})}}}};
+    auto put = server.admin("PUT", "/routes/sales", body);
+    INFO(put.body);
+    REQUIRE(put.status == 201);
+    const json normalised{{"name", "sales"},         {"type", "round_robin"},       {"offer_timeout_s", 30},
+                          {"queue_wait_s", 0},       {"fallback_message", "Later"}, {"fallback_calendar", false}};
+    CHECK(put.json() == normalised);
+    auto rules = server.admin("PUT", "/routes/vip",
+                              {{"type", "rules"}, {"x", 1},
+                               {"rules", {{{"priority", 1}, {"y", 2},
+                                           {"when", {{"field", "company"}, {"op", "equals"}, {"value", "BigCo"}, {"z", 3}}},
+                                           {"agents", {"a1"}}}}}});
+    INFO(rules.body);
+    REQUIRE(rules.status == 201);
+    CHECK(rules.json() == json{{"name", "vip"},
+                               {"type", "rules"},
+                               {"rules", {{{"priority", 1},
+                                           {"when", {{"field", "company"}, {"op", "equals"}, {"value", "BigCo"}}},
+                                           {"agents", {"a1"}}}}},
+                               {"queue_wait_s", 0},
+                               {"fallback_calendar", false}});
+
+    // Storage holds the same, without the name; max_attempts stays absent so the configured default applies.
+    auto store = open_store_ok("sqlite://" + (server.dir().path() / "parley.db").string());
+    auto stored = wait_for_store<std::vector<parley::storage::route_record>>(
+        [&](auto done) { store->list_routes("t1", done); });
+    REQUIRE(stored.ok());
+    REQUIRE(stored->size() == 2);
+    for (const auto& route : stored.value()) {
+        INFO(route.name << ": " << route.config.dump());
+        auto expected = route.name == "sales" ? normalised : rules.json();
+        expected.erase("name");
+        CHECK(route.config == expected);
+    }
+}
+
+TEST_CASE("admin API: a tenant's agents, routes and accounts are capped by the limits", "[ops]") {
+    chat_server server("[limits]\nmax_agents_per_tenant = 2\nmax_routes_per_tenant = 2\nmax_accounts_per_tenant = 1\n");
+    auto refused = [](const http_reply& reply, const std::string& key) {
+        INFO(reply.body);
+        CHECK(reply.status == 400);
+        REQUIRE(!reply.body.empty());
+        CHECK(reply.json()["code"] == "capacity");
+        CHECK(reply.json()["message"].get<std::string>().find(key) != std::string::npos);
+    };
+
+    CHECK(server.admin("PUT", "/agents/a1", {{"name", "Ann"}}).status == 201);
+    CHECK(server.admin("PUT", "/agents/a2", {{"name", "Bo"}}).status == 201);
+    refused(server.admin("PUT", "/agents/a3", {{"name", "Cy"}}), "limits.max_agents_per_tenant");
+    CHECK(server.admin("PUT", "/agents/a2", {{"name", "Bo B."}}).status == 200);  // updates are not creations
+    CHECK(server.admin("GET", "/agents").json()["agents"].size() == 2);
+    CHECK(server.admin("DELETE", "/agents/a2").status == 204);
+    CHECK(server.admin("PUT", "/agents/a3", {{"name", "Cy"}}).status == 201);
+
+    CHECK(server.admin("PUT", "/routes/r1", {{"type", "round_robin"}}).status == 201);
+    CHECK(server.admin("PUT", "/routes/r2", {{"type", "round_robin"}}).status == 201);
+    refused(server.admin("PUT", "/routes/r3", {{"type", "round_robin"}}), "limits.max_routes_per_tenant");
+    CHECK(server.admin("PUT", "/routes/r2", {{"type", "round_robin"}, {"queue_wait_s", 5}}).status == 200);
+    CHECK(server.admin("DELETE", "/routes/r2").status == 204);
+    CHECK(server.admin("PUT", "/routes/r3", {{"type", "round_robin"}}).status == 201);
+    auto visitor = server.connect_visitor();
+    CHECK(visitor->request({{"type", "request_agent"}, {"id", "q"}, {"route", "r2"}})["code"] == "not_found");
+
+    CHECK(server.admin("PUT", "/accounts/bigco.com", {{"agent_id", "a1"}}).status == 200);
+    refused(server.admin("PUT", "/accounts/other.com", {{"agent_id", "a1"}}), "limits.max_accounts_per_tenant");
+    CHECK(server.admin("PUT", "/accounts/BigCo.com", {{"agent_id", "a3"}}).status == 200);  // the same account
+    CHECK(server.admin("DELETE", "/accounts/bigco.com").status == 204);
+    CHECK(server.admin("PUT", "/accounts/other.com", {{"agent_id", "a1"}}).status == 200);
+
+    // Per tenant: t2 has its own allowance.
+    CHECK(server.admin("PUT", "/routes/r9", {{"type", "round_robin"}}, "t2").status == 201);
+    CHECK(server.admin("PUT", "/agents/a9", {{"name", "Di"}}, "t2").status == 201);
+}
+
+TEST_CASE("admin API: a route another route falls back to cannot be deleted", "[ops]") {
+    chat_server server;
+    server.put_route("r1", {{"type", "round_robin"}});
+    server.put_route("r2", {{"type", "round_robin"}, {"fallback_route", "r1"}});
+    server.put_route("r3", {{"type", "round_robin"}, {"fallback_route", "r1"}});
+    auto refused = server.admin("DELETE", "/routes/r1");
+    INFO(refused.body);
+    CHECK(refused.status == 409);
+    REQUIRE(!refused.body.empty());
+    CHECK(refused.json()["code"] == "conflict");
+    auto message = refused.json()["message"].get<std::string>();
+    CHECK(message.find("r2") != std::string::npos);
+    CHECK(message.find("r3") != std::string::npos);
+    // Still there and still routable.
+    auto visitor = server.connect_visitor();
+    CHECK(visitor->request({{"type", "request_agent"}, {"id", "q"}, {"route", "r1"}})["type"] == "ok");
+
+    CHECK(server.admin("DELETE", "/routes/r2").status == 204);
+    server.put_route("r3", {{"type", "round_robin"}});  // no longer falls back to r1
+    CHECK(server.admin("DELETE", "/routes/r1").status == 204);
+    CHECK(server.admin("DELETE", "/routes/r3").status == 204);
 }
 
 TEST_CASE("admin API: visitor profiles and activities feed the agent's visitor card and history", "[ops]") {

@@ -55,6 +55,11 @@ struct limits_config {
     // proxy's address, so set it only where clients connect directly.
     unsigned max_connections_per_ip = 0;
     std::size_t http_body_max_bytes = 1024 * 1024;
+    // Objects one tenant may define through the admin API; a PUT that would
+    // create one more is refused (each is kept in memory and in storage).
+    std::size_t max_agents_per_tenant = 1000;
+    std::size_t max_routes_per_tenant = 1000;
+    std::size_t max_accounts_per_tenant = 1000;
 };
 
 struct routing_config {

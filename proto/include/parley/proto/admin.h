@@ -80,6 +80,10 @@ struct route_body {
     std::optional<std::string> fallback_route;    // route name; cycles are the server's to check
     std::optional<std::string> fallback_message;  // 1..limits::max_text_chars characters
     bool fallback_calendar = false;
+    // Whether offer_timeout_s and max_attempts were in the body (not absent or
+    // null). The server applies its own configured defaults where they were not.
+    bool offer_timeout_given = false;
+    bool max_attempts_given = false;
 };
 
 // PUT /v1/tenants/{t}/accounts/{domain}

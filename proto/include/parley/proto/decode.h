@@ -143,6 +143,11 @@ std::string_view type_name(const client_request& request);
 // PUT /v1/tenants/{t}/routes/{name}): 1..64 characters of [A-Za-z0-9._-].
 bool is_valid_route_name(std::string_view name);
 
+// True when `text` is well-formed UTF-8 (no overlong forms, no surrogates,
+// nothing above U+10FFFF): what every frame and body must be. For text that
+// reaches the server by other ways, such as percent-decoded URL paths.
+bool is_valid_utf8(std::string_view text);
+
 std::string_view to_string(conversation_filter filter);
 
 }  // namespace parley::proto

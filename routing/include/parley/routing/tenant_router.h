@@ -177,6 +177,8 @@ public:
     std::optional<queue_stats> queue(std::string_view route) const;
     std::vector<std::string> queued_conversations(std::string_view route) const;  // FIFO order
     tenant_stats stats() const;
+    bool has_account(std::string_view key) const;  // compared ignoring case
+    std::size_t account_count() const;
 
 private:
     struct impl;
