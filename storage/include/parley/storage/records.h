@@ -32,7 +32,7 @@ struct agent_record {
 struct route_record {
     std::string tenant_id;
     std::string name;
-    nlohmann::json config = nlohmann::json::object();  // protocol.md section 6, stored as given
+    nlohmann::json config = nlohmann::json::object();  // protocol.md section 6, normalised by the server (known fields only)
 };
 
 struct account_record {
