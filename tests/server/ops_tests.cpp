@@ -52,6 +52,19 @@ std::unique_ptr<parley::storage::store> open_store_ok(const std::string& url) {
     return std::move(opened).value();
 }
 
+// A plain TCP connection to the daemon over loopback, reads timing out after `receive_timeout`.
+int connect_loopback(std::uint16_t port, timeval receive_timeout) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(port);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &receive_timeout, sizeof receive_timeout);
+    return fd;
+}
+
 std::int64_t now_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
         .count();
@@ -455,15 +468,7 @@ TEST_CASE("SIGTERM reaches every connection: 1001 before hello too, 503 to an up
     chat_server server;
     ws_client silent(server.port(), "/v1/visitor");  // upgraded, never says hello
     // An HTTP keep-alive connection opened before the signal, which asks for an upgrade after it.
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(server.port());
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
-    timeval five{5, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five, sizeof five);
+    int fd = connect_loopback(server.port(), timeval{5, 0});
     auto exchange = [fd](const std::string& request) {
         REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size()));
         char reply[2048];
@@ -560,15 +565,7 @@ TEST_CASE("crossing closes leave no session object behind", "[ops]") {
     // operations comes up in about one connection in four this way.
     constexpr int connections = 200;
     for (int i = 0; i < connections; ++i) {
-        int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-        REQUIRE(fd >= 0);
-        sockaddr_in to{};
-        to.sin_family = AF_INET;
-        to.sin_port = htons(server.port());
-        to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
-        timeval wait{0, 200'000};
-        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+        int fd = connect_loopback(server.port(), timeval{0, 200'000});
         REQUIRE(::send(fd, upgrade.data(), upgrade.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(upgrade.size()));
         std::string reply;
         char chunk[1024];
