@@ -109,12 +109,9 @@ status probe_reachable(const std::string& url, const std::function<bool()>& stop
     if (auto parsed = parse_url(url); !parsed || parsed->backend != backend_kind::postgresql) return {};
     const std::string full = detail::with_network_timeouts(url);
     int connect_timeout_s = 10;
-    if (PQconninfoOption* parsed = PQconninfoParse(full.c_str(), nullptr)) {
-        for (const auto* option = parsed; option->keyword != nullptr; ++option)
-            if (option->val != nullptr && std::string_view(option->keyword) == "connect_timeout")
-                connect_timeout_s = std::atoi(option->val);
-        PQconninfoFree(parsed);
-    }
+    if (const auto given = detail::conninfo_options(full))
+        if (const auto found = given->find("connect_timeout"); found != given->end())
+            connect_timeout_s = std::atoi(found->second.c_str());
     // libpq treats a connect_timeout below 2 s as 2 s, and 0 as none.
     const auto give_up_at = std::chrono::steady_clock::now() +
                             (connect_timeout_s <= 0 ? std::chrono::hours(24) : std::chrono::seconds(std::max(2, connect_timeout_s)));

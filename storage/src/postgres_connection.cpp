@@ -4,7 +4,6 @@
 #include <libpq-fe.h>
 
 #include <pqxx/pqxx>
-#include <set>
 #include <unordered_map>
 
 #include "queries.h"
@@ -238,13 +237,19 @@ private:
 
 }  // namespace
 
-std::string with_network_timeouts(const std::string& url) {
+std::optional<std::map<std::string, std::string>> conninfo_options(const std::string& url) {
     PQconninfoOption* parsed = PQconninfoParse(url.c_str(), nullptr);
-    if (parsed == nullptr) return url;  // refused by the connect with its own error
-    std::set<std::string> given;
+    if (parsed == nullptr) return std::nullopt;
+    std::map<std::string, std::string> given;
     for (const auto* option = parsed; option->keyword != nullptr; ++option)
-        if (option->val != nullptr) given.insert(option->keyword);
+        if (option->val != nullptr) given.emplace(option->keyword, option->val);
     PQconninfoFree(parsed);
+    return given;
+}
+
+std::string with_network_timeouts(const std::string& url) {
+    const auto given = conninfo_options(url);
+    if (!given) return url;  // refused by the connect with its own error
     // Idle 30 s, then 3 probes 10 s apart; unacknowledged sends give up after 30 s.
     static constexpr std::pair<const char*, const char*> defaults[] = {
         {"connect_timeout", "10"},     {"keepalives", "1"},       {"keepalives_idle", "30"},
@@ -252,7 +257,7 @@ std::string with_network_timeouts(const std::string& url) {
     std::string out = url;
     char separator = url.find('?') == std::string::npos ? '?' : '&';
     for (const auto& [keyword, value] : defaults) {
-        if (given.count(keyword) != 0) continue;
+        if (given->count(keyword) != 0) continue;
         out += separator;
         out += keyword;
         out += '=';
@@ -263,19 +268,15 @@ std::string with_network_timeouts(const std::string& url) {
 }
 
 std::chrono::milliseconds reply_limit_of(const std::string& url) {
-    PQconninfoOption* parsed = PQconninfoParse(url.c_str(), nullptr);
-    if (parsed == nullptr) return std::chrono::milliseconds::zero();
-    std::chrono::milliseconds limit{0};
-    for (const auto* option = parsed; option->keyword != nullptr; ++option) {
-        if (option->val == nullptr || std::string_view(option->keyword) != "tcp_user_timeout") continue;
-        try {
-            limit = std::chrono::milliseconds(std::max(0L, std::stol(option->val)));
-        } catch (const std::exception&) {
-            limit = std::chrono::milliseconds::zero();  // libpq refuses it when connecting
-        }
+    const auto given = conninfo_options(url);
+    if (!given) return std::chrono::milliseconds::zero();
+    const auto found = given->find("tcp_user_timeout");
+    if (found == given->end()) return std::chrono::milliseconds::zero();
+    try {
+        return std::chrono::milliseconds(std::max(0L, std::stol(found->second)));
+    } catch (const std::exception&) {
+        return std::chrono::milliseconds::zero();  // libpq refuses it when connecting
     }
-    PQconninfoFree(parsed);
-    return limit;
 }
 
 std::unique_ptr<sql_connection> open_postgres_connection(const std::string& url,

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -93,6 +94,9 @@ class reply_watchdog;
 // `watchdog` enforces the reply limit of connections that ask for one (limit_reply_wait).
 std::unique_ptr<sql_connection> open_postgres_connection(const std::string& url,
                                                          std::shared_ptr<reply_watchdog> watchdog);
+// The connection parameters a PostgreSQL URL sets (keyword -> value), or
+// nullopt when libpq cannot parse it.
+std::optional<std::map<std::string, std::string>> conninfo_options(const std::string& url);
 // The URL's tcp_user_timeout (after with_network_timeouts), or zero when it sets 0 (none).
 std::chrono::milliseconds reply_limit_of(const std::string& url);
 // `url` with libpq's TCP timeouts (connect_timeout, keepalives, tcp_user_timeout)
