@@ -302,6 +302,54 @@ std::pair<std::size_t, std::size_t> rows_left(const std::string& url, storage::m
     return {messages.ok() ? messages->size() : 0, old_activities};
 }
 
+// An agent and a visitor in one chat on a running daemon, and the ledger of
+// what the server acknowledged (seq -> text), for the outage tests.
+struct acknowledged_chat {
+    explicit acknowledged_chat(std::uint16_t port) : agent(port, "/v1/agent"), visitor(port, "/v1/visitor") {
+        put_agent_and_route(port);
+        agent_hello(agent);
+        set_available(agent);
+        conversation_id = start_chat(agent, visitor).second;
+    }
+
+    // Records `reply` when it is an ok; true then.
+    bool record_if_ok(const json& reply, const std::string& text) {
+        if (reply["type"] != "ok") return false;
+        const auto seq = reply["seq"].get<std::int64_t>();
+        CHECK(acknowledged.count(seq) == 0);
+        acknowledged[seq] = text;
+        return true;
+    }
+
+    // `rounds` visitor messages, each answered by the agent, all acknowledged.
+    void exchange(int rounds, const std::string& text, const std::string& id_prefix) {
+        for (int i = 0; i < rounds; ++i) {
+            const auto n = std::to_string(i);
+            REQUIRE(record_if_ok(send_text(visitor, conversation_id, text + " " + n, id_prefix + "-v" + n),
+                                 text + " " + n));
+            REQUIRE(record_if_ok(send_text(agent, conversation_id, "reply " + n, id_prefix + "-a" + n), "reply " + n));
+        }
+    }
+
+    // Nothing acknowledged was lost, nothing is there twice, seq has no gaps:
+    // in the visitor's replay and in the agent's transcript.
+    void check_all_stored() {
+        json resume_reply;
+        auto replayed = resume(visitor, conversation_id, 0, &resume_reply);
+        INFO(resume_reply.dump());
+        REQUIRE(resume_reply["type"] == "ok");
+        check_replay(replayed, acknowledged);
+        auto transcript = agent.request({{"type", "get_transcript"}, {"conversation_id", conversation_id}});
+        REQUIRE(transcript["type"] == "ok");
+        check_replay(transcript["messages"].get<std::vector<json>>(), acknowledged);
+    }
+
+    ws_client agent;
+    ws_client visitor;
+    std::string conversation_id;
+    std::map<std::int64_t, std::string> acknowledged;
+};
+
 }  // namespace
 
 TEST_CASE("parleyd prune deletes what is older than the retention; queries never show it, even before",
@@ -572,27 +620,10 @@ TEST_CASE("PostgreSQL down under the daemon: not ready, sends refused or delayed
     private_pg_cluster cluster(dir.path());
     daemon_process daemon(dir.path(), test_config(dir.path(), cluster.url()));
     const auto port = daemon.port();
-    put_agent_and_route(port);
-    ws_client agent(port, "/v1/agent");
-    agent_hello(agent);
-    set_available(agent);
-    ws_client visitor(port, "/v1/visitor");
-    auto [hello, conversation_id] = start_chat(agent, visitor);
-
-    std::map<std::int64_t, std::string> acknowledged;
-    auto record_if_ok = [&](const json& reply, const std::string& text) {
-        if (reply["type"] != "ok") return false;
-        const auto seq = reply["seq"].get<std::int64_t>();
-        CHECK(acknowledged.count(seq) == 0);
-        acknowledged[seq] = text;
-        return true;
-    };
-    for (int i = 0; i < 5; ++i) {
-        REQUIRE(record_if_ok(send_text(visitor, conversation_id, "before " + std::to_string(i), "b-v" + std::to_string(i)),
-                             "before " + std::to_string(i)));
-        REQUIRE(record_if_ok(send_text(agent, conversation_id, "reply " + std::to_string(i), "b-a" + std::to_string(i)),
-                             "reply " + std::to_string(i)));
-    }
+    acknowledged_chat chat(port);
+    auto& [agent, visitor, conversation_id, acknowledged] = chat;
+    auto record_if_ok = [&chat](const json& reply, const std::string& text) { return chat.record_if_ok(reply, text); };
+    chat.exchange(5, "before", "b");
     REQUIRE(http_request(port, "GET", "/readyz").status == 200);
 
     cluster.stop();
@@ -648,15 +679,7 @@ TEST_CASE("PostgreSQL down under the daemon: not ready, sends refused or delayed
         REQUIRE(record_if_ok(send_text(agent, conversation_id, "after " + std::to_string(i), "c-a" + std::to_string(i)),
                              "after " + std::to_string(i)));
 
-    // Nothing acknowledged was lost, nothing is there twice, seq has no gaps.
-    json resume_reply;
-    auto replayed = resume(visitor, conversation_id, 0, &resume_reply);
-    INFO(resume_reply.dump());
-    REQUIRE(resume_reply["type"] == "ok");
-    check_replay(replayed, acknowledged);
-    auto transcript = agent.request({{"type", "get_transcript"}, {"conversation_id", conversation_id}});
-    REQUIRE(transcript["type"] == "ok");
-    check_replay(transcript["messages"].get<std::vector<json>>(), acknowledged);
+    chat.check_all_stored();
 }
 
 TEST_CASE("serve waits storage.start_wait_s for a PostgreSQL that is not up yet, then serves or gives up",
@@ -738,27 +761,10 @@ TEST_CASE("PostgreSQL link silently dropped under the daemon: not ready, sends r
     daemon_process daemon(dir.path(), test_config(dir.path(), url));
     const auto port = daemon.port();
     REQUIRE(proxy.accepted() > 0);
-    put_agent_and_route(port);
-    ws_client agent(port, "/v1/agent");
-    agent_hello(agent);
-    set_available(agent);
-    ws_client visitor(port, "/v1/visitor");
-    auto [hello, conversation_id] = start_chat(agent, visitor);
-
-    std::map<std::int64_t, std::string> acknowledged;
-    auto record_if_ok = [&](const json& reply, const std::string& text) {
-        if (reply["type"] != "ok") return false;
-        const auto seq = reply["seq"].get<std::int64_t>();
-        CHECK(acknowledged.count(seq) == 0);
-        acknowledged[seq] = text;
-        return true;
-    };
-    for (int i = 0; i < 5; ++i) {
-        REQUIRE(record_if_ok(send_text(visitor, conversation_id, "before " + std::to_string(i), "b-v" + std::to_string(i)),
-                             "before " + std::to_string(i)));
-        REQUIRE(record_if_ok(send_text(agent, conversation_id, "reply " + std::to_string(i), "b-a" + std::to_string(i)),
-                             "reply " + std::to_string(i)));
-    }
+    acknowledged_chat chat(port);
+    auto& [agent, visitor, conversation_id, acknowledged] = chat;
+    auto record_if_ok = [&chat](const json& reply, const std::string& text) { return chat.record_if_ok(reply, text); };
+    chat.exchange(5, "before", "b");
     REQUIRE(prompt_get(port, "/readyz").status == 200);
 
     proxy.set_blackhole(true);
@@ -827,14 +833,7 @@ TEST_CASE("PostgreSQL link silently dropped under the daemon: not ready, sends r
         REQUIRE(record_if_ok(send_text(agent, conversation_id, "after " + std::to_string(i), "c-a" + std::to_string(i)),
                              "after " + std::to_string(i)));
 
-    json resume_reply;
-    auto replayed = resume(visitor, conversation_id, 0, &resume_reply);
-    INFO(resume_reply.dump());
-    REQUIRE(resume_reply["type"] == "ok");
-    check_replay(replayed, acknowledged);
-    auto transcript = agent.request({{"type", "get_transcript"}, {"conversation_id", conversation_id}});
-    REQUIRE(transcript["type"] == "ok");
-    check_replay(transcript["messages"].get<std::vector<json>>(), acknowledged);
+    chat.check_all_stored();
 
     daemon.signal(SIGTERM);
     CHECK(daemon.wait_exit(15s) == std::optional<int>(0));
@@ -905,12 +904,8 @@ TEST_CASE("SIGTERM with PostgreSQL silent: queued writes are waited for only wit
     config.replace(config.find("[server]\n"), std::string_view("[server]\n").size(), "[server]\nshutdown_timeout_s = 4\n");
     daemon_process daemon(dir.path(), config);
     const auto port = daemon.port();
-    put_agent_and_route(port);
-    ws_client agent(port, "/v1/agent");
-    agent_hello(agent);
-    set_available(agent);
-    ws_client visitor(port, "/v1/visitor");
-    auto [hello, conversation_id] = start_chat(agent, visitor);
+    acknowledged_chat chat(port);
+    auto& [agent, visitor, conversation_id, acknowledged] = chat;
     REQUIRE(send_text(visitor, conversation_id, "stored", "m-1")["type"] == "ok");
 
     proxy.set_blackhole(true);
