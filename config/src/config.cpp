@@ -67,6 +67,22 @@ public:
         out = s;
     }
 
+    void string_list(const std::string& key, std::vector<std::string>& out, std::size_t max_items,
+                     std::size_t max_length) {
+        const toml::value* v = find(key);
+        if (v == nullptr) return;
+        if (!v->is_array()) return report(key, "must be an array of strings");
+        const auto& items = v->as_array();
+        if (items.size() > max_items) return report(key, "must have at most " + std::to_string(max_items) + " entries");
+        std::vector<std::string> values;
+        for (const auto& item : items) {
+            if (!item.is_string() || item.as_string().str.size() > max_length)
+                return report(key, "must be an array of strings of at most " + std::to_string(max_length) + " bytes");
+            values.push_back(item.as_string().str);
+        }
+        out = std::move(values);
+    }
+
     void boolean(const std::string& key, bool& out) {
         const toml::value* v = find(key);
         if (v == nullptr) return;
@@ -127,6 +143,24 @@ bool valid_listen_address(const std::string& address) {
     return ::inet_pton(AF_INET6, address.substr(0, percent).c_str(), bytes) == 1;
 }
 
+// An entry of server.trusted_proxies: an address as above (no scope), or one
+// with a prefix length: 10.0.0.0/8, fd00::/8.
+bool valid_proxy_network(const std::string& entry) {
+    const auto slash = entry.find('/');
+    const auto address = entry.substr(0, slash);
+    unsigned char bytes[16];
+    unsigned max_prefix = 0;
+    if (::inet_pton(AF_INET, address.c_str(), bytes) == 1) max_prefix = 32;
+    else if (::inet_pton(AF_INET6, address.c_str(), bytes) == 1) max_prefix = 128;
+    else return false;
+    if (slash == std::string::npos) return true;
+    const auto digits = entry.substr(slash + 1);
+    if (digits.empty() || digits.size() > 3 ||
+        !std::all_of(digits.begin(), digits.end(), [](unsigned char ch) { return std::isdigit(ch) != 0; }))
+        return false;
+    return std::stoul(digits) <= max_prefix;
+}
+
 // server.public_url is informational only (printed at start-up), but a value
 // that is no URL is a typo worth failing on: empty, or
 // http(s)/ws(s)://host... without spaces, control characters or user info.
@@ -165,6 +199,11 @@ void parse_server(const toml::value* t, const std::string& file, std::vector<pro
     // The SIGTERM drain takes half of it; systemd's TimeoutStopSec (30 s in
     // deploy/parleyd.service) must stay above it, which a drop-in can raise.
     r.duration("shutdown_timeout_s", c.shutdown_timeout, 1, 3600);
+    r.string_list("trusted_proxies", c.trusted_proxies, 256, 64);
+    for (const auto& entry : c.trusted_proxies)
+        if (!valid_proxy_network(entry))
+            r.report("trusted_proxies", "\"" + entry + "\" is neither an IPv4/IPv6 address nor a network such as "
+                                        "10.0.0.0/8 or fd00::/8");
 }
 
 void parse_log(const toml::value* t, const std::string& file, std::vector<problem>& p, log_config& c) {

@@ -1,6 +1,7 @@
 #include "http_session.h"
 
 #include "http_api.h"
+#include "metrics.h"
 #include "parley/proto/admin.h"
 #include "parley/server/logging.h"
 #include "websocket_session.h"
@@ -29,16 +30,8 @@ void http_session::on_read(error_code ec, std::size_t) {
         stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
         return;
     }
-    if (ec == http::error::body_limit || ec == http::error::header_limit) {
-        response_ = std::make_shared<http::response<http::string_body>>(http::status::payload_too_large, 11);
-        response_->set(http::field::content_type, "application/json");
-        response_->body() = proto::admin::encode_admin_error(proto::error_code::too_large, "request too large");
-        response_->prepare_payload();
-        response_->keep_alive(false);
-        http::async_write(stream_, *response_,
-                          beast::bind_front_handler(&http_session::on_write, shared_from_this(), false));
-        return;
-    }
+    if (ec == http::error::body_limit || ec == http::error::header_limit)
+        return reply_and_close(http::status::payload_too_large, proto::error_code::too_large, "request too large");
     if (ec) return fail(ec, "read");
 
     auto request = parser_->release();
@@ -49,6 +42,11 @@ void http_session::on_read(error_code ec, std::size_t) {
         if (target == "/v1/visitor") role = client_role::visitor;
         if (target == "/v1/agent") role = client_role::agent;
         if (role && state_->websocket_handler && !state_->draining.load()) {
+            if (!count_under_client_address(request)) {
+                global_metrics().connections_refused++;
+                return reply_and_close(http::status::too_many_requests, proto::error_code::capacity,
+                                       "too many connections from this address (limits.max_connections_per_ip)");
+            }
             // The WebSocket session takes the socket over; this http_session ends here.
             std::make_shared<websocket_session>(stream_.release_socket(), std::move(slot_), state_, *role,
                                                 state_->websocket_handler)
@@ -68,6 +66,27 @@ void http_session::on_read(error_code ec, std::size_t) {
                               beast::bind_front_handler(&http_session::on_write, self, keep_alive));
         });
     });
+}
+
+// A WebSocket through a trusted proxy is one client's: from here on it counts under that
+// client's address (limits.max_connections_per_ip), not the proxy's.
+bool http_session::count_under_client_address(const http::request<http::string_body>& request) {
+    const auto& peer = slot_.address();
+    if (!peer || !state_->proxies.contains(*peer)) return true;
+    std::string forwarded;
+    for (auto [it, end] = request.equal_range("X-Forwarded-For"); it != end; ++it)
+        forwarded.append(forwarded.empty() ? "" : ",").append(it->value());
+    return slot_.readdress(client_address(*peer, forwarded, state_->proxies), state_->limits()->max_connections_per_ip);
+}
+
+void http_session::reply_and_close(http::status status, proto::error_code code, const std::string& message) {
+    stream_.expires_after(state_->limits()->handshake_timeout);
+    response_ = std::make_shared<http::response<http::string_body>>(status, 11);
+    response_->set(http::field::content_type, "application/json");
+    response_->body() = proto::admin::encode_admin_error(code, message);
+    response_->prepare_payload();
+    response_->keep_alive(false);
+    http::async_write(stream_, *response_, beast::bind_front_handler(&http_session::on_write, shared_from_this(), false));
 }
 
 void http_session::on_write(bool keep_alive, error_code ec, std::size_t) {

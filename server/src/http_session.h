@@ -3,8 +3,10 @@
 // plain HTTP endpoints, and upgrades /v1/visitor and /v1/agent to WebSocket.
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "net.h"
+#include "parley/proto/common.h"
 #include "shared_state.h"
 
 namespace parley::server {
@@ -21,6 +23,9 @@ private:
     void on_read(error_code ec, std::size_t bytes);
     void on_write(bool keep_alive, error_code ec, std::size_t bytes);
     void fail(error_code ec, const char* what);
+    bool count_under_client_address(const http::request<http::string_body>& request);
+    // An error answer ({code, message}) after which the connection closes.
+    void reply_and_close(http::status status, proto::error_code code, const std::string& message);
 
     beast::tcp_stream stream_;
     beast::flat_buffer buffer_;

@@ -37,7 +37,10 @@ bool listener::over_limits(const tcp::socket& socket) const {
     if (limits->max_connections_per_ip == 0) return false;
     error_code ec;
     auto peer = socket.remote_endpoint(ec);
-    return !ec && state_->connections_by_address.count(peer.address()) >= limits->max_connections_per_ip;
+    if (ec) return false;
+    // A trusted proxy carries many clients: they are counted by their own address at the upgrade.
+    if (state_->proxies.contains(peer.address())) return false;
+    return state_->connections_by_address.count(unmapped(peer.address())) >= limits->max_connections_per_ip;
 }
 
 void listener::on_accept(error_code ec, tcp::socket socket) {

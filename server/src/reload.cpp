@@ -61,6 +61,7 @@ key_diff diff_needing_restart(const config::config& a, const config::config& b) 
     d.compare("server.threads", a.server.threads, b.server.threads);
     d.compare("server.public_url", a.server.public_url, b.server.public_url);
     d.compare("server.shutdown_timeout_s", a.server.shutdown_timeout, b.server.shutdown_timeout);
+    d.compare("server.trusted_proxies", a.server.trusted_proxies, b.server.trusted_proxies);
     d.compare("storage.url", a.storage.url, b.storage.url);
     d.compare("storage.durability", a.storage.durability, b.storage.durability);
     d.compare("storage.batch_max", a.storage.batch_max, b.storage.batch_max);

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -17,6 +18,7 @@
 
 #include "net.h"
 #include "parley/config/config.h"
+#include "parley/server/client_address.h"
 #include "parley/storage/store.h"
 
 namespace parley::server {
@@ -53,6 +55,17 @@ public:
     void add(const asio::ip::address& address) {
         std::lock_guard lock(mutex_);
         ++counts_[address];
+    }
+    // Adds one unless the address already has `limit` (0: no limit).
+    bool try_add(const asio::ip::address& address, std::size_t limit) {
+        std::lock_guard lock(mutex_);
+        auto& count = counts_[address];
+        if (limit != 0 && count >= limit) {
+            if (count == 0) counts_.erase(address);
+            return false;
+        }
+        ++count;
+        return true;
     }
     void remove(const asio::ip::address& address) {
         std::lock_guard lock(mutex_);
@@ -92,9 +105,12 @@ private:
 
 struct shared_state {
     explicit shared_state(config::config c)
-        : cfg(std::move(c)), limits_(std::make_shared<const config::limits_config>(cfg.limits)) {}
+        : cfg(std::move(c)),
+          proxies(parsed_proxies(cfg.server.trusted_proxies)),
+          limits_(std::make_shared<const config::limits_config>(cfg.limits)) {}
 
     const config::config cfg;
+    const trusted_proxies proxies;  // server.trusted_proxies
     // Snapshots: hold one for the duration of one decision, never across a wait.
     std::shared_ptr<const config::limits_config> limits() const { return limits_.load(); }
     void set_limits(const config::limits_config& limits) {
@@ -117,6 +133,13 @@ struct shared_state {
     std::shared_ptr<storage::store> store;
 
 private:
+    static trusted_proxies parsed_proxies(const std::vector<std::string>& entries) {
+        std::string bad;
+        auto parsed = trusted_proxies::parse(entries, &bad);
+        if (!parsed) throw std::invalid_argument("server.trusted_proxies: cannot parse \"" + bad + "\"");
+        return std::move(*parsed);
+    }
+
     std::atomic<std::shared_ptr<const config::limits_config>> limits_;
     std::atomic<std::shared_ptr<const hub_map>> hubs_;
 };
@@ -128,11 +151,22 @@ public:
     connection_slot(shared_state& state, const tcp::socket& socket) : state_(&state) {
         error_code ec;
         auto endpoint = socket.remote_endpoint(ec);
-        if (!ec) address_ = endpoint.address();
+        if (!ec) address_ = unmapped(endpoint.address());
         ++state_->open_connections;
         if (address_) state_->connections_by_address.add(*address_);
     }
     ~connection_slot() { release(); }
+    const std::optional<asio::ip::address>& address() const { return address_; }
+    // Counts the connection under `client` instead (a proxied client, see
+    // client_address.h); false, and nothing changed, when `client` already
+    // has limits.max_connections_per_ip.
+    bool readdress(const asio::ip::address& client, std::size_t per_address_limit) {
+        if (state_ == nullptr || address_ == client) return true;
+        if (!state_->connections_by_address.try_add(client, per_address_limit)) return false;
+        if (address_) state_->connections_by_address.remove(*address_);
+        address_ = client;
+        return true;
+    }
     // Gives the place back before the session object goes away (see websocket_session::finish).
     void release() {
         if (state_ == nullptr) return;

@@ -354,6 +354,24 @@ TEST_CASE("server.listen_address must be an IP address", "[config]") {
     }
 }
 
+TEST_CASE("server.trusted_proxies lists addresses and networks", "[config]") {
+    auto good = parse_text("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\", \"fd00::/8\", \"::1\"]\n" +
+                               tenant_block,
+                           "test.toml", {});
+    REQUIRE(good.ok());
+    CHECK(good.value.server.trusted_proxies == std::vector<std::string>{"10.0.0.0/8", "127.0.0.1", "fd00::/8", "::1"});
+    CHECK(parse_text(tenant_block, "test.toml", {}).value.server.trusted_proxies.empty());
+    for (const std::string entry : {"proxy.local", "10.0.0.0/33", "fd00::/129", "10.0.0.0/", "10.0.0.0/8x", "10.0.0.0/-1", ""}) {
+        INFO(entry);
+        auto r = parse_text("[server]\ntrusted_proxies = [\"127.0.0.1\", \"" + entry + "\"]\n" + tenant_block, "test.toml", {});
+        CHECK(has_problem(r, "server.trusted_proxies", "\"" + entry + "\" is neither"));
+    }
+    CHECK(has_problem(parse_text("[server]\ntrusted_proxies = \"10.0.0.0/8\"\n" + tenant_block, "test.toml", {}),
+                      "server.trusted_proxies", "must be an array of strings"));
+    CHECK(has_problem(parse_text("[server]\ntrusted_proxies = [8]\n" + tenant_block, "test.toml", {}),
+                      "server.trusted_proxies", "must be an array of strings"));
+}
+
 TEST_CASE("limits.max_connections stays below the open-file limit", "[config]") {
     auto at_ceiling = parse_text("[limits]\nmax_connections = 19500\n" + tenant_block, "test.toml", {});
     CHECK(at_ceiling.ok());

@@ -62,14 +62,10 @@ json drain(ws_client& client) {
     return frames;
 }
 
-// test_config() with keys added to its [storage] table (TOML forbids opening a table twice).
+// test_config() with keys added to its [storage] table.
 std::string config_with(const std::filesystem::path& dir, const std::string& url, const std::string& storage_keys,
                         const std::string& extra_toml = {}) {
-    auto text = test_config(dir, url, extra_toml);
-    auto at = text.find("[storage]\n");
-    REQUIRE(at != std::string::npos);
-    text.insert(at + 10, storage_keys);
-    return text;
+    return with_keys_in(test_config(dir, url, extra_toml), "storage", storage_keys);
 }
 
 http_reply admin(std::uint16_t port, const std::string& method, const std::string& path, const json& body = nullptr) {

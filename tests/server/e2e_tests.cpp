@@ -1384,3 +1384,67 @@ TEST_CASE("limits.max_connections_per_ip refuses one address's extra connections
     ws_client again(server.port(), "/v1/visitor");
     CHECK(again.request({{"type", "hello"}, {"id", "h"}, {"tenant", "t1"}})["type"] == "ok");
 }
+
+TEST_CASE("behind a trusted proxy, max_connections_per_ip counts each client's own address", "[e2e]") {
+    temp_dir dir;
+    // 127.0.0.1 plays the proxy; 127.0.0.2 a client that reaches parleyd directly.
+    daemon_process daemon(dir.path(), with_keys_in(test_config(dir.path()) + "[limits]\nmax_connections_per_ip = 2\n",
+                                                   "server", "trusted_proxies = [\"127.0.0.1/32\", \"fd00::/8\"]\n"));
+    std::vector<int> open;
+    // A WebSocket upgrade from `source` with `forwarded` as X-Forwarded-For (none when empty):
+    // its status line; a socket that upgraded stays open.
+    auto upgrade_from = [&](const char* source, const std::string& forwarded) {
+        int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        REQUIRE(fd >= 0);
+        sockaddr_in from{};
+        from.sin_family = AF_INET;
+        REQUIRE(::inet_pton(AF_INET, source, &from.sin_addr) == 1);
+        REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) == 0);
+        sockaddr_in to{};
+        to.sin_family = AF_INET;
+        to.sin_port = htons(daemon.port());
+        to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+        const std::string request = "GET /v1/visitor HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
+                                    (forwarded.empty() ? "" : "X-Forwarded-For: " + forwarded + "\r\n") + "\r\n";
+        REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size()));
+        timeval five{5, 0};
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five, sizeof five);
+        std::string reply;
+        char chunk[1024];
+        while (reply.find("\r\n\r\n") == std::string::npos) {
+            auto got = ::recv(fd, chunk, sizeof chunk, 0);
+            if (got <= 0) break;
+            reply.append(chunk, static_cast<std::size_t>(got));
+        }
+        const auto status = reply.substr(0, reply.find("\r\n"));
+        if (status.find(" 101 ") != std::string::npos) open.push_back(fd);
+        else ::close(fd);
+        return status;
+    };
+    const std::string switching = "HTTP/1.1 101 Switching Protocols";
+    const std::string refused = "HTTP/1.1 429 Too Many Requests";
+
+    // Two clients of one address through the proxy, then a third is refused, with a reason.
+    CHECK(upgrade_from("127.0.0.1", "203.0.113.5") == switching);
+    CHECK(upgrade_from("127.0.0.1", "203.0.113.5") == switching);
+    CHECK(upgrade_from("127.0.0.1", "203.0.113.5") == refused);
+    // Only what the proxy appended counts: a client's own (forged) entries to the left do not,
+    // and nor do other trusted hops to the right.
+    CHECK(upgrade_from("127.0.0.1", "198.51.100.1, 203.0.113.5") == refused);
+    CHECK(upgrade_from("127.0.0.1", "203.0.113.5, 127.0.0.1") == refused);
+    CHECK(upgrade_from("127.0.0.1", "203.0.113.5:4711") == refused);
+    // Other clients behind the same proxy are not held back by it: the proxy's own address
+    // already carries more than 2 connections.
+    CHECK(upgrade_from("127.0.0.1", "203.0.113.6") == switching);
+    CHECK(upgrade_from("127.0.0.1", "198.51.100.1,203.0.113.7") == switching);
+    CHECK(upgrade_from("127.0.0.1", "") == switching);  // no header: the proxy's own
+    CHECK(upgrade_from("127.0.0.1", "not-an-address") == switching);  // counted as the proxy
+    // A client that is not a trusted proxy cannot choose its address by the header: it is
+    // counted as itself, and cut at accept like before.
+    CHECK(upgrade_from("127.0.0.2", "203.0.113.8") == switching);
+    CHECK(upgrade_from("127.0.0.2", "203.0.113.9") == switching);
+    CHECK(upgrade_from("127.0.0.2", "203.0.113.10").empty());
+    for (int fd : open) ::close(fd);
+}

@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 namespace parley::test {
@@ -129,6 +130,14 @@ std::string test_config(const std::filesystem::path& dir, const std::string& sto
            "[tenants.t2]\nadmin_token = \"t2-admin-token-0123456789\"\n"
            "agent_secret = \"t2-agent-secret-0123456789\"\nwidget_secret = \"t2-widget-secret-0123456789\"\n" +
            extra_toml;
+}
+
+std::string with_keys_in(std::string config, const std::string& table, const std::string& keys) {
+    const std::string header = "[" + table + "]\n";
+    const auto at = config.find(header);
+    if (at == std::string::npos) throw std::invalid_argument("test config has no " + header);
+    config.insert(at + header.size(), keys);
+    return config;
 }
 
 }  // namespace parley::test

@@ -57,4 +57,8 @@ command_result run_parleyd(const std::vector<std::string>& args, std::chrono::mi
 std::string test_config(const std::filesystem::path& dir, const std::string& storage_url = {},
                         const std::string& extra_toml = {});
 
+// `config` with `keys` ("k = v\n" lines) added to its [table]: TOML forbids
+// opening a table twice, so extra keys of test_config()'s tables go in here.
+std::string with_keys_in(std::string config, const std::string& table, const std::string& keys);
+
 }  // namespace parley::test

@@ -17,6 +17,10 @@ struct server_config {
     unsigned threads = 0;  // 0: one per hardware thread
     std::string public_url;  // how clients reach us; checked, but not used by the server
     std::chrono::seconds shutdown_timeout{20};
+    // Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For is
+    // believed for WebSocket connections: limits.max_connections_per_ip then
+    // counts the client's address rather than the proxy's.
+    std::vector<std::string> trusted_proxies;
 };
 
 struct log_config {
@@ -51,8 +55,8 @@ struct limits_config {
     std::size_t outbound_max_bytes = 1024 * 1024;
     std::size_t outbound_max_frames = 1024;
     unsigned max_connections = 19'000;
-    // Per client address; 0 = no limit. Behind a reverse proxy every client has the
-    // proxy's address, so set it only where clients connect directly.
+    // Per client address; 0 = no limit. Behind a reverse proxy, list it in
+    // server.trusted_proxies, or every client counts as the proxy's address.
     unsigned max_connections_per_ip = 0;
     std::size_t http_body_max_bytes = 1024 * 1024;
     // Objects one tenant may define through the admin API; a PUT that would
