@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <future>
 
 #include "queries.h"
@@ -28,6 +29,7 @@ store_engine::store_engine(connection_factory factory, std::string backend_name,
       read_queue_(options_.reader_queue_max, std::max<std::size_t>(1, options_.reader_queue_max / 2)) {
     writer_->limit_reply_wait();
     writer_thread_ = std::thread([this] { writer_loop(); });
+    expiry_thread_ = std::thread([this] { expiry_loop(); });
     for (std::size_t i = 0; i < options_.reader_threads; ++i) reader_threads_.emplace_back([this] { reader_loop(); });
 }
 
@@ -39,7 +41,9 @@ store_engine::~store_engine() {
         stopping_ = true;
     }
     writer_wake_.notify_all();
+    expiry_wake_.notify_all();
     writer_thread_.join();
+    expiry_thread_.join();
     {
         std::lock_guard lock(readers_mutex_);
         readers_stopping_ = true;
@@ -410,13 +414,49 @@ void store_engine::expire_waiting_jobs(clock::time_point now) {
             queue_.pop_front();
         }
     }
+    fail_expired(expired, "database unreachable; write not stored, retry");
+}
+
+// The writer can be held up for as long as the URL's tcp_user_timeout by one
+// batch that waits for its reply, and the writes queued behind it with it.
+// A message whose sender waits for its ok (durability commit) is answered
+// `unavailable` once it has waited unavailable_after, as store.h promises, so
+// the client can retry (by client_msg_id) instead of hanging. Other writes
+// stay queued: nobody waits on them, and the writer still makes them.
+void store_engine::expiry_loop() {
+    const auto poll = std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(options_.unavailable_after / 10),
+                                 std::chrono::milliseconds(10), std::chrono::milliseconds(500));
+    std::unique_lock lock(mutex_);
+    while (!expiry_wake_.wait_for(lock, poll, [this] { return stopping_; })) {
+        lock.unlock();
+        expire_waiting_messages(clock::now());
+        lock.lock();
+    }
+}
+
+void store_engine::expire_waiting_messages(clock::time_point now) {
+    std::vector<write_job> expired;
+    {
+        std::lock_guard lock(mutex_);
+        auto old_end = queue_.begin();  // the queue is in arrival order: the old ones lead
+        while (old_end != queue_.end() && old_end->enqueued + options_.unavailable_after <= now) ++old_end;
+        if (old_end == queue_.begin()) return;
+        auto waited_for = std::stable_partition(queue_.begin(), old_end,
+                                                [](const write_job& job) { return !(job.message && job.on_message); });
+        for (auto it = waited_for; it != old_end; ++it) expired.push_back(std::move(*it));
+        queue_.erase(waited_for, old_end);
+    }
+    fail_expired(expired, "the database has not answered for a while; write not stored, retry");
+}
+
+void store_engine::fail_expired(std::vector<write_job>& expired, const char* why) {
     if (expired.empty()) return;
     {
         std::lock_guard lock(stats_mutex_);
         stats_.expired_unavailable += expired.size();
     }
     for (auto& job : expired)
-        complete(job, std::optional<error>(unavailable("database unreachable; write not stored, retry")));
+        complete(job, std::optional<error>(unavailable(why)));
     mark_finished(expired.size());
 }
 

@@ -97,6 +97,9 @@ private:
     bool run_batch(std::vector<write_job>& jobs);
     void connection_lost(const error& why);
     void expire_waiting_jobs(clock::time_point now);
+    void expiry_loop();
+    void expire_waiting_messages(clock::time_point now);
+    void fail_expired(std::vector<write_job>& expired, const char* why);
     void fail_all_queued(const error& why);
     void complete(write_job& job, result<append_outcome> outcome);
     void complete(write_job& job, std::optional<error> outcome);
@@ -114,6 +117,7 @@ private:
     // touched by the writer thread (and the constructor before it starts).
     mutable std::mutex mutex_;
     std::condition_variable writer_wake_;
+    std::condition_variable expiry_wake_;
     std::deque<write_job> queue_;
     bool stopping_ = false;
     std::unique_ptr<sql_connection> writer_;
@@ -138,6 +142,7 @@ private:
     bool readers_stopping_ = false;
 
     std::thread writer_thread_;
+    std::thread expiry_thread_;
     std::vector<std::thread> reader_threads_;
 };
 

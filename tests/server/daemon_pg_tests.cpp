@@ -835,6 +835,54 @@ TEST_CASE("PostgreSQL link silently dropped under the daemon: not ready, sends r
     CHECK(daemon.wait_exit(15s) == std::optional<int>(0));
 }
 
+TEST_CASE("PostgreSQL link silently dropped: a send queued behind the stuck batch is refused within "
+          "unavailable_after, not when the batch gives up",
+          "[daemon][pg][outage][netdrop]") {
+    temp_dir dir;
+    const auto direct_url = fresh_postgres_database("daemon_stuck_batch");
+    tcp_proxy proxy(port_of(direct_url));
+    // The stuck batch waits up to tcp_user_timeout (20 s) for its reply; storage's
+    // unavailable_after is 5 s.
+    const auto url = via_proxy(direct_url, proxy, "connect_timeout=2&tcp_user_timeout=20000");
+    daemon_process daemon(dir.path(), test_config(dir.path(), url));
+    const auto port = daemon.port();
+    acknowledged_chat chat(port);
+    ws_client second_visitor(port, "/v1/visitor");
+    const auto second_conversation = start_chat(chat.agent, second_visitor).second;
+    chat.exchange(1, "before", "b");
+    REQUIRE(send_text(second_visitor, second_conversation, "second before", "s-0")["seq"] == 1);
+
+    proxy.set_blackhole(true);
+    chat.visitor.send_json({{"type", "send"}, {"id", "stuck"}, {"conversation_id", chat.conversation_id},
+                            {"text", "into the silent link"}, {"client_msg_id", "stuck-1"}});
+    std::this_thread::sleep_for(300ms);  // the writer takes it and waits for the reply
+    const auto queued_at = std::chrono::steady_clock::now();
+    second_visitor.send_json({{"type", "send"}, {"id", "queued"}, {"conversation_id", second_conversation},
+                              {"text", "behind the stuck batch"}, {"client_msg_id", "s-1"}});
+    auto refused = second_visitor.expect("", 30s, "queued");
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - queued_at);
+    INFO("queued send: " << refused.dump() << " after " << waited.count() << " ms\ndaemon log:\n" << daemon.log());
+    CHECK(refused.value("code", "") == "unavailable");
+    CHECK(waited >= 4500ms);  // storage's unavailable_after, not an earlier give-up
+    CHECK(waited < 9s);       // not the 20 s of the stuck batch
+    // The stuck one is refused once its reply wait ends; neither was acknowledged.
+    auto stuck = chat.visitor.expect("", 40s, "stuck");
+    CHECK(stuck.value("code", "") == "unavailable");
+
+    // Healed: both resent and stored once; nothing acknowledged is missing.
+    proxy.set_blackhole(false);
+    CHECK(eventually([&] { return prompt_get(port, "/readyz").status == 200; }, 30s, 200ms));
+    REQUIRE(chat.record_if_ok(send_text(chat.visitor, chat.conversation_id, "into the silent link", "stuck-1", 20s),
+                              "into the silent link"));
+    auto resent = send_text(second_visitor, second_conversation, "behind the stuck batch", "s-1", 20s);
+    REQUIRE(resent["type"] == "ok");
+    CHECK(resent["seq"] == 2);  // the refused send gave its seq back
+    chat.check_all_stored();
+
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit(15s) == std::optional<int>(0));
+}
+
 // systemd stops a unit that is still waiting for its database (boot order, an
 // outage): the wait ends at once, exit 0, a log line says why, nothing served.
 TEST_CASE("SIGTERM while serve waits storage.start_wait_s: prompt clean exit, says why, never serves",

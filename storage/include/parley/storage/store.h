@@ -18,7 +18,11 @@
 // reconnects with exponential backoff and keeps queued writes; a write still
 // not committed after `unavailable_after` completes with `unavailable`, and a
 // write submitted while the queue holds queue_max items is refused at once with
-// `unavailable`. Nothing reported ok is ever lost.
+// `unavailable`. Nothing reported ok is ever lost. While the database is
+// reachable but silent, the writer's batch waits for its reply up to the
+// URL's tcp_user_timeout; a message write queued behind it whose sender waits
+// (durability commit) still completes with `unavailable` after
+// `unavailable_after`, and the other writes wait for the writer.
 #include <chrono>
 #include <cstdint>
 #include <functional>
