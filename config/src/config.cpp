@@ -223,6 +223,7 @@ void parse_storage(const toml::value* t, const std::string& file, std::vector<pr
     r.integer("retention_days", c.retention_days, 1, 36'500);
     r.duration("prune_interval_s", c.prune_interval, 1, 7 * 24 * 3600);
     r.duration("start_wait_s", c.start_wait, 0, 3600);
+    r.duration("unavailable_after_s", c.unavailable_after, 1, 300);
 }
 
 void parse_limits(const toml::value* t, const std::string& file, std::vector<problem>& p, limits_config& c) {

@@ -32,6 +32,7 @@ storage::store_options store_options_from(const config::config& cfg) {
     o.batch_max = cfg.storage.batch_max;
     o.batch_delay = std::chrono::duration_cast<std::chrono::microseconds>(cfg.storage.batch_delay);
     o.queue_max = cfg.storage.queue_max;
+    o.unavailable_after = cfg.storage.unavailable_after;
     o.retention_days = static_cast<int>(cfg.storage.retention_days);
     o.on_batch_committed = [](std::size_t writes, std::chrono::microseconds took) {
         auto& m = global_metrics();

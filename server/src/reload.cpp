@@ -70,6 +70,7 @@ key_diff diff_needing_restart(const config::config& a, const config::config& b) 
     d.compare("storage.retention_days", a.storage.retention_days, b.storage.retention_days);
     d.compare("storage.prune_interval_s", a.storage.prune_interval, b.storage.prune_interval);
     d.compare("storage.start_wait_s", a.storage.start_wait, b.storage.start_wait);
+    d.compare("storage.unavailable_after_s", a.storage.unavailable_after, b.storage.unavailable_after);
     d.compare("routing.offer_timeout_s", a.routing.offer_timeout, b.routing.offer_timeout);
     d.compare("routing.max_attempts", a.routing.max_attempts, b.routing.max_attempts);
     d.compare("routing.grace_period_s", a.routing.grace_period, b.routing.grace_period);

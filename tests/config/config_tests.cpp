@@ -38,6 +38,7 @@ TEST_CASE("a minimal config takes every default", "[config]") {
     CHECK(r.value.routing.offer_timeout == std::chrono::seconds(45));
     CHECK(r.value.routing.max_attempts == 2);
     CHECK(r.value.storage.retention_days == 90);
+    CHECK(r.value.storage.unavailable_after == std::chrono::seconds(5));
     REQUIRE(r.value.tenants.count("acme") == 1);
     CHECK(r.value.tenants.at("acme").agent_secret == "agent-secret-0123456789");
 }
@@ -79,6 +80,8 @@ TEST_CASE("every problem is reported at once with file and key", "[config]") {
     CHECK(has_problem(r, "limits.max_frame_bytes", "integer"));
     CHECK(has_problem(r, "unknown_section", "unknown"));
     CHECK(r.problems.size() == 6);
+    CHECK(has_problem(parse_text("[storage]\nunavailable_after_s = 0\n" + tenant_block, "test.toml", {}),
+                      "storage.unavailable_after_s", "between 1 and 300"));
 }
 
 TEST_CASE("syntax errors name the file", "[config]") {

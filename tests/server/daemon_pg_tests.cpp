@@ -841,10 +841,10 @@ TEST_CASE("PostgreSQL link silently dropped: a send queued behind the stuck batc
     temp_dir dir;
     const auto direct_url = fresh_postgres_database("daemon_stuck_batch");
     tcp_proxy proxy(port_of(direct_url));
-    // The stuck batch waits up to tcp_user_timeout (20 s) for its reply; storage's
-    // unavailable_after is 5 s.
+    // The stuck batch waits up to tcp_user_timeout (20 s) for its reply; a queued write
+    // fails after storage.unavailable_after_s.
     const auto url = via_proxy(direct_url, proxy, "connect_timeout=2&tcp_user_timeout=20000");
-    daemon_process daemon(dir.path(), test_config(dir.path(), url));
+    daemon_process daemon(dir.path(), config_with(dir.path(), url, "unavailable_after_s = 3\n"));
     const auto port = daemon.port();
     acknowledged_chat chat(port);
     ws_client second_visitor(port, "/v1/visitor");
@@ -863,8 +863,8 @@ TEST_CASE("PostgreSQL link silently dropped: a send queued behind the stuck batc
     const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - queued_at);
     INFO("queued send: " << refused.dump() << " after " << waited.count() << " ms\ndaemon log:\n" << daemon.log());
     CHECK(refused.value("code", "") == "unavailable");
-    CHECK(waited >= 4500ms);  // storage's unavailable_after, not an earlier give-up
-    CHECK(waited < 9s);       // not the 20 s of the stuck batch
+    CHECK(waited >= 2800ms);  // unavailable_after_s, not an earlier give-up
+    CHECK(waited < 7s);       // not the 20 s of the stuck batch
     // The stuck one is refused once its reply wait ends; neither was acknowledged.
     auto stuck = chat.visitor.expect("", 40s, "stuck");
     CHECK(stuck.value("code", "") == "unavailable");

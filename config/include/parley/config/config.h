@@ -39,6 +39,9 @@ struct storage_config {
     std::chrono::seconds prune_interval{3600};
     // How long `serve` waits at start for a PostgreSQL that cannot be reached yet (0: not at all).
     std::chrono::seconds start_wait{120};
+    // A write not stored this long after it was queued (database down or not
+    // answering) fails with `unavailable`, so its sender can retry.
+    std::chrono::seconds unavailable_after{5};
 };
 
 // Protocol limits (protocol.md section 1). All configurable, all enforced.
