@@ -260,6 +260,7 @@ void parse_routing(const toml::value* t, const std::string& file, std::vector<pr
     r.integer("auto_away_after_missed", c.auto_away_after_missed, 0, 1000);
     r.integer("max_queue_length", c.max_queue_length, 1, 100'000);
     r.duration("restore_window_s", c.restore_window, 0, 3600);
+    r.duration("visitor_grace_s", c.visitor_grace, 0, 3600);
 }
 
 bool valid_tenant_id(const std::string& id) {

@@ -113,7 +113,7 @@ struct deadline {
     std::optional<time_point> queued_at;
 };
 
-enum class timer_kind : std::uint8_t { offer_expiry, idle, queue_wait, grace, availability };
+enum class timer_kind : std::uint8_t { offer_expiry, idle, queue_wait, grace, availability, visitor_grace };
 
 struct timer_entry {
     time_point at;
@@ -188,6 +188,13 @@ struct conversation_record {
     time_point first_enqueued_at;
     deadline idle;
     deadline queue_wait;
+    // Visitor presence (visitor_session_opened/closed). `visitor_away`: known to have no
+    // session (the last one closed, or restored without one); while it holds, a routing or
+    // queued conversation has `visitor_grace` armed.
+    std::vector<std::string> visitor_sessions;
+    bool visitor_away = false;
+    deadline visitor_grace;
+    bool restored = false;  // by restore_conversation, until finish_restore
 };
 
 struct offer_record {
@@ -277,7 +284,9 @@ struct tenant_router::impl {
     std::vector<std::string> positions_dirty;  // routes whose queue positions changed in this event
     std::size_t queued_total = 0;
     std::uint64_t next_queue_seq = 1;
-    std::vector<std::uint32_t> restored_pending;
+    // Restored routing conversations (slot, generation), routed by finish_restore: one ended
+    // meanwhile may have given its slot to a new conversation, which must not be routed twice.
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> restored_pending;
 
     // ---- pools ---------------------------------------------------------
 
@@ -407,10 +416,12 @@ struct tenant_router::impl {
                 return offer.alive && offer.generation == entry.generation ? &offer.expiry : nullptr;
             }
             case timer_kind::idle:
-            case timer_kind::queue_wait: {
+            case timer_kind::queue_wait:
+            case timer_kind::visitor_grace: {
                 auto& conversation = conversations.items[entry.slot];
                 if (!conversation.alive || conversation.generation != entry.generation) return nullptr;
-                return entry.kind == timer_kind::idle ? &conversation.idle : &conversation.queue_wait;
+                if (entry.kind == timer_kind::idle) return &conversation.idle;
+                return entry.kind == timer_kind::queue_wait ? &conversation.queue_wait : &conversation.visitor_grace;
             }
             case timer_kind::grace:
             case timer_kind::availability: {
@@ -468,6 +479,7 @@ struct tenant_router::impl {
                 case timer_kind::queue_wait: queue_wait_expired(entry.slot, now, out); break;
                 case timer_kind::grace: grace_expired(entry.slot, now, out); break;
                 case timer_kind::availability: apply_availability(entry.slot, now, out); break;
+                case timer_kind::visitor_grace: visitor_grace_expired(entry.slot, now, out); break;
             }
         }
     }
@@ -860,7 +872,30 @@ struct tenant_router::impl {
         fall_back(conversation_slot, found == routes.end() ? nullptr : &found->second, now, out);
     }
 
+    // The visitor of a routing or queued conversation has no session: the conversation keeps
+    // its place (queue position, pending offer) until visitor_grace runs out. Returns false
+    // when there is no grace and the conversation ended here.
+    bool keep_place_for_absent_visitor(std::uint32_t conversation_slot, time_point now, actions& out) {
+        auto& conversation = conversations.items[conversation_slot];
+        if (settings.visitor_grace <= duration::zero()) {
+            end_conversation(conversation_slot, end_reason::visitor_ended, withdraw_reason::visitor_left, now, out);
+            return false;
+        }
+        arm(conversation.visitor_grace, now + settings.visitor_grace, timer_kind::visitor_grace, conversation_slot,
+            conversation.generation);
+        return true;
+    }
+
+    // Ends the conversation as visitor_left does. An active one is not affected: it became
+    // active during the grace (activate disarms it) and the idle timeout covers it.
+    void visitor_grace_expired(std::uint32_t conversation_slot, time_point now, actions& out) {
+        const auto& conversation = conversations.items[conversation_slot];
+        if (conversation.state == conversation_state::active || !conversation.visitor_sessions.empty()) return;
+        end_conversation(conversation_slot, end_reason::visitor_ended, withdraw_reason::visitor_left, now, out);
+    }
+
     // The agent's chats go back to routing (its grace ran out, or it was removed).
+    // A chat whose visitor is away starts its visitor grace now.
     void reroute_active_chats(std::uint32_t agent, time_point now, actions& out) {
         auto chats = std::move(agents[agent].active_chats);
         agents[agent].active_chats.clear();
@@ -873,7 +908,13 @@ struct tenant_router::impl {
             set_state(conversation, conversation_state::routing, out);
         }
         capacity_freed(agent);
-        for (const auto conversation_slot : chats) route_conversation(conversation_slot, now, out);
+        for (const auto conversation_slot : chats) {
+            if (conversations.items[conversation_slot].visitor_away &&
+                !keep_place_for_absent_visitor(conversation_slot, now, out)) {
+                continue;
+            }
+            route_conversation(conversation_slot, now, out);
+        }
     }
 
     void grace_expired(std::uint32_t agent, time_point now, actions& out) {
@@ -892,6 +933,7 @@ struct tenant_router::impl {
         conversation.attempts_this_round = 0;
         conversation.last_activity = now;
         conversation.queue_wait.at.reset();
+        conversation.visitor_grace.at.reset();  // active chats are left to the idle timeout
         agents[agent].active_chats.push_back(conversation_slot);
         arm(conversation.idle, now + settings.idle_timeout, timer_kind::idle, conversation_slot, conversation.generation);
         const auto& config = agents[agent].config;
@@ -1216,6 +1258,38 @@ outcome tenant_router::visitor_left(std::string_view conversation_id, time_point
     return outcome::ok;
 }
 
+outcome tenant_router::visitor_session_opened(std::string_view conversation_id, std::string_view session_id,
+    time_point now, actions& out) {
+    auto& state = *impl_;
+    const auto slot = state.find_conversation(conversation_id);
+    if (slot == none) return outcome::not_found;
+    auto& conversation = state.conversations.items[slot];
+    auto& sessions = conversation.visitor_sessions;
+    if (std::find(sessions.begin(), sessions.end(), session_id) == sessions.end()) sessions.emplace_back(session_id);
+    conversation.visitor_away = false;
+    conversation.visitor_grace.at.reset();  // back in time: the place and the offer stay
+    state.finish(now, out);
+    return outcome::ok;
+}
+
+outcome tenant_router::visitor_session_closed(std::string_view conversation_id, std::string_view session_id,
+    time_point now, actions& out) {
+    auto& state = *impl_;
+    const auto slot = state.find_conversation(conversation_id);
+    if (slot == none) return outcome::not_found;
+    auto& conversation = state.conversations.items[slot];
+    auto& sessions = conversation.visitor_sessions;
+    const auto found = std::find(sessions.begin(), sessions.end(), session_id);
+    if (found == sessions.end()) return outcome::not_found;
+    sessions.erase(found);
+    if (sessions.empty()) {
+        conversation.visitor_away = true;
+        if (conversation.state != conversation_state::active) state.keep_place_for_absent_visitor(slot, now, out);
+    }
+    state.finish(now, out);
+    return outcome::ok;
+}
+
 void tenant_router::timer_fired(time_point now, actions& out) {
     impl_->fire_due_timers(now, out);
     impl_->finish(now, out);
@@ -1249,6 +1323,7 @@ outcome tenant_router::restore_conversation(const restored_conversation& restore
     conversation.route = restored.route;
     conversation.requested_at = restored.requested_at;
     conversation.last_activity = restored.last_activity_at;
+    conversation.restored = true;
     for (const auto& id : restored.tried_agents) {
         const auto agent = state.find_agent(id);
         if (agent != none && !state.already_tried(conversation, agent)) conversation.tried.push_back(agent);
@@ -1266,7 +1341,7 @@ outcome tenant_router::restore_conversation(const restored_conversation& restore
         state.refresh_eligibility(agent);
     } else {
         conversation.state = conversation_state::routing;
-        state.restored_pending.push_back(slot);
+        state.restored_pending.emplace_back(slot, conversation.generation);
     }
     return outcome::ok;
 }
@@ -1279,12 +1354,28 @@ void tenant_router::finish_restore(time_point now, actions& out) {
             state.start_grace(index, now);
         }
     }
-    auto pending = std::move(state.restored_pending);
+    // Nobody reported a session for these visitors since the restart: they are away (a widget
+    // still open reconnects and says hello within seconds).
+    for (auto& conversation : state.conversations.items) {
+        if (!conversation.alive || !conversation.restored) continue;
+        conversation.restored = false;
+        if (conversation.visitor_sessions.empty()) conversation.visitor_away = true;
+    }
+    std::vector<std::uint32_t> pending;
+    for (const auto& [slot, generation] : state.restored_pending) {
+        const auto& conversation = state.conversations.items[slot];
+        if (conversation.alive && conversation.generation == generation) pending.push_back(slot);
+    }
     state.restored_pending.clear();
     std::stable_sort(pending.begin(), pending.end(), [&](std::uint32_t a, std::uint32_t b) {
         return state.conversations.items[a].requested_at < state.conversations.items[b].requested_at;
     });
-    for (const auto slot : pending) state.route_conversation(slot, now, out);
+    for (const auto slot : pending) {
+        if (state.conversations.items[slot].visitor_away && !state.keep_place_for_absent_visitor(slot, now, out)) {
+            continue;
+        }
+        state.route_conversation(slot, now, out);
+    }
     state.finish(now, out);
 }
 
@@ -1335,6 +1426,8 @@ std::optional<conversation_snapshot> tenant_router::conversation(std::string_vie
         snapshot.agent_id = state.agents[offer.agent].config.id;
     }
     for (const auto agent : conversation.tried) snapshot.tried_agents.push_back(state.agents[agent].config.id);
+    snapshot.visitor_sessions = static_cast<int>(conversation.visitor_sessions.size());
+    snapshot.visitor_grace_ends_at = conversation.visitor_grace.at;
     if (conversation.state == conversation_state::queued) {
         const auto route = state.routes.find(conversation.route);
         if (route != state.routes.end()) {

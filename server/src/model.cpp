@@ -160,6 +160,7 @@ routing::tenant_settings tenant_settings_from(const config::routing_config& rout
     s.idle_timeout = routing.conversation_idle_timeout;
     s.auto_away_after_missed = static_cast<int>(routing.auto_away_after_missed);
     s.max_queue_length = routing.max_queue_length;
+    s.visitor_grace = routing.visitor_grace;
     return s;
 }
 

@@ -79,6 +79,7 @@ key_diff diff_needing_restart(const config::config& a, const config::config& b) 
     d.compare("routing.auto_away_after_missed", a.routing.auto_away_after_missed, b.routing.auto_away_after_missed);
     d.compare("routing.max_queue_length", a.routing.max_queue_length, b.routing.max_queue_length);
     d.compare("routing.restore_window_s", a.routing.restore_window, b.routing.restore_window);
+    d.compare("routing.visitor_grace_s", a.routing.visitor_grace, b.routing.visitor_grace);
     return d;
 }
 

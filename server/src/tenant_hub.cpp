@@ -726,8 +726,12 @@ void tenant_hub::finish_visitor_hello(std::uint64_t sid, const std::optional<std
     // Events reach the session from its ok on: those before it are within the ok's last_seq.
     visitor_sessions_[visitor_id].push_back(sid);
     std::optional<proto::conversation_summary> open;
-    if (auto cid = router_->open_conversation_of_visitor(visitor_id))
+    routing::actions actions;
+    if (auto cid = router_->open_conversation_of_visitor(visitor_id)) {
         if (auto* c = find_conversation(*cid)) open = proto::conversation_summary{c->id, to_proto(c->state), c->last_seq};
+        // Back within the visitor grace: the chat keeps its place in the queue and its offer.
+        router_->visitor_session_opened(*cid, std::to_string(sid), current_time(), actions);
+    }
     // A tenant that requires visitor tokens decides how long a visitor stays signed in: the
     // resume token never outlives the credentials of this hello (the visitor token, or the
     // resume token it came back with), so resuming cannot stretch a short token into 30 days.
@@ -742,6 +746,19 @@ void tenant_hub::finish_visitor_hello(std::uint64_t sid, const std::optional<std
         }
     auto resume_token = mint_resume_token(tenant_config->widget_secret, tenant_id_, visitor_id, ttl, now);
     send(sid, proto::encode_visitor_hello_ok(re.value_or(""), visitor_id, resume_token, open));
+    apply(actions);
+}
+
+// Visitor presence, for the router's visitor grace. Every session in visitor_sessions_[v] is
+// attached to v's open conversation (if any): at its hello (finish_visitor_hello) or when the
+// conversation is created (attach_visitor_sessions). So no session -> conversation map is kept:
+// a closing session detaches from its visitor's open conversation, and the router forgets the
+// sessions of a conversation that ends.
+void tenant_hub::attach_visitor_sessions(const std::string& visitor_id, const std::string& conversation_id,
+                                         routing::time_point now, routing::actions& actions) {
+    auto sessions = visitor_sessions_.find(visitor_id);
+    if (sessions == visitor_sessions_.end()) return;
+    for (auto sid : sessions->second) router_->visitor_session_opened(conversation_id, std::to_string(sid), now, actions);
 }
 
 // The profile of a visitor is kept while it has a session or an open conversation.
@@ -801,8 +818,9 @@ void tenant_hub::session_closed(std::shared_ptr<websocket_session> session) {
         self->behind_hello_.erase(session->id());
         if (self->close_when_drained_ && self->sessions_.empty() && self->pending_writes_ == 0) self->retired_ = true;
         auto& index = entry.role == client_role::agent ? self->agent_sessions_ : self->visitor_sessions_;
+        bool indexed = false;  // a visitor session whose hello got its ok: attached to the open conversation
         if (auto list = index.find(entry.principal); list != index.end()) {
-            std::erase(list->second, session->id());
+            indexed = std::erase(list->second, session->id()) > 0;
             if (list->second.empty()) index.erase(list);
         }
         if (entry.role == client_role::agent) {
@@ -813,6 +831,17 @@ void tenant_hub::session_closed(std::shared_ptr<websocket_session> session) {
             self->apply(actions);
         } else {
             global_metrics().visitor_connections--;
+            // As for agents: a shutdown (or the tenant's removal) ends nothing; the chat waits for
+            // the restart, where finish_restore starts the grace of visitors who do not come back.
+            // `draining` too: a close handled before this hub's shutdown() reached the strand.
+            if (indexed && !self->stopped_ && !self->state_->draining.load())
+                if (auto cid = self->router_->open_conversation_of_visitor(entry.principal)) {
+                    // The last tab closing starts the visitor grace of a waiting chat.
+                    routing::actions actions;
+                    self->router_->visitor_session_closed(*cid, std::to_string(session->id()), current_time(),
+                                                          actions);
+                    self->apply(actions);
+                }
             self->forget_visitor_if_gone(entry.principal);
         }
     });
@@ -1100,6 +1129,9 @@ void tenant_hub::handle_request_agent(const session_entry& from, std::uint64_t s
     routing::actions actions;
     auto result = router_->chat_requested(request, now, actions);
     if (result.result != routing::outcome::ok || !result.created) conversations_.erase(it);
+    // The visitor's sessions (this one, other tabs) are what keeps the chat's place while it waits.
+    if (result.result == routing::outcome::ok && result.state != routing::conversation_state::ended)
+        attach_visitor_sessions(from.principal, result.conversation_id, now, actions);
     if (result.result == routing::outcome::not_found)
         return reply_error(sid, re, proto::error_code::not_found, "no route named " + r.route);
     if (result.result != routing::outcome::ok)

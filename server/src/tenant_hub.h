@@ -240,6 +240,8 @@ private:
     void forget_if_done(const std::string& conversation_id);
     void forget_visitor_if_gone(const std::string& visitor_id);
     void finish_visitor_hello(std::uint64_t sid, const std::optional<std::string>& re, const std::string& visitor_id);
+    void attach_visitor_sessions(const std::string& visitor_id, const std::string& conversation_id,
+                                 routing::time_point now, routing::actions& actions);
     std::optional<routing::time_point> restore_state(std::string& error);
 
     std::shared_ptr<shared_state> state_;

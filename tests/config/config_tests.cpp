@@ -84,6 +84,22 @@ TEST_CASE("every problem is reported at once with file and key", "[config]") {
                       "storage.unavailable_after_s", "between 1 and 300"));
 }
 
+TEST_CASE("routing.visitor_grace_s: 30 s by default, 0..3600, a bad value names key and file", "[config]") {
+    CHECK(parse_text(tenant_block, "test.toml", {}).value.routing.visitor_grace == std::chrono::seconds(30));
+    for (const int seconds : {0, 1, 3600}) {
+        auto r = parse_text("[routing]\nvisitor_grace_s = " + std::to_string(seconds) + "\n" + tenant_block,
+                            "test.toml", {});
+        REQUIRE(r.ok());
+        CHECK(r.value.routing.visitor_grace == std::chrono::seconds(seconds));
+    }
+    auto too_long = parse_text("[routing]\nvisitor_grace_s = 3601\n" + tenant_block, "test.toml", {});
+    CHECK(has_problem(too_long, "routing.visitor_grace_s", "must be between 0 and 3600, got 3601"));
+    auto negative = parse_text("[routing]\nvisitor_grace_s = -1\n" + tenant_block, "test.toml", {});
+    CHECK(has_problem(negative, "routing.visitor_grace_s", "must be between 0 and 3600"));
+    auto text = parse_text("[routing]\nvisitor_grace_s = \"30s\"\n" + tenant_block, "test.toml", {});
+    CHECK(has_problem(text, "routing.visitor_grace_s", "must be an integer"));
+}
+
 TEST_CASE("syntax errors name the file", "[config]") {
     auto r = parse_text("[server\nport = 1\n", "test.toml", {});
     REQUIRE(r.problems.size() == 1);

@@ -29,6 +29,7 @@ constexpr int agent_count = 30;
 constexpr int team_count = 5;
 constexpr int visitor_count = 200;
 const char* const queue_route = "queue";
+constexpr duration visitor_grace = 40s;
 
 struct model_offer {
     std::string agent;
@@ -43,6 +44,10 @@ struct model_conversation {
     std::set<std::string> tried;
     int last_position = 0;
     bool offered_this_step = false;
+    // Visitor presence: `away` once the last reported session closed; `away_since` while the
+    // router must keep the place for visitor_grace (routing or queued, visitor away).
+    bool away = false;
+    std::optional<time_point> away_since;
 };
 
 class invariant_run {
@@ -53,23 +58,27 @@ public:
     std::string step(std::uint64_t step_number) {
         out_.clear();
         step_number_ = step_number;
+        visitor_ended_on_request_.clear();
         for (auto& [id, conversation] : conversations_) conversation.offered_this_step = false;
         const auto queued_before = router_.queued_conversations(queue_route);
         random_event();
         replay();
         if (!failure_.empty()) return failure_;
         check_queue(queued_before);
+        check_visitor_presence();
         if (step_number % 997 == 0) deep_check();
         return failure_;
     }
 
     std::size_t offers_made() const { return offers_made_; }
     std::size_t accepted() const { return accepted_; }
+    std::size_t ended_for_absent_visitor() const { return ended_for_absent_visitor_; }
 
 private:
     static tenant_config make_config() {
         tenant_config config;
         config.settings.auto_away_after_missed = 3;
+        config.settings.visitor_grace = visitor_grace;
         for (int i = 0; i < agent_count; ++i) config.agents.push_back(agent(i, 0));
         route_config all;
         all.name = "all";
@@ -119,7 +128,7 @@ private:
     std::string some_agent() { return "a" + std::to_string(pick(agent_count)); }
 
     void random_event() {
-        const int roll = pick(1000);
+        const int roll = pick(1100);
         if (roll < 150) {
             now_ += std::chrono::milliseconds{pick(30'000)};
             router_.timer_fired(now_, out_);
@@ -142,19 +151,27 @@ private:
         } else if (roll < 920) {
             if (const auto id = some_conversation()) {
                 const auto who = pick(2) ? ended_by::agent : ended_by::visitor;
+                if (who == ended_by::visitor) visitor_ended_on_request_ = *id;
                 const auto result = router_.chat_ended(*id, who, now_, out_);
                 const bool active = conversations_.at(*id).state == conversation_state::active;
                 expect(result == ((who == ended_by::agent && !active) ? outcome::conflict : outcome::ok),
                     "chat_ended result");
             }
         } else if (roll < 960) {
-            if (const auto id = some_conversation()) router_.visitor_left(*id, now_, out_);
+            if (const auto id = some_conversation()) {
+                visitor_ended_on_request_ = *id;
+                router_.visitor_left(*id, now_, out_);
+            }
         } else if (roll < 990) {
             now_ += std::chrono::milliseconds{pick(200'000)};
             router_.timer_fired(now_, out_);
         } else if (roll < 996) {
             const int index = pick(agent_count);
             router_.upsert_agent(agent(index, pick(team_count)), now_, out_);
+        } else if (roll >= 1000 && roll < 1040) {
+            open_visitor_session(some_visitor_conversation(), "s" + std::to_string(pick(2)));
+        } else if (roll >= 1040) {
+            close_visitor_session(some_visitor_conversation(), "s" + std::to_string(pick(2)));
         } else {
             const int index = pick(agent_count);
             if (router_.remove_agent("a" + std::to_string(index), now_, out_) == outcome::ok) {
@@ -171,6 +188,41 @@ private:
         auto it = conversations_.begin();
         std::advance(it, pick(static_cast<int>(std::min<std::size_t>(conversations_.size(), 64))));
         return it->first;
+    }
+
+    // Mostly an open conversation, sometimes any id ever used (most of them ended).
+    std::string some_visitor_conversation() {
+        if (pick(8) == 0 || conversations_.empty()) {
+            return "c" + std::to_string(pick(static_cast<int>(conversation_counter_) + 1));
+        }
+        return *some_conversation();
+    }
+
+    void open_visitor_session(const std::string& id, const std::string& session) {
+        const auto result = router_.visitor_session_opened(id, session, now_, out_);
+        const auto found = conversations_.find(id);
+        expect(result == (found != conversations_.end() ? outcome::ok : outcome::not_found),
+            "visitor_session_opened: ok iff the conversation is open");
+        if (found == conversations_.end()) return;
+        visitor_sessions_[id].insert(session);
+        found->second.away = false;
+        found->second.away_since.reset();
+    }
+
+    void close_visitor_session(const std::string& id, const std::string& session) {
+        const auto result = router_.visitor_session_closed(id, session, now_, out_);
+        const auto found = conversations_.find(id);
+        auto sessions = visitor_sessions_.find(id);
+        const bool attached = found != conversations_.end() && sessions != visitor_sessions_.end() &&
+                              sessions->second.contains(session);
+        expect(result == (attached ? outcome::ok : outcome::not_found),
+            "visitor_session_closed: ok iff the session is attached to the open conversation");
+        if (!attached) return;
+        sessions->second.erase(session);
+        if (!sessions->second.empty()) return;
+        visitor_sessions_.erase(sessions);
+        found->second.away = true;
+        if (found->second.state != conversation_state::active) found->second.away_since = now_;
     }
 
     void request_chat() {
@@ -199,6 +251,12 @@ private:
                 "a visitor with an open conversation gets it back");
         } else {
             expect(result.created, "a new conversation is created");
+        }
+        // As the server does: the requesting widget's session is attached (here: half the time).
+        if (result.created && result.state != conversation_state::ended && pick(2) == 0) {
+            expect(router_.visitor_session_opened(result.conversation_id, "s0", now_, out_) == outcome::ok,
+                "a new conversation takes its visitor's session");
+            visitor_sessions_[result.conversation_id].insert("s0");
         }
     }
 
@@ -302,11 +360,14 @@ private:
         if (conversation.state == conversation_state::active) {
             --load_[conversation.agent];
             conversation.agent.clear();
+            // Routed again while the visitor is away: its visitor grace starts now.
+            if (change.state == conversation_state::routing && conversation.away) conversation.away_since = now_;
         }
         switch (change.state) {
             case conversation_state::active:
                 expect(conversation.state == conversation_state::routing, "active only from routing");
                 conversation.agent = change.agent_id;
+                conversation.away_since.reset();  // active chats are left to the idle timeout
                 expect(++load_[change.agent_id] <= max_chats(change.agent_id), "capacity never exceeded (active)");
                 break;
             case conversation_state::queued:
@@ -316,6 +377,13 @@ private:
                 for (const auto& [offer_id, offer] : outstanding_) {
                     expect(offer.conversation != change.conversation_id, "an ended conversation holds no offer");
                 }
+                if (change.reason == end_reason::visitor_ended && visitor_ended_on_request_ != change.conversation_id) {
+                    expect(conversation.away_since && now_ >= *conversation.away_since + visitor_grace &&
+                               conversation.state != conversation_state::active,
+                        "only a visitor away past visitor_grace is ended for it (" + change.conversation_id + ")");
+                    ++ended_for_absent_visitor_;
+                }
+                visitor_sessions_.erase(change.conversation_id);
                 open_by_visitor_.erase(conversation.visitor);
                 conversations_.erase(found);
                 return;
@@ -357,6 +425,15 @@ private:
         }
     }
 
+    // A visitor away past visitor_grace holds no place: its waiting conversation has ended.
+    void check_visitor_presence() {
+        for (const auto& [id, conversation] : conversations_) {
+            if (conversation.state == conversation_state::active || !conversation.away_since) continue;
+            expect(now_ < *conversation.away_since + visitor_grace,
+                "a visitor away past visitor_grace still holds a place (" + id + ")");
+        }
+    }
+
     // Full cross-check against the router's own view (every ~1000 steps).
     void deep_check() {
         std::unordered_set<std::string> active_seen;
@@ -375,6 +452,18 @@ private:
         for (const auto& [visitor, id] : open_by_visitor_) {
             expect(router_.open_conversation_of_visitor(visitor) == id, "router and model agree on open conversations");
         }
+        for (const auto& [id, conversation] : conversations_) {
+            const auto snapshot = router_.conversation(id);
+            if (!snapshot) continue;
+            const auto sessions = visitor_sessions_.find(id);
+            expect(static_cast<std::size_t>(snapshot->visitor_sessions) ==
+                       (sessions == visitor_sessions_.end() ? 0 : sessions->second.size()),
+                "router and model agree on the visitor sessions of " + id);
+            const bool waiting = conversation.state != conversation_state::active && conversation.away_since;
+            expect(snapshot->visitor_grace_ends_at ==
+                       (waiting ? std::optional<time_point>{*conversation.away_since + visitor_grace} : std::nullopt),
+                "router and model agree on the visitor grace of " + id);
+        }
     }
 
     std::mt19937_64 random_;
@@ -387,6 +476,8 @@ private:
     std::uint64_t queue_counter_ = 0;
     std::string pending_request_;
     std::string pending_visitor_;
+    std::string visitor_ended_on_request_;  // this step's chat_ended(visitor) or visitor_left
+    std::map<std::string, std::set<std::string>> visitor_sessions_;  // open conversation -> attached sessions
     std::map<std::string, model_conversation> conversations_;
     std::unordered_map<std::string, std::string> open_by_visitor_;
     std::map<std::string, model_offer> outstanding_;
@@ -396,6 +487,7 @@ private:
     std::optional<time_point> last_wakeup_;
     std::size_t offers_made_ = 0;
     std::size_t accepted_ = 0;
+    std::size_t ended_for_absent_visitor_ = 0;
 };
 
 }  // namespace
@@ -410,8 +502,9 @@ TEST_CASE("random events never break the routing invariants") {
     for (std::uint64_t step = 1; step <= events && failure.empty(); ++step) failure = run.step(step);
     CAPTURE(failure);
     CHECK(failure.empty());
-    CAPTURE(run.offers_made(), run.accepted());
+    CAPTURE(run.offers_made(), run.accepted(), run.ended_for_absent_visitor());
     // The run must have exercised the router, not idled.
     CHECK(run.offers_made() > events / 20);
     CHECK(run.accepted() > events / 100);
+    CHECK(run.ended_for_absent_visitor() > events / 2500);
 }

@@ -607,3 +607,304 @@ TEST_CASE("restart recovery restores chats and overrides, then routes what was r
     h.connect("a1");
     CHECK(h.visitor_events<visitor_event::agent_back>().size() == 1);
 }
+
+// ---- visitor presence: a visitor who goes away stops holding a place ----------------------
+
+namespace {
+
+// One agent (max_chats 1) on a queue route "support" (queue_wait 10 min).
+tenant_config one_agent_queue() {
+    tenant_config config;
+    config.agents = {make_agent("a1", 1)};
+    auto route = make_route("support");
+    route.queue_wait = 10min;
+    config.routes = {route};
+    return config;
+}
+
+outcome open_visitor(router_harness& h, const std::string& conversation, const std::string& session) {
+    h.out.clear();
+    return h.router.visitor_session_opened(conversation, session, h.clock.now(), h.out);
+}
+
+outcome close_visitor(router_harness& h, const std::string& conversation, const std::string& session) {
+    h.out.clear();
+    return h.router.visitor_session_closed(conversation, session, h.clock.now(), h.out);
+}
+
+end_reason ended_reason(const notify_visitor& notice) { return std::get<visitor_event::ended>(notice.event).reason; }
+
+}  // namespace
+
+TEST_CASE("visitor presence: the last of its sessions closing starts visitor_grace; then the offer goes, visitor_left") {
+    router_harness h{three_agents_round_robin()};  // visitor_grace: 30 s by default
+    h.connect("a1");
+    h.request("c1", "v1", "sales");
+    const auto offer = h.only_offer();
+    CHECK(open_visitor(h, "c1", "tab1") == outcome::ok);
+    CHECK(open_visitor(h, "c1", "tab2") == outcome::ok);
+    CHECK(open_visitor(h, "c1", "tab2") == outcome::ok);  // twice: still one session
+    CHECK(h.router.conversation("c1")->visitor_sessions == 2);
+
+    // One tab of two closes: the visitor is still there.
+    CHECK(close_visitor(h, "c1", "tab1") == outcome::ok);
+    CHECK_FALSE(h.router.conversation("c1")->visitor_grace_ends_at.has_value());
+    CHECK(close_visitor(h, "c1", "tab1") == outcome::not_found);  // not attached any more
+    h.clock.advance(10s);
+    CHECK(close_visitor(h, "c1", "tab2") == outcome::ok);
+    CHECK(h.router.conversation("c1")->visitor_grace_ends_at == h.clock.now() + 30s);
+    // The router's one wakeup moves to the visitor grace (before the offer's expiry at 45 s).
+    const auto wakeups = h.all<schedule_wakeup>();
+    REQUIRE(wakeups.size() == 1);
+    CHECK(wakeups[0].at == h.clock.now() + 30s);
+
+    h.advance(30s - 1ms);  // within the grace nothing changes
+    CHECK(h.out.empty());
+    CHECK(h.router.conversation("c1")->offer_id == offer.offer_id);
+    h.advance(1ms);
+    const auto withdrawn = h.all<withdraw_offer>();
+    REQUIRE(withdrawn.size() == 1);
+    CHECK(withdrawn[0].offer_id == offer.offer_id);
+    CHECK(withdrawn[0].reason == withdraw_reason::visitor_left);
+    const auto ended = h.visitor_events<visitor_event::ended>();
+    REQUIRE(ended.size() == 1);
+    CHECK(ended_reason(ended[0]) == end_reason::visitor_ended);
+    const auto states = h.all<conversation_state_changed>();
+    REQUIRE(states.size() == 1);
+    CHECK(states[0].state == conversation_state::ended);
+    CHECK(states[0].reason == end_reason::visitor_ended);
+    const auto activities = h.all<record_activity>();
+    REQUIRE(activities.size() == 1);
+    CHECK(activities[0].type == activity_type::chat_ended);
+    CHECK_FALSE(h.router.conversation("c1").has_value());
+    CHECK_FALSE(h.router.open_conversation_of_visitor("v1").has_value());
+    CHECK(h.accept(offer.offer_id, "a1") == outcome::conflict);
+    CHECK(h.router.stats().capacity_in_use == 0);
+    // The conversation is gone: its sessions are too.
+    CHECK(open_visitor(h, "c1", "tab2") == outcome::not_found);
+    CHECK(close_visitor(h, "c1", "tab2") == outcome::not_found);
+}
+
+TEST_CASE("visitor presence: a session back within visitor_grace keeps the queue place and the pending offer") {
+    router_harness h{one_agent_queue()};
+    h.connect("a1");
+    h.request("c1", "v1", "support");
+    const auto offer = h.only_offer();
+    h.request("c2", "v2", "support");
+    h.request("c3", "v3", "support");
+    for (const auto* id : {"c1", "c2", "c3"}) REQUIRE(open_visitor(h, id, "s") == outcome::ok);
+
+    // A page navigation: c2 (queued, position 1) and c1 (holding the offer) drop and come back.
+    CHECK(close_visitor(h, "c2", "s") == outcome::ok);
+    CHECK(close_visitor(h, "c1", "s") == outcome::ok);
+    h.advance(29s);
+    CHECK(open_visitor(h, "c2", "s2") == outcome::ok);
+    CHECK(open_visitor(h, "c1", "s2") == outcome::ok);
+    CHECK_FALSE(h.router.conversation("c1")->visitor_grace_ends_at.has_value());
+    CHECK_FALSE(h.router.conversation("c2")->visitor_grace_ends_at.has_value());
+    h.advance(10s);  // past where the grace would have ended, before the offer expires (45 s)
+    CHECK(h.out.empty());
+    CHECK(h.router.conversation("c1")->offer_id == offer.offer_id);
+    CHECK(h.router.queued_conversations("support") == std::vector<std::string>{"c2", "c3"});
+    CHECK(h.router.conversation("c2")->queue_position == 1);
+    CHECK(h.accept(offer.offer_id, "a1") == outcome::ok);
+}
+
+TEST_CASE("visitor presence: visitors who went away leave the queue; those behind hear their new place once") {
+    router_harness h{one_agent_queue()};
+    h.connect("a1");
+    h.request("c0", "v0", "support");
+    h.accept(h.only_offer().offer_id, "a1");  // a1 is full: the rest wait
+    for (int i = 1; i <= 4; ++i) {
+        const auto id = "c" + std::to_string(i);
+        REQUIRE(h.request(id, "v" + std::to_string(i), "support").state == conversation_state::queued);
+        REQUIRE(open_visitor(h, id, "s") == outcome::ok);
+    }
+    // c1 and c2 close their widget at the same moment; c3 and c4 stay.
+    CHECK(close_visitor(h, "c1", "s") == outcome::ok);
+    CHECK(h.visitor_events<visitor_event::queued>().empty());  // nobody moves yet
+    CHECK(close_visitor(h, "c2", "s") == outcome::ok);
+    h.advance(30s);
+    const auto ended = h.visitor_events<visitor_event::ended>();
+    REQUIRE(ended.size() == 2);
+    CHECK(ended_reason(ended[0]) == end_reason::visitor_ended);
+    CHECK(ended_reason(ended[1]) == end_reason::visitor_ended);
+    // One event moved the queue twice: c3 and c4 are each told once.
+    const auto positions = h.visitor_events<visitor_event::queued>();
+    REQUIRE(positions.size() == 2);
+    CHECK(positions[0].conversation_id == "c3");
+    CHECK(std::get<visitor_event::queued>(positions[0].event).position == 1);
+    CHECK(positions[1].conversation_id == "c4");
+    CHECK(std::get<visitor_event::queued>(positions[1].event).position == 2);
+    CHECK(h.router.queued_conversations("support") == std::vector<std::string>{"c3", "c4"});
+    CHECK(h.router.queue("support")->depth == 2);
+    // The agent frees up: the next visitor who is still there gets it.
+    h.out.clear();
+    REQUIRE(h.router.chat_ended("c0", ended_by::agent, h.clock.now(), h.out) == outcome::ok);
+    CHECK(h.only_offer().conversation_id == "c3");
+}
+
+TEST_CASE("visitor presence: anonymous visitors who request and leave do not fill the queue") {
+    auto config = one_agent_queue();
+    config.settings.max_queue_length = 3;
+    router_harness h{config};
+    for (int i = 1; i <= 3; ++i) {
+        const auto id = "c" + std::to_string(i);
+        REQUIRE(h.request(id, "v" + std::to_string(i), "support").state == conversation_state::queued);
+        REQUIRE(open_visitor(h, id, "s") == outcome::ok);
+        REQUIRE(close_visitor(h, id, "s") == outcome::ok);
+    }
+    h.request("c4", "v4", "support");  // full meanwhile: fallback
+    CHECK(h.visitor_events<visitor_event::fallback>().size() == 1);
+    h.advance(30s);
+    CHECK(h.router.queue("support")->depth == 0);
+    CHECK(h.request("c5", "v5", "support").state == conversation_state::queued);
+}
+
+TEST_CASE("visitor presence: active chats are not affected; an offer accepted during the grace makes it active") {
+    router_harness h{three_agents_round_robin()};
+    h.connect("a1");
+    h.request("c1", "v1", "sales");
+    const auto offer = h.only_offer();
+    REQUIRE(open_visitor(h, "c1", "s") == outcome::ok);
+    REQUIRE(close_visitor(h, "c1", "s") == outcome::ok);
+    h.advance(10s);
+    CHECK(h.accept(offer.offer_id, "a1") == outcome::ok);
+    CHECK_FALSE(h.router.conversation("c1")->visitor_grace_ends_at.has_value());
+    h.advance(5min);
+    CHECK(h.router.conversation("c1")->state == conversation_state::active);
+
+    // An active chat's visitor closing its last session starts nothing: the idle timeout ends it.
+    h.request("c2", "v2", "sales");
+    h.accept(h.only_offer().offer_id, "a1");
+    REQUIRE(open_visitor(h, "c2", "s") == outcome::ok);
+    REQUIRE(close_visitor(h, "c2", "s") == outcome::ok);
+    CHECK_FALSE(h.router.conversation("c2")->visitor_grace_ends_at.has_value());
+    h.advance(10min - 1ms);
+    CHECK(h.router.conversation("c2")->state == conversation_state::active);
+    h.advance(1ms);
+    const auto ended = h.visitor_events<visitor_event::ended>();
+    REQUIRE(ended.size() == 1);
+    CHECK(ended[0].conversation_id == "c2");
+    CHECK(ended_reason(ended[0]) == end_reason::idle_timeout);
+}
+
+TEST_CASE("visitor presence: a chat routed again while its visitor is away gets a visitor grace from then") {
+    router_harness h{three_agents_round_robin()};
+    h.connect("a1");
+    h.connect("a2");
+    h.request("c1", "v1", "sales");
+    h.accept(h.only_offer().offer_id, "a1");
+    REQUIRE(open_visitor(h, "c1", "s") == outcome::ok);
+    REQUIRE(close_visitor(h, "c1", "s") == outcome::ok);
+    h.advance(5min);
+    h.disconnect("a1");
+    h.advance(60s);  // a1's grace runs out: offered to a2, and the visitor's grace starts now
+    const auto offer = h.only_offer();
+    CHECK(offer.agent_id == "a2");
+    CHECK(h.router.conversation("c1")->visitor_grace_ends_at == h.clock.now() + 30s);
+
+    SECTION("nobody comes back: the offer is withdrawn, visitor_left") {
+        h.advance(30s);
+        const auto withdrawn = h.all<withdraw_offer>();
+        REQUIRE(withdrawn.size() == 1);
+        CHECK(withdrawn[0].offer_id == offer.offer_id);
+        CHECK(withdrawn[0].reason == withdraw_reason::visitor_left);
+        CHECK_FALSE(h.router.conversation("c1").has_value());
+    }
+    SECTION("the visitor comes back in time: the chat goes on") {
+        h.advance(20s);
+        REQUIRE(open_visitor(h, "c1", "s2") == outcome::ok);
+        CHECK(h.accept(offer.offer_id, "a2") == outcome::ok);
+        h.advance(1min);
+        CHECK(h.router.conversation("c1")->agent_id == "a2");
+    }
+}
+
+TEST_CASE("visitor presence: visitor_grace 0 ends the conversation as the last session closes") {
+    auto config = three_agents_round_robin();
+    config.settings.visitor_grace = duration::zero();
+    router_harness h{config};
+    h.connect("a1");
+    h.request("c1", "v1", "sales");
+    const auto offer = h.only_offer();
+    REQUIRE(open_visitor(h, "c1", "s") == outcome::ok);
+    REQUIRE(close_visitor(h, "c1", "s") == outcome::ok);
+    const auto withdrawn = h.all<withdraw_offer>();
+    REQUIRE(withdrawn.size() == 1);
+    CHECK(withdrawn[0].reason == withdraw_reason::visitor_left);
+    CHECK_FALSE(h.router.conversation("c1").has_value());
+    CHECK(h.accept(offer.offer_id, "a1") == outcome::conflict);
+}
+
+TEST_CASE("visitor presence: conversations whose visitor sessions were never reported are not affected") {
+    router_harness h{one_agent_queue()};
+    h.request("c1", "v1", "support");
+    h.advance(5min);
+    CHECK(h.router.conversation("c1")->state == conversation_state::queued);
+    CHECK(open_visitor(h, "nope", "s") == outcome::not_found);
+    CHECK(close_visitor(h, "c1", "s") == outcome::not_found);
+}
+
+TEST_CASE("visitor presence after a restart: waiting chats without a visitor session get their grace at finish_restore") {
+    router_harness h{one_agent_queue()};
+    auto restored = [&](std::string id, std::string visitor, conversation_state state, std::string agent = {}) {
+        restored_conversation r;
+        r.conversation_id = std::move(id);
+        r.visitor_id = std::move(visitor);
+        r.route = "support";
+        r.state = state;
+        r.agent_id = std::move(agent);
+        r.requested_at = h.clock.now() - 2min;
+        r.last_activity_at = r.requested_at;
+        REQUIRE(h.router.restore_conversation(r, h.clock.now()) == outcome::ok);
+    };
+    restored("c1", "v1", conversation_state::active, "a1");
+    restored("c2", "v2", conversation_state::routing);  // comes back before finish_restore
+    restored("c3", "v3", conversation_state::queued);   // does not come back
+    CHECK(open_visitor(h, "c2", "s") == outcome::ok);
+    h.connect("a1");
+    h.clock.advance(10s);  // the restore window
+    h.out.clear();
+    h.router.finish_restore(h.clock.now(), h.out);
+    CHECK(h.router.queued_conversations("support") == std::vector<std::string>{"c2", "c3"});
+    CHECK_FALSE(h.router.conversation("c2")->visitor_grace_ends_at.has_value());
+    CHECK(h.router.conversation("c3")->visitor_grace_ends_at == h.clock.now() + 30s);
+    CHECK_FALSE(h.router.conversation("c1")->visitor_grace_ends_at.has_value());  // active: not affected
+    h.advance(30s);
+    const auto ended = h.visitor_events<visitor_event::ended>();
+    REQUIRE(ended.size() == 1);
+    CHECK(ended[0].conversation_id == "c3");
+    CHECK(ended_reason(ended[0]) == end_reason::visitor_ended);
+    CHECK(h.router.queued_conversations("support") == std::vector<std::string>{"c2"});
+
+    // c1's visitor never came back either: routed again (a1 removed), its visitor grace starts.
+    h.out.clear();
+    h.router.upsert_agent(make_agent("a2", 1), h.clock.now(), h.out);
+    h.connect("a2");  // takes c2, the head of the queue
+    h.out.clear();
+    REQUIRE(h.router.remove_agent("a1", h.clock.now(), h.out) == outcome::ok);
+    CHECK(h.router.conversation("c1")->visitor_grace_ends_at == h.clock.now() + 30s);
+}
+
+TEST_CASE("restart recovery: a restored chat that ended before finish_restore is not routed, nor the one in its slot") {
+    router_harness h{three_agents_round_robin()};
+    restored_conversation r;
+    r.conversation_id = "c1";
+    r.visitor_id = "v1";
+    r.route = "sales";
+    r.requested_at = h.clock.now() - 1min;
+    r.last_activity_at = r.requested_at;
+    REQUIRE(h.router.restore_conversation(r, h.clock.now()) == outcome::ok);
+    h.connect("a1");
+    REQUIRE(h.router.chat_ended("c1", ended_by::visitor, h.clock.now(), h.out) == outcome::ok);
+    h.request("c2", "v2", "sales");  // may reuse c1's slot
+    const auto offer = h.only_offer();
+    h.out.clear();
+    h.router.finish_restore(h.clock.now(), h.out);
+    CHECK(h.all<send_offer>().empty());
+    CHECK(h.all<withdraw_offer>().empty());
+    REQUIRE(h.router.conversation("c2").has_value());
+    CHECK(h.router.conversation("c2")->offer_id == offer.offer_id);
+    CHECK(h.accept(offer.offer_id, "a1") == outcome::ok);
+}

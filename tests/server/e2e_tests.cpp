@@ -975,6 +975,72 @@ TEST_CASE("a queue route: FIFO with live positions, drained the moment capacity 
     CHECK(third->expect("queued", 2s)["position"] == 1);
 }
 
+// routing.visitor_grace_s: a waiting visitor whose last connection closes keeps its place for the
+// grace (a page navigation, a second tab), then stops holding it: the queue moves up, an offer
+// made for it is withdrawn with visitor_left.
+TEST_CASE("a waiting visitor who goes away keeps its place for visitor_grace_s, then gives it up", "[e2e]") {
+    chat_server server("[routing]\nvisitor_grace_s = 1\n");
+    server.put_agent("a1", {{"name", "Ann"}, {"max_chats", 1}});
+    server.put_route("support", {{"type", "round_robin"}, {"queue_wait_s", 300}, {"offer_timeout_s", 60}});
+    auto agent = server.connect_agent("a1");
+    auto [busy, busy_id] = server.start_chat(agent, "support");  // a1 is full: the others wait
+
+    auto a = server.connect_visitor();
+    const auto a_id = chat_server::request_agent(a, "support", "k-a");
+    CHECK(a->expect("queued")["position"] == 1);
+    // Visitor b has two tabs, both open before the request.
+    auto b = server.connect_visitor();
+    auto b_tab2 = server.connect_visitor(nullptr, b.resume_token);
+    REQUIRE(b_tab2.visitor_id == b.visitor_id);
+    const auto b_id = chat_server::request_agent(b, "support", "k-b");
+    CHECK(b_tab2->expect("queued")["position"] == 2);
+    auto c = server.connect_visitor();
+    const auto c_id = chat_server::request_agent(c, "support", "k-c");
+    CHECK(c->expect("queued")["position"] == 3);
+
+    // a navigates to another page: it reconnects with its resume token at once. b closes one tab.
+    const std::string a_token = a.resume_token;
+    a->close();
+    a.ws.reset();
+    auto a_back = server.connect_visitor(nullptr, a_token);
+    REQUIRE(a_back.hello_reply["conversation"].is_object());
+    CHECK(a_back.hello_reply["conversation"]["id"] == a_id);
+    CHECK(a_back.hello_reply["conversation"]["state"] == "queued");
+    b->close();
+    b.ws.reset();
+    // Past the grace, nobody moved: a and b kept their places.
+    CHECK_FALSE(c->receive(1500ms).has_value());
+    CHECK_FALSE(b_tab2->receive(100ms).has_value());
+
+    // a leaves for good: within the grace nothing changes, then b and c move up.
+    auto closed_at = std::chrono::steady_clock::now();
+    a_back->close();
+    a_back.ws.reset();
+    CHECK(b_tab2->expect("queued", 5s)["position"] == 1);
+    CHECK(std::chrono::steady_clock::now() - closed_at >= 900ms);
+    CHECK(c->expect("queued", 2s)["position"] == 2);
+
+    // a1 frees up: b is offered the chat, then its last tab closes; after the grace the offer is
+    // withdrawn (visitor_left) and c, behind it, gets a1.
+    REQUIRE(agent->request({{"type", "end_chat"}, {"id", "e"}, {"conversation_id", busy_id}})["type"] == "ok");
+    auto offer = agent->expect("offer", 2s);
+    REQUIRE(offer["conversation_id"] == b_id);
+    CHECK(c->expect("queued", 2s)["position"] == 1);  // b left the line for its offer
+    closed_at = std::chrono::steady_clock::now();
+    b_tab2->close();
+    b_tab2.ws.reset();
+    auto withdrawn = agent->expect("offer_withdrawn", 5s);
+    CHECK(std::chrono::steady_clock::now() - closed_at >= 900ms);
+    CHECK(withdrawn["offer_id"] == offer["offer_id"]);
+    CHECK(withdrawn["reason"] == "visitor_left");
+    CHECK(agent->expect("offer", 2s)["conversation_id"] == c_id);
+    CHECK(agent->request({{"type", "accept"}, {"id", "late"}, {"offer_id", offer["offer_id"]}})["code"] == "conflict");
+
+    // a and b have no open conversation any more.
+    CHECK(server.connect_visitor(nullptr, a_token).hello_reply["conversation"].is_null());
+    CHECK(server.connect_visitor(nullptr, b.resume_token).hello_reply["conversation"].is_null());
+}
+
 TEST_CASE("a conversation idle past the timeout ends with idle_timeout", "[e2e]") {
     chat_server server("[routing]\nconversation_idle_timeout_s = 2\n");
     server.put_agent("a1", {{"name", "Ann"}});

@@ -534,6 +534,47 @@ TEST_CASE("SIGTERM drains: clients get 1001, acknowledged messages survive, exit
     for (std::size_t i = 0; i < transcript["messages"].size(); ++i) CHECK(transcript["messages"][i]["seq"] == i + 1);
 }
 
+// Connections closed by a shutdown are not visitors leaving (routing.visitor_grace_s): like agents'
+// sessions, they change nothing, and the waiting chats are there after the restart.
+TEST_CASE("SIGTERM ends no waiting chat: visitor connections closed by the shutdown do not count as leaving",
+          "[ops]") {
+    chat_server server("[routing]\nvisitor_grace_s = 0\n");  // a visitor who leaves ends its chat at once
+    server.put_agent("a1", {{"name", "Ann"}, {"max_chats", 1}});
+    server.put_route("support", {{"type", "round_robin"}, {"queue_wait_s", 300}});
+    auto agent = server.connect_agent("a1");
+    auto offered = server.connect_visitor();
+    const auto offered_id = chat_server::request_agent(offered, "support", "k-1");
+    CHECK(agent->expect("offer")["conversation_id"] == offered_id);
+    auto leaver = server.connect_visitor();
+    chat_server::request_agent(leaver, "support", "k-2");
+    auto queued = server.connect_visitor();
+    const auto queued_id = chat_server::request_agent(queued, "support", "k-3");
+    CHECK(queued->expect("queued")["position"] == 2);
+    // A visitor who closes the page leaves the line at once...
+    leaver->close();
+    CHECK(queued->expect("queued")["position"] == 1);
+
+    // ...but the shutdown closing every connection ends nothing.
+    server.daemon().signal(SIGTERM);
+    CHECK(offered->wait_closed() == 1001);
+    CHECK(queued->wait_closed() == 1001);
+    CHECK(agent->wait_closed() == 1001);
+    CHECK(server.daemon().wait_exit(15s) == std::optional<int>(0));
+
+    // Both waiting chats are open after a restart on the same database, for their visitors to return to.
+    daemon_process again(server.dir().path(),
+                         test_config(server.dir().path(), {}, "[routing]\nvisitor_grace_s = 60\n"));
+    for (const auto& [visitor, conversation_id] : {std::pair{&offered, offered_id}, std::pair{&queued, queued_id}}) {
+        ws_client back(again.port(), "/v1/visitor");
+        auto hello = back.request({{"type", "hello"}, {"id", "h"}, {"tenant", "t1"}, {"resume_token", visitor->resume_token}});
+        INFO(hello.dump());
+        REQUIRE(hello["type"] == "ok");
+        REQUIRE(hello["conversation"].is_object());
+        CHECK(hello["conversation"]["id"] == conversation_id);
+        CHECK(hello["conversation"]["state"] != "ended");
+    }
+}
+
 namespace {
 
 // A masked client frame (RFC 6455 5.3), payload under 126 bytes.

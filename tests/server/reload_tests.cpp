@@ -54,7 +54,7 @@ TEST_CASE("SIGHUP reloads log level, limits and tenants, and names what needs a 
     std::string next = test_config(server.dir().path());
     next.replace(next.find("level = \"debug\""), 15, "level = \"info\"");
     next = next.substr(0, next.find("[tenants.t2]")) + t3_toml +
-           "[limits]\nmax_text_chars = 50\n[routing]\ngrace_period_s = 5\n";
+           "[limits]\nmax_text_chars = 50\n[routing]\ngrace_period_s = 5\nvisitor_grace_s = 5\n";
     next.replace(next.find("t1-agent-secret-0123456789"), 26, "t1-agent-secret-rotated-42");
     std::ofstream(config_path) << next;
     daemon.signal(SIGHUP);
@@ -67,6 +67,7 @@ TEST_CASE("SIGHUP reloads log level, limits and tenants, and names what needs a 
     CHECK(log.find("reload: tenant t3 added") != std::string::npos);
     CHECK(log.find("reload: tenant t1 updated: agent_secret") != std::string::npos);
     CHECK(log.find("needs a restart to take effect: routing.grace_period_s") != std::string::npos);
+    CHECK(log.find("routing.visitor_grace_s") != std::string::npos);
     CHECK(log.find("server.port") == std::string::npos);  // --port 0 from the command line stays
 
     // Limits: at once, on open connections too.

@@ -79,6 +79,9 @@ struct routing_config {
     unsigned max_queue_length = 1000;
     // After a restart, agents get this long to reconnect before waiting chats are routed again.
     std::chrono::seconds restore_window{10};
+    // A waiting (routing or queued) chat whose visitor's last connection closed keeps its place
+    // this long, then ends as if the visitor had left; 0: at once.
+    std::chrono::seconds visitor_grace{30};
 };
 
 struct tenant_config {

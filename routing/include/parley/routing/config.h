@@ -84,6 +84,10 @@ struct tenant_settings {
     int auto_away_after_missed = 0;  // 0 = off
     // Per route: a conversation that would queue behind this many falls back instead.
     std::size_t max_queue_length = 1000;
+    // A routing or queued conversation whose visitor's last session closed keeps its place
+    // (and its pending offer) this long; then it ends as if the visitor had left. Zero ends
+    // it as soon as the last session closes.
+    duration visitor_grace = std::chrono::seconds{30};
 };
 
 struct tenant_config {

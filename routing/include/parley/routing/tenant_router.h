@@ -9,7 +9,9 @@
 //  - a conversation is active with at most one agent;
 //  - a visitor has at most one open (routing, queued, active) conversation;
 //  - every offer is resolved exactly once: accepted, declined, expired or withdrawn;
-//  - a route's queue is first come, first served.
+//  - a route's queue is first come, first served;
+//  - a waiting (routing or queued) conversation whose visitor has had no session for
+//    visitor_grace has ended: it holds no queue place and no offer.
 #include <memory>
 #include <optional>
 #include <string>
@@ -73,6 +75,9 @@ struct conversation_snapshot {
     std::string offer_id;  // routing with a pending offer
     std::vector<std::string> tried_agents;
     int queue_position = 0;  // queued only, 1-based
+    int visitor_sessions = 0;  // visitor sessions attached (visitor_session_opened)
+    // Set while the place is kept for a visitor who has no session (visitor_grace).
+    std::optional<time_point> visitor_grace_ends_at;
 };
 
 struct queue_stats {
@@ -156,6 +161,20 @@ public:
     outcome chat_ended(std::string_view conversation_id, ended_by who, time_point now, actions& out);
     // The visitor went away for good (closed the widget, resume impossible).
     outcome visitor_left(std::string_view conversation_id, time_point now, actions& out);
+    // Visitor presence, tracked like agent sessions: the server reports every visitor session
+    // attached to an open conversation (a visitor may have several tabs open with one resume
+    // token) and the end of each. When the last one closes while the conversation is routing
+    // or queued, it keeps its place and pending offer for settings.visitor_grace; a session
+    // opened before then cancels the deadline, otherwise the conversation ends as visitor_left
+    // does (offer withdrawn with visitor_left, ended visitor_ended). Active conversations are
+    // left to the idle timeout; one routed again later while its visitor is still away (its
+    // agent's grace ran out) gets a fresh visitor grace then. A conversation whose presence was
+    // never reported is not affected. Opening a session twice is ok; not_found for an unknown
+    // conversation, or when closing a session that is not attached.
+    outcome visitor_session_opened(std::string_view conversation_id, std::string_view session_id, time_point now,
+        actions& out);
+    outcome visitor_session_closed(std::string_view conversation_id, std::string_view session_id, time_point now,
+        actions& out);
     // Process everything due at or before `now`.
     void timer_fired(time_point now, actions& out);
 
@@ -166,6 +185,9 @@ public:
     outcome restore_conversation(const restored_conversation& conversation, time_point now);
     // Active chats whose agent has no session start their grace period;
     // routing and queued conversations are routed again in request order.
+    // Restored conversations without a visitor session (visitor_session_opened
+    // since the restore) count as visitors away: routing ones start their
+    // visitor grace here.
     void finish_restore(time_point now, actions& out);
 
     // --- queries --------------------------------------------------------
