@@ -50,6 +50,7 @@ key_diff diff_limits(const config::limits_config& a, const config::limits_config
     d.compare("limits.max_agents_per_tenant", a.max_agents_per_tenant, b.max_agents_per_tenant);
     d.compare("limits.max_routes_per_tenant", a.max_routes_per_tenant, b.max_routes_per_tenant);
     d.compare("limits.max_accounts_per_tenant", a.max_accounts_per_tenant, b.max_accounts_per_tenant);
+    d.compare("limits.max_sessions_per_identity", a.max_sessions_per_identity, b.max_sessions_per_identity);
     return d;
 }
 

@@ -721,8 +721,26 @@ void tenant_hub::visitor_hello(std::shared_ptr<websocket_session> session, std::
     });
 }
 
+// One visitor's tabs, one agent's tabs and devices: each session of an identity costs every
+// event to it and a scan at each hello and close, so their number is bounded.
+bool tenant_hub::refuse_over_session_limit(websocket_session& session, const std::optional<std::string>& re,
+                                           const session_index& index, const std::string& principal) {
+    const auto limit = state_->limits()->max_sessions_per_identity;
+    const auto open = index.find(principal);
+    if (open == index.end() || open->second.size() < limit) return false;
+    session.send(make_frame(proto::encode_error(re ? std::optional<std::string_view>(*re) : std::nullopt,
+                                                proto::error_code::capacity,
+                                                std::to_string(limit) + " connections of this identity are open "
+                                                "(limits.max_sessions_per_identity); close one first")));
+    session.close(static_cast<std::uint16_t>(websocket::close_code::try_again_later), "too many sessions");
+    return true;
+}
+
 void tenant_hub::finish_visitor_hello(std::uint64_t sid, const std::optional<std::string>& re,
                                       const std::string& visitor_id) {
+    if (auto session = sessions_.find(sid);
+        session != sessions_.end() && refuse_over_session_limit(*session->second.session, re, visitor_sessions_, visitor_id))
+        return;
     // Events reach the session from its ok on: those before it are within the ok's last_seq.
     visitor_sessions_[visitor_id].push_back(sid);
     std::optional<proto::conversation_summary> open;
@@ -780,6 +798,7 @@ void tenant_hub::agent_hello(std::shared_ptr<websocket_session> session, std::op
             return;
         }
         if (self->stopped_) return self->close_while_stopped(*session);
+        if (self->refuse_over_session_limit(*session, re, self->agent_sessions_, agent_id)) return;
         auto sid = session->id();
         self->sessions_[sid] = {session, client_role::agent, agent_id, {}, false, {}};
         self->agent_sessions_[agent_id].push_back(sid);

@@ -110,6 +110,7 @@ private:
         std::size_t held_bytes = 0;  // bounded by a quarter of the session's outbound queue
     };
 
+    using session_index = std::unordered_map<std::string, std::vector<std::uint64_t>>;  // principal -> session ids
     struct session_entry {
         std::shared_ptr<websocket_session> session;
         client_role role;
@@ -239,6 +240,9 @@ private:
     proto::visitor_card visitor_card_of(const conversation& c) const;
     void forget_if_done(const std::string& conversation_id);
     void forget_visitor_if_gone(const std::string& visitor_id);
+    // Answers `capacity` and closes (1013) when `principal` already has the most sessions allowed.
+    bool refuse_over_session_limit(websocket_session& session, const std::optional<std::string>& re,
+                                   const session_index& index, const std::string& principal);
     void finish_visitor_hello(std::uint64_t sid, const std::optional<std::string>& re, const std::string& visitor_id);
     void attach_visitor_sessions(const std::string& visitor_id, const std::string& conversation_id,
                                  routing::time_point now, routing::actions& actions);
@@ -273,8 +277,8 @@ private:
     std::size_t routes_being_created_ = 0;
     std::size_t accounts_being_created_ = 0;
     std::unordered_map<std::uint64_t, session_entry> sessions_;
-    std::unordered_map<std::string, std::vector<std::uint64_t>> agent_sessions_;
-    std::unordered_map<std::string, std::vector<std::uint64_t>> visitor_sessions_;
+    session_index agent_sessions_;
+    session_index visitor_sessions_;
     std::unordered_map<std::string, conversation> conversations_;
     // Visitor cards of visitors with a session or an open conversation: what routing rules see.
     std::unordered_map<std::string, proto::visitor_profile> visitor_profiles_;

@@ -1514,3 +1514,44 @@ TEST_CASE("behind a trusted proxy, max_connections_per_ip counts each client's o
     CHECK(upgrade_from("127.0.0.2", "203.0.113.10").empty());
     for (int fd : open) ::close(fd);
 }
+
+TEST_CASE("limits.max_sessions_per_identity bounds one visitor's and one agent's open sessions", "[e2e]") {
+    chat_server server("[limits]\nmax_sessions_per_identity = 2\n");
+    server.put_agent("a1", {{"name", "Ann"}});
+
+    // A third hello of one identity: capacity, then close 1013; the first two are untouched.
+    auto refused_hello = [](ws_client& client, const nlohmann::json& hello) {
+        auto reply = client.request(hello);
+        INFO(reply.dump());
+        CHECK(reply["type"] == "error");
+        CHECK(reply["code"] == "capacity");
+        CHECK(reply.value("message", "").find("limits.max_sessions_per_identity") != std::string::npos);
+        CHECK(client.wait_closed() == 1013);
+    };
+
+    auto first_agent = server.connect_agent("a1", false);
+    auto second_agent = server.connect_agent("a1", false);
+    ws_client third_agent(server.port(), "/v1/agent");
+    refused_hello(third_agent, {{"type", "hello"}, {"id", "h"}, {"token", chat_server::agent_token("a1")}});
+    CHECK(second_agent->request({{"type", "set_availability"}, {"id", "av"}, {"available", true}})["type"] == "ok");
+    // Another agent is not held back by a1's sessions.
+    server.put_agent("a2", {{"name", "Bo"}});
+    auto other_agent = server.connect_agent("a2", false);
+
+    auto first_tab = server.connect_visitor();
+    auto second_tab = server.connect_visitor(nullptr, first_tab.resume_token);
+    CHECK(second_tab.visitor_id == first_tab.visitor_id);
+    ws_client third_tab(server.port(), "/v1/visitor");
+    refused_hello(third_tab, {{"type", "hello"}, {"id", "h"}, {"tenant", "t1"}, {"resume_token", first_tab.resume_token}});
+
+    // A closed session frees its place once the server has seen the close.
+    first_tab->close();
+    bool reopened = false;
+    for (int attempt = 0; attempt < 50 && !reopened; ++attempt) {
+        ws_client again(server.port(), "/v1/visitor");
+        auto reply = again.request({{"type", "hello"}, {"id", "h"}, {"tenant", "t1"}, {"resume_token", first_tab.resume_token}});
+        reopened = reply["type"] == "ok";
+        if (!reopened) std::this_thread::sleep_for(50ms);
+    }
+    CHECK(reopened);
+}

@@ -67,6 +67,8 @@ struct limits_config {
     std::size_t max_agents_per_tenant = 1000;
     std::size_t max_routes_per_tenant = 1000;
     std::size_t max_accounts_per_tenant = 1000;
+    // Open sessions of one visitor (tabs sharing a resume token) or one agent (tabs, devices).
+    std::size_t max_sessions_per_identity = 32;
 };
 
 struct routing_config {
