@@ -842,18 +842,19 @@ void tenant_hub::session_closed(std::shared_ptr<websocket_session> session) {
             indexed = std::erase(list->second, session->id()) > 0;
             if (list->second.empty()) index.erase(list);
         }
+        // Shutting down (or the tenant removed): chats stay as they are for the restart. `draining`
+        // too: a close handled after SIGTERM but before this hub's shutdown() reached the strand.
+        const bool shutting_down = self->stopped_ || self->state_->draining.load();
         if (entry.role == client_role::agent) {
             global_metrics().agent_connections--;
-            if (self->stopped_) return;  // shutting down: keep chats as they are for the restart
+            if (shutting_down) return;
             routing::actions actions;
             self->router_->agent_session_closed(entry.principal, std::to_string(session->id()), current_time(), actions);
             self->apply(actions);
         } else {
             global_metrics().visitor_connections--;
-            // As for agents: a shutdown (or the tenant's removal) ends nothing; the chat waits for
-            // the restart, where finish_restore starts the grace of visitors who do not come back.
-            // `draining` too: a close handled before this hub's shutdown() reached the strand.
-            if (indexed && !self->stopped_ && !self->state_->draining.load())
+            // After a restart, finish_restore starts the grace of visitors who do not come back.
+            if (indexed && !shutting_down)
                 if (auto cid = self->router_->open_conversation_of_visitor(entry.principal)) {
                     // The last tab closing starts the visitor grace of a waiting chat.
                     routing::actions actions;
