@@ -24,6 +24,26 @@ std::int64_t now_ms() {
         .count();
 }
 
+// A TCP connection to the daemon on 127.0.0.1 from `source` (127.0.0.x: another client
+// address), sends `request`, reads replies for up to 5 s each.
+int connect_from(const char* source, std::uint16_t port, const std::string& request) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in from{};
+    from.sin_family = AF_INET;
+    REQUIRE(::inet_pton(AF_INET, source, &from.sin_addr) == 1);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) == 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(port);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+    (void)::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+    timeval five{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five, sizeof five);
+    return fd;
+}
+
 // Every `message` event the client has received (so far, including skipped ones), by seq.
 std::vector<std::int64_t> seqs_of(const std::vector<json>& messages) {
     std::vector<std::int64_t> seqs;
@@ -1404,21 +1424,7 @@ TEST_CASE("limits.max_connections_per_ip refuses one address's extra connections
     chat_server server("[limits]\nmax_connections_per_ip = 3\n");
     // One HTTP exchange from `source`; the reply, or "" when the connection was cut at once.
     auto exchange_from = [&server](const char* source, const std::string& target) {
-        int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-        REQUIRE(fd >= 0);
-        sockaddr_in from{};
-        from.sin_family = AF_INET;
-        REQUIRE(::inet_pton(AF_INET, source, &from.sin_addr) == 1);
-        REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) == 0);
-        sockaddr_in to{};
-        to.sin_family = AF_INET;
-        to.sin_port = htons(server.port());
-        to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
-        const std::string request = "GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-        (void)::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-        timeval five{5, 0};
-        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five, sizeof five);
+        int fd = connect_from(source, server.port(), "GET " + target + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         std::string reply;
         char chunk[4096];
         for (ssize_t got; (got = ::recv(fd, chunk, sizeof chunk, 0)) > 0;) reply.append(chunk, static_cast<std::size_t>(got));
@@ -1460,23 +1466,10 @@ TEST_CASE("behind a trusted proxy, max_connections_per_ip counts each client's o
     // A WebSocket upgrade from `source` with `forwarded` as X-Forwarded-For (none when empty):
     // its status line; a socket that upgraded stays open.
     auto upgrade_from = [&](const char* source, const std::string& forwarded) {
-        int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-        REQUIRE(fd >= 0);
-        sockaddr_in from{};
-        from.sin_family = AF_INET;
-        REQUIRE(::inet_pton(AF_INET, source, &from.sin_addr) == 1);
-        REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) == 0);
-        sockaddr_in to{};
-        to.sin_family = AF_INET;
-        to.sin_port = htons(daemon.port());
-        to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
-        const std::string request = "GET /v1/visitor HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
-                                    (forwarded.empty() ? "" : "X-Forwarded-For: " + forwarded + "\r\n") + "\r\n";
-        REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size()));
-        timeval five{5, 0};
-        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five, sizeof five);
+        int fd = connect_from(source, daemon.port(),
+                              "GET /v1/visitor HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
+                                  (forwarded.empty() ? "" : "X-Forwarded-For: " + forwarded + "\r\n") + "\r\n");
         std::string reply;
         char chunk[1024];
         while (reply.find("\r\n\r\n") == std::string::npos) {
