@@ -53,6 +53,7 @@ struct metrics {
     counter storage_errors{0};
     counter storage_batches{0};
     counter storage_writes{0};
+    counter message_cap_refusals{0};  // sends refused by limits.max_messages_per_conversation
     histogram offer_to_accept_seconds;
     histogram storage_batch_seconds;
     histogram send_ack_seconds;

@@ -50,6 +50,8 @@ key_diff diff_limits(const config::limits_config& a, const config::limits_config
     d.compare("limits.max_agents_per_tenant", a.max_agents_per_tenant, b.max_agents_per_tenant);
     d.compare("limits.max_routes_per_tenant", a.max_routes_per_tenant, b.max_routes_per_tenant);
     d.compare("limits.max_accounts_per_tenant", a.max_accounts_per_tenant, b.max_accounts_per_tenant);
+    d.compare("limits.max_messages_per_conversation", a.max_messages_per_conversation,
+              b.max_messages_per_conversation);
     return d;
 }
 

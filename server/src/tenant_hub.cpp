@@ -929,6 +929,9 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                                        {"agent_name", target->second.name},
                                        {"booking_url", *target->second.calendar_url}};
                 auto* c = participant_conversation(from, r.conversation_id, true);
+                // Over the cap nothing is stored, the activity neither.
+                if (c != nullptr && c->state != routing::conversation_state::ended && message_cap_reached(*c))
+                    return refuse_over_message_cap(*c, sid, re);
                 if (c != nullptr) {
                     storage::activity_record activity;
                     activity.tenant_id = tenant_id_;
@@ -1132,12 +1135,6 @@ void tenant_hub::handle_send(const session_entry& from, std::uint64_t sid, const
     if (c->outbox.size() >= max_outbox_per_conversation)
         return reply_error(sid, re, proto::error_code::rate_limited, "too many messages waiting to be stored");
     pending_write w;
-    w.message.tenant_id = tenant_id_;
-    w.message.conversation_id = c->id;
-    w.message.sender = from.role == client_role::agent ? storage::sender_kind::agent : storage::sender_kind::visitor;
-    if (from.role == client_role::agent) w.message.agent_id = from.principal;
-    w.message.kind = kind;
-    w.message.body = std::move(body);
     // Each sender has its own client_msg_id space: stored scoped by who sent it.
     if (client_msg_id)
         w.message.client_msg_id =
@@ -1145,6 +1142,15 @@ void tenant_hub::handle_send(const session_entry& from, std::uint64_t sid, const
                  ? "a:" + std::to_string(from.principal.size()) + ":" + from.principal + ":"  // ids may hold ':'
                  : std::string("v:")) +
             *client_msg_id;
+    // A resend of a message already stored is still answered with its seq (submit_next_write).
+    const bool known_resend = w.message.client_msg_id && c->stored_client_ids.count(*w.message.client_msg_id) > 0;
+    if (!known_resend && message_cap_reached(*c)) return refuse_over_message_cap(*c, sid, re);
+    w.message.tenant_id = tenant_id_;
+    w.message.conversation_id = c->id;
+    w.message.sender = from.role == client_role::agent ? storage::sender_kind::agent : storage::sender_kind::visitor;
+    if (from.role == client_role::agent) w.message.agent_id = from.principal;
+    w.message.kind = kind;
+    w.message.body = std::move(body);
     w.origin_session = sid;
     w.re = re;
     w.received_at = std::chrono::steady_clock::now();
@@ -1167,6 +1173,12 @@ void tenant_hub::submit_next_write(conversation& c) {
                 if (pending_writes_ > 0) --pending_writes_;
                 continue;
             }
+        }
+        // Admitted under the cap, but a reload may have lowered it since.
+        if (c.last_seq >= static_cast<std::int64_t>(state_->limits()->max_messages_per_conversation)) {
+            if (pending_writes_ > 0) --pending_writes_;
+            refuse_over_message_cap(c, w.origin_session, w.re);
+            continue;
         }
         w.message.seq = c.last_seq + 1;
         w.message.at = to_millis(current_time());
@@ -1191,6 +1203,26 @@ void tenant_hub::remember_client_id(conversation& c, const std::string& client_m
         c.stored_client_ids.erase(c.stored_client_id_order.front());
         c.stored_client_id_order.pop_front();
     }
+}
+
+bool tenant_hub::message_cap_reached(const conversation& c) const {
+    const auto limit = state_->limits()->max_messages_per_conversation;
+    return c.last_seq + static_cast<std::int64_t>(c.outbox.size()) >= static_cast<std::int64_t>(limit);
+}
+
+void tenant_hub::refuse_over_message_cap(conversation& c, std::uint64_t sid, const std::optional<std::string>& re) {
+    const auto limit = state_->limits()->max_messages_per_conversation;
+    global_metrics().message_cap_refusals++;
+    if (!c.message_cap_logged) {
+        c.message_cap_logged = true;
+        logger("route")->info("tenant {}: conversation {} reached {} messages (limits.max_messages_per_conversation); "
+                              "further messages are refused",
+                              tenant_id_, c.id, limit);
+    }
+    reply_error(sid, re, proto::error_code::capacity,
+                fmt::format("the conversation already holds {} messages, the most allowed "
+                            "(limits.max_messages_per_conversation); end it and start a new one",
+                            limit));
 }
 
 void tenant_hub::on_message_stored(const std::string& conversation_id, pending_write w,

@@ -148,6 +148,7 @@ private:
         // The latest client_msg_ids stored (bounded); an older resend is caught by storage's unique index.
         std::unordered_map<std::string, std::pair<std::int64_t, std::int64_t>> stored_client_ids;  // -> seq, at
         std::deque<std::string> stored_client_id_order;                                           // oldest first
+        bool message_cap_logged = false;  // the log says once that it reached max_messages_per_conversation
     };
 
     struct offer_entry {
@@ -225,6 +226,10 @@ private:
                        const std::string& offer_id);
     void handle_resume(std::uint64_t sid, const std::optional<std::string>& re, const proto::requests::resume& r);
     void submit_next_write(conversation& c);
+    // Whether `c` holds, with the messages waiting in its outbox, limits.max_messages_per_conversation:
+    // seq is gap-free from 1, so last_seq counts what is stored or being written, without asking storage.
+    bool message_cap_reached(const conversation& c) const;
+    void refuse_over_message_cap(conversation& c, std::uint64_t sid, const std::optional<std::string>& re);
     static session_entry requester_of(const session_entry& entry);
     void reply_not_open(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
                         const std::string& conversation_id);

@@ -594,3 +594,58 @@ TEST_CASE("crossing closes leave no session object behind", "[ops]") {
     CHECK(alive == 0);
     CHECK(connected == 1);  // the scrape itself
 }
+
+TEST_CASE("a conversation holds at most limits.max_messages_per_conversation messages, also after a restart", "[ops]") {
+    temp_dir dir;
+    const std::string url = "sqlite://" + (dir.path() / "capped.db").string();
+    const std::string limits = "[limits]\nmax_messages_per_conversation = 5\n";
+    std::string conversation_id, resume_token;
+    auto refused = [](const json& reply) {
+        INFO(reply.dump());
+        CHECK(reply["type"] == "error");
+        CHECK(reply["code"] == "capacity");
+        CHECK_THAT(reply["message"].get<std::string>(),
+                   Catch::Contains("5 messages") && Catch::Contains("limits.max_messages_per_conversation"));
+    };
+    {
+        chat_server server(limits, url);
+        server.put_agent("a1", {{"name", "Ann"}, {"calendar_url", "https://cal.example/ann"}});
+        server.put_route("sales", {{"type", "round_robin"}});
+        auto agent = server.connect_agent("a1");
+        auto chat = server.start_chat(agent, "sales");
+        conversation_id = chat.conversation_id;
+        resume_token = chat.visitor.resume_token;
+        for (int i = 1; i <= 4; ++i)
+            REQUIRE(chat_server::send_text(*chat.visitor.ws, conversation_id, "m " + std::to_string(i),
+                                           "m-" + std::to_string(i))["seq"] == i);
+        REQUIRE(chat_server::send_text(*agent.ws, conversation_id, "a 5", "a-5")["seq"] == 5);
+
+        // The sixth is refused, whoever sends it and whatever it is; nothing of it is stored.
+        refused(chat_server::send_text(*chat.visitor.ws, conversation_id, "one too many", "m-6"));
+        refused(chat_server::send_text(*agent.ws, conversation_id, "me neither", "a-6"));
+        refused(agent->request({{"type", "share_calendar"}, {"id", "k"}, {"conversation_id", conversation_id},
+                                {"agent_id", "a1"}}));
+        // A resend of a stored message still gets its seq.
+        CHECK(chat_server::send_text(*chat.visitor.ws, conversation_id, "m 3", "m-3")["seq"] == 3);
+
+        auto transcript = agent->request({{"type", "get_transcript"}, {"id", "t"}, {"conversation_id", conversation_id}});
+        REQUIRE(transcript["type"] == "ok");
+        REQUIRE(transcript["messages"].size() == 5);
+        CHECK(transcript["messages"][4]["text"] == "a 5");
+        auto activity = agent->request({{"type", "get_activity"}, {"id", "ac"}, {"visitor_id", chat.visitor.visitor_id}});
+        for (const auto& a : activity["activities"]) CHECK(a["type"] != "calendar_shared");
+        CHECK(scrape(server.port())["parley_message_cap_refusals_total"] == 3);
+        CHECK(server.daemon().log().find("reached 5 messages (limits.max_messages_per_conversation)") !=
+              std::string::npos);
+
+        // Other conversations are not affected.
+        auto other = server.start_chat(agent, "sales");
+        CHECK(chat_server::send_text(*other.visitor.ws, other.conversation_id, "hello", "m-1")["seq"] == 1);
+    }
+    // A restarted server knows the count from the stored seqs.
+    chat_server server(limits, url);
+    auto visitor = server.connect_visitor(nullptr, resume_token);
+    REQUIRE(visitor.hello_reply["conversation"]["id"] == conversation_id);
+    CHECK(visitor.hello_reply["conversation"]["last_seq"] == 5);
+    refused(chat_server::send_text(*visitor.ws, conversation_id, "after the restart", "m-7"));
+}

@@ -60,6 +60,9 @@ struct limits_config {
     std::size_t max_agents_per_tenant = 1000;
     std::size_t max_routes_per_tenant = 1000;
     std::size_t max_accounts_per_tenant = 1000;
+    // Messages one conversation may hold (seq 1..this); a `send` or `share_calendar`
+    // beyond it is refused with `capacity`. Bounds what a transcript or a resume reads.
+    std::size_t max_messages_per_conversation = 10'000;
 };
 
 struct routing_config {
