@@ -22,6 +22,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "body_stream.h"
 #include "model.h"
 #include "net.h"
 #include "parley/proto/decode.h"
@@ -37,6 +38,9 @@ struct admin_reply {
     int status = 200;
     std::string body;
     std::string content_type = "application/json";
+    int retry_after_s = 0;  // > 0: sent as Retry-After
+    // When set, the body comes from here, chunked, and `body` is unused.
+    std::shared_ptr<body_stream> rest{};
 };
 using admin_done = std::function<void(admin_reply)>;
 
@@ -99,6 +103,14 @@ public:
 
 private:
     struct resume_replay;
+    struct transcript_read;
+
+    // One of the tenant's transcript reads in progress (limits.max_transcript_reads_per_tenant):
+    // taken when a get_transcript or a transcript.txt download starts, given back when its last
+    // copy goes (the reply was queued on the session, the download ended or was cut).
+    using transcript_ticket = std::shared_ptr<const void>;
+    // nullptr when the tenant already has as many as allowed: the caller refuses the request.
+    transcript_ticket try_begin_transcript_read();
 
     // Live events of a conversation that a `resume` is replaying to this
     // session, or whose `accept` reply is being built: held back until the
@@ -290,6 +302,8 @@ private:
     static constexpr std::size_t client_key_capacity = 100'000;
     std::unordered_map<std::string, std::string> client_keys_;
     std::deque<std::string> client_key_order_;
+    // Transcript reads in progress; shared with their tickets, which may outlive the hub.
+    std::shared_ptr<std::atomic<std::size_t>> transcript_reads_ = std::make_shared<std::atomic<std::size_t>>(0);
 
     routing::tenant_stats published_stats_{};
     std::int64_t published_oldest_wait_ms_ = 0;
