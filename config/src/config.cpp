@@ -248,6 +248,8 @@ void parse_limits(const toml::value* t, const std::string& file, std::vector<pro
     r.integer("max_routes_per_tenant", c.max_routes_per_tenant, 1, 1'000'000);
     r.integer("max_sessions_per_identity", c.max_sessions_per_identity, 1, 10'000);
     r.integer("max_accounts_per_tenant", c.max_accounts_per_tenant, 1, 1'000'000);
+    r.integer("max_messages_per_conversation", c.max_messages_per_conversation, 1, 1'000'000);
+    r.integer("max_transcript_reads_per_tenant", c.max_transcript_reads_per_tenant, 1, 10'000);
     if (t != nullptr && c.peer_silence_timeout <= c.ping_interval)
         r.report("peer_silence_timeout_s", "must be longer than ping_interval_s");
 }

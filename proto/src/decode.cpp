@@ -112,7 +112,14 @@ client_request parse_get_activity(field_reader& reader, role, const limits&) {
 }
 
 client_request parse_get_transcript(field_reader& reader, role, const limits&) {
-    return requests::get_transcript{reader.required_string("conversation_id", detail::object_id_rule)};
+    requests::get_transcript transcript;
+    transcript.conversation_id = reader.required_string("conversation_id", detail::object_id_rule);
+    transcript.after_seq = reader.optional_integer("after_seq", 0, detail::int64_max, 0);
+    // No default page size: a request without `limit` asks for the whole transcript (protocol v1 as first written).
+    constexpr std::int64_t absent = 0;  // outside 1..max, so only ever the fallback
+    if (auto limit = reader.optional_integer("limit", 1, requests::max_transcript_page, absent); limit != absent)
+        transcript.limit = static_cast<int>(limit);
+    return transcript;
 }
 
 client_request parse_resume(field_reader& reader, role, const limits&) {

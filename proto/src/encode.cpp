@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <iterator>
+#include <limits>
 
 #include <nlohmann/json.hpp>
 
@@ -361,10 +362,39 @@ std::string encode_get_activity_ok(std::string_view re, std::span<const activity
     return dump(frame);
 }
 
-std::string encode_get_transcript_ok(std::string_view re, std::span<const chat_message> messages) {
-    json frame = reply(re);
-    frame["messages"] = to_json(messages);
-    return dump(frame);
+std::string encode_get_transcript_ok(std::string_view re, std::span<const chat_message> messages,
+                                     std::optional<std::int64_t> next_after_seq) {
+    transcript_reply_writer writer(re);
+    for (const auto& message : messages) writer.add(message, std::numeric_limits<std::size_t>::max());
+    return std::move(writer).finish(next_after_seq);
+}
+
+namespace {
+// What finish() appends at most: `],"next_after_seq":`, a seq (never negative: at most
+// 19 digits) or null, then `}`.
+constexpr std::size_t transcript_reply_tail_bytes = 19 + 19 + 1;
+}  // namespace
+
+transcript_reply_writer::transcript_reply_writer(std::string_view re) : out_(dump(reply(re))) {
+    out_.pop_back();  // the object's closing brace: the members follow
+    out_ += ",\"messages\":[";
+}
+
+bool transcript_reply_writer::add(const chat_message& message, std::size_t max_bytes) {
+    const std::string object = dump(to_json(message));
+    const std::size_t separator = count_ > 0 ? 1 : 0;
+    if (out_.size() + separator + object.size() + transcript_reply_tail_bytes > max_bytes) return false;
+    if (separator) out_ += ',';
+    out_ += object;
+    ++count_;
+    return true;
+}
+
+std::string transcript_reply_writer::finish(std::optional<std::int64_t> next_after_seq) && {
+    out_ += "],\"next_after_seq\":";
+    out_ += next_after_seq ? std::to_string(*next_after_seq) : std::string("null");
+    out_ += '}';
+    return std::move(out_);
 }
 
 std::string encode_message_event(const chat_message& message) {

@@ -102,7 +102,7 @@ caller identify(const shared_state& state, const std::string& tenant_id, const h
 }  // namespace
 
 void handle_http(const std::shared_ptr<shared_state>& state, const http_request& request,
-                 std::function<void(http_response)> done) {
+                 std::function<void(http_answer)> done) {
     std::string_view target = request.target();
     if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
     const auto method = request.method();
@@ -183,11 +183,21 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
     auto hub = hub_it->second;
 
     auto reply = [request_version = request.version(), keep_alive = request.keep_alive(), done](admin_reply r) {
+        if (r.rest && request_version < 11) {
+            // HTTP/1.0 has no chunks, and a body cut short by the connection's end would look complete.
+            r = {505, proto::admin::encode_admin_error(proto::error_code::bad_request,
+                                                       "this body is sent in chunks: ask again with HTTP/1.1")};
+        }
         http_response response{static_cast<http::status>(r.status), request_version};
         response.set(http::field::server, "parleyd");
         response.set("X-Content-Type-Options", "nosniff");
         if (r.status != 204) response.set(http::field::content_type, r.content_type);
+        if (r.retry_after_s > 0) response.set(http::field::retry_after, std::to_string(r.retry_after_s));
         response.keep_alive(keep_alive);
+        if (r.rest) {
+            response.chunked(true);  // the http_session pulls the body from r.rest
+            return done(http_answer(std::move(response), std::move(r.rest)));
+        }
         response.body() = std::move(r.body);
         response.prepare_payload();
         done(std::move(response));

@@ -56,10 +56,12 @@ void http_session::on_read(error_code ec, std::size_t) {
     }
     // No timeout while the answer is computed (storage may take a moment); the write gets one.
     stream_.expires_never();
-    handle_http(state_, request, [self = shared_from_this()](http::response<http::string_body> response) {
-        asio::post(self->stream_.get_executor(), [self, response = std::move(response)]() mutable {
-            self->response_ = std::make_shared<http::response<http::string_body>>(std::move(response));
-            bool keep_alive = self->response_->keep_alive() && !self->state_->draining.load();
+    head_request_ = request.method() == http::verb::head;
+    handle_http(state_, request, [self = shared_from_this()](http_answer answer) {
+        asio::post(self->stream_.get_executor(), [self, answer = std::move(answer)]() mutable {
+            bool keep_alive = answer.response.keep_alive() && !self->state_->draining.load();
+            if (answer.body) return self->write_streamed(std::move(answer.response), std::move(answer.body), keep_alive);
+            self->response_ = std::make_shared<http::response<http::string_body>>(std::move(answer.response));
             self->response_->keep_alive(keep_alive);
             self->stream_.expires_after(self->state_->limits()->handshake_timeout);
             http::async_write(self->stream_, *self->response_,
@@ -89,6 +91,68 @@ void http_session::reply_and_close(http::status status, proto::error_code code, 
     http::async_write(stream_, *response_, beast::bind_front_handler(&http_session::on_write, shared_from_this(), false));
 }
 
+void http_session::write_streamed(http::response<http::string_body>&& head, std::shared_ptr<body_stream> body,
+                                  bool keep_alive) {
+    body_ = std::move(body);
+    stream_keep_alive_ = keep_alive;
+    stream_head_.emplace(std::move(head.base()));
+    stream_head_->keep_alive(keep_alive);
+    stream_head_->chunked(true);
+    stream_head_writer_.emplace(*stream_head_);
+    stream_.expires_after(state_->limits()->handshake_timeout);
+    http::async_write_header(stream_, *stream_head_writer_,
+                             beast::bind_front_handler(&http_session::on_stream_head, shared_from_this()));
+}
+
+void http_session::on_stream_head(error_code ec, std::size_t) {
+    if (ec) return fail(ec, "write");
+    if (head_request_) {
+        body_.reset();
+        return on_write(stream_keep_alive_, {}, 0);
+    }
+    next_piece();
+}
+
+void http_session::next_piece() {
+    // Producing the next piece may wait for storage: no write is pending meanwhile.
+    stream_.expires_never();
+    body_->next([self = shared_from_this()](body_stream::piece piece) {
+        asio::post(self->stream_.get_executor(),
+                   [self, piece = std::move(piece)]() mutable { self->on_piece(std::move(piece)); });
+    });
+}
+
+void http_session::on_piece(body_stream::piece piece) {
+    stream_.expires_after(state_->limits()->handshake_timeout);
+    if (piece.failed) {
+        // No last chunk: the client sees the transfer cut off, not a body that looks complete.
+        body_.reset();
+        error_code ignored;
+        stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+        stream_.close();
+        return;
+    }
+    if (piece.data.empty()) {
+        body_.reset();
+        return asio::async_write(stream_, http::make_chunk_last(),
+                                 beast::bind_front_handler(&http_session::on_write, shared_from_this(),
+                                                           stream_keep_alive_));
+    }
+    chunk_ = std::move(piece.data);
+    asio::async_write(stream_, http::make_chunk(asio::buffer(chunk_)),
+                      beast::bind_front_handler(&http_session::on_chunk, shared_from_this()));
+}
+
+void http_session::on_chunk(error_code ec, std::size_t) {
+    if (ec) {
+        body_.reset();
+        return fail(ec, "write");
+    }
+    chunk_.clear();
+    chunk_.shrink_to_fit();
+    next_piece();
+}
+
 void http_session::on_write(bool keep_alive, error_code ec, std::size_t) {
     if (ec) return fail(ec, "write");
     if (!keep_alive) {
@@ -96,6 +160,8 @@ void http_session::on_write(bool keep_alive, error_code ec, std::size_t) {
         return;
     }
     response_.reset();
+    stream_head_writer_.reset();
+    stream_head_.reset();
     do_read();
 }
 

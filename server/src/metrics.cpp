@@ -76,6 +76,12 @@ std::string metrics::render() const {
     metric(out, "counter", "parley_storage_errors_total", "Storage operations that failed.", storage_errors);
     metric(out, "counter", "parley_storage_batches_total", "Group-commit transactions.", storage_batches);
     metric(out, "counter", "parley_storage_writes_total", "Writes committed.", storage_writes);
+    metric(out, "gauge", "parley_transcript_reads", "get_transcript requests and transcript.txt downloads in progress.",
+           transcript_reads);
+    metric(out, "counter", "parley_transcript_reads_refused_total",
+           "Transcript reads refused by limits.max_transcript_reads_per_tenant.", transcript_reads_refused);
+    metric(out, "counter", "parley_message_cap_refusals_total",
+           "Messages refused by limits.max_messages_per_conversation.", message_cap_refusals);
     offer_to_accept_seconds.render(out, "parley_offer_to_accept_seconds", "Time from offer to accept.");
     storage_batch_seconds.render(out, "parley_storage_batch_seconds", "Duration of one group-commit transaction.");
     send_ack_seconds.render(out, "parley_send_ack_seconds", "Time from receiving a send to its ok.");

@@ -53,6 +53,9 @@ struct metrics {
     counter storage_errors{0};
     counter storage_batches{0};
     counter storage_writes{0};
+    gauge transcript_reads{0};            // get_transcript requests and transcript.txt downloads in progress
+    counter transcript_reads_refused{0};  // refused by limits.max_transcript_reads_per_tenant
+    counter message_cap_refusals{0};      // sends refused by limits.max_messages_per_conversation
     histogram offer_to_accept_seconds;
     histogram storage_batch_seconds;
     histogram send_ack_seconds;

@@ -51,6 +51,10 @@ key_diff diff_limits(const config::limits_config& a, const config::limits_config
     d.compare("limits.max_routes_per_tenant", a.max_routes_per_tenant, b.max_routes_per_tenant);
     d.compare("limits.max_accounts_per_tenant", a.max_accounts_per_tenant, b.max_accounts_per_tenant);
     d.compare("limits.max_sessions_per_identity", a.max_sessions_per_identity, b.max_sessions_per_identity);
+    d.compare("limits.max_messages_per_conversation", a.max_messages_per_conversation,
+              b.max_messages_per_conversation);
+    d.compare("limits.max_transcript_reads_per_tenant", a.max_transcript_reads_per_tenant,
+              b.max_transcript_reads_per_tenant);
     return d;
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <future>
+#include <limits>
 
 #include <fmt/chrono.h>
 
@@ -20,6 +21,11 @@ namespace {
 
 constexpr std::size_t max_outbox_per_conversation = 256;
 constexpr int resume_page = 200;  // messages per storage read while replaying
+// Messages per storage read of a get_transcript or a transcript.txt download: what one of
+// them holds at a time besides its reply (at most 200 × max_text_chars, 3.2 MB of 4-byte characters).
+constexpr int transcript_page = 200;
+// An accept's reply carries at most the latest this many messages (fewer when they do not fit).
+constexpr int accept_history = 200;
 constexpr std::size_t max_waiting_resumes = 64;  // per session, behind the one replaying
 constexpr std::size_t max_frames_behind_hello = 64;  // per session, while its hello waits for storage
 // Per conversation, to answer resends without a storage round trip. Under durability
@@ -978,6 +984,9 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                                        {"agent_name", target->second.name},
                                        {"booking_url", *target->second.calendar_url}};
                 auto* c = participant_conversation(from, r.conversation_id, true);
+                // Over the cap nothing is stored, the activity neither.
+                if (c != nullptr && c->state != routing::conversation_state::ended && message_cap_reached(*c))
+                    return refuse_over_message_cap(*c, sid, re);
                 if (c != nullptr) {
                     storage::activity_record activity;
                     activity.tenant_id = tenant_id_;
@@ -1079,30 +1088,14 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                     self->on_strand([self, sid, text = std::move(text)]() mutable { self->send(sid, std::move(text)); });
                 });
             } else if constexpr (std::is_same_v<R, rq::get_transcript>) {
-                store_->get_transcript(tenant_id_, r.conversation_id, to_millis(now),
-                                       [self = shared_from_this(), sid, re, budget = reply_budget()](
-                                           storage::result<std::vector<storage::message_record>> messages) {
-                                           std::string text;
-                                           if (!messages) {
-                                               text = proto::encode_error(
-                                                   re ? std::optional<std::string_view>(*re) : std::nullopt,
-                                                   to_proto_error(messages.kind()), storage_message(messages.failure()));
-                                           } else {
-                                               std::vector<proto::chat_message> list;
-                                               for (const auto& m : messages.value()) list.push_back(chat_message_from(m));
-                                               text = proto::encode_get_transcript_ok(re.value_or(""), list);
-                                               // One frame never exceeds what a session may queue; a longer
-                                               // transcript is read in pages with resume.
-                                               if (text.size() > budget)
-                                                   text = proto::encode_error(
-                                                       re ? std::optional<std::string_view>(*re) : std::nullopt,
-                                                       proto::error_code::too_large,
-                                                       "transcript larger than one frame; read it with resume");
-                                           }
-                                           self->on_strand([self, sid, text = std::move(text)]() mutable {
-                                               self->send(sid, std::move(text));
-                                           });
-                                       });
+                auto ticket = try_begin_transcript_read();
+                if (!ticket)
+                    return reply_error(sid, re, proto::error_code::rate_limited,
+                                       "too many transcripts being read at once in this tenant "
+                                       "(limits.max_transcript_reads_per_tenant); retry in a moment");
+                std::make_shared<transcript_read>(shared_from_this(), from.session, re, r, reply_budget(),
+                                                  to_millis(now), std::move(ticket))
+                    ->read_page();
             } else if constexpr (std::is_same_v<R, rq::resume>) {
                 handle_resume(sid, re, r);
             }
@@ -1184,12 +1177,6 @@ void tenant_hub::handle_send(const session_entry& from, std::uint64_t sid, const
     if (c->outbox.size() >= max_outbox_per_conversation)
         return reply_error(sid, re, proto::error_code::rate_limited, "too many messages waiting to be stored");
     pending_write w;
-    w.message.tenant_id = tenant_id_;
-    w.message.conversation_id = c->id;
-    w.message.sender = from.role == client_role::agent ? storage::sender_kind::agent : storage::sender_kind::visitor;
-    if (from.role == client_role::agent) w.message.agent_id = from.principal;
-    w.message.kind = kind;
-    w.message.body = std::move(body);
     // Each sender has its own client_msg_id space: stored scoped by who sent it.
     if (client_msg_id)
         w.message.client_msg_id =
@@ -1197,6 +1184,15 @@ void tenant_hub::handle_send(const session_entry& from, std::uint64_t sid, const
                  ? "a:" + std::to_string(from.principal.size()) + ":" + from.principal + ":"  // ids may hold ':'
                  : std::string("v:")) +
             *client_msg_id;
+    // A resend of a message already stored is still answered with its seq (submit_next_write).
+    const bool known_resend = w.message.client_msg_id && c->stored_client_ids.count(*w.message.client_msg_id) > 0;
+    if (!known_resend && message_cap_reached(*c)) return refuse_over_message_cap(*c, sid, re);
+    w.message.tenant_id = tenant_id_;
+    w.message.conversation_id = c->id;
+    w.message.sender = from.role == client_role::agent ? storage::sender_kind::agent : storage::sender_kind::visitor;
+    if (from.role == client_role::agent) w.message.agent_id = from.principal;
+    w.message.kind = kind;
+    w.message.body = std::move(body);
     w.origin_session = sid;
     w.re = re;
     w.received_at = std::chrono::steady_clock::now();
@@ -1219,6 +1215,12 @@ void tenant_hub::submit_next_write(conversation& c) {
                 if (pending_writes_ > 0) --pending_writes_;
                 continue;
             }
+        }
+        // Admitted under the cap, but a reload may have lowered it since.
+        if (c.last_seq >= static_cast<std::int64_t>(state_->limits()->max_messages_per_conversation)) {
+            if (pending_writes_ > 0) --pending_writes_;
+            refuse_over_message_cap(c, w.origin_session, w.re);
+            continue;
         }
         w.message.seq = c.last_seq + 1;
         w.message.at = to_millis(current_time());
@@ -1243,6 +1245,26 @@ void tenant_hub::remember_client_id(conversation& c, const std::string& client_m
         c.stored_client_ids.erase(c.stored_client_id_order.front());
         c.stored_client_id_order.pop_front();
     }
+}
+
+bool tenant_hub::message_cap_reached(const conversation& c) const {
+    const auto limit = state_->limits()->max_messages_per_conversation;
+    return c.last_seq + static_cast<std::int64_t>(c.outbox.size()) >= static_cast<std::int64_t>(limit);
+}
+
+void tenant_hub::refuse_over_message_cap(conversation& c, std::uint64_t sid, const std::optional<std::string>& re) {
+    const auto limit = state_->limits()->max_messages_per_conversation;
+    global_metrics().message_cap_refusals++;
+    if (!c.message_cap_logged) {
+        c.message_cap_logged = true;
+        logger("route")->info("tenant {}: conversation {} reached {} messages (limits.max_messages_per_conversation); "
+                              "further messages are refused",
+                              tenant_id_, c.id, limit);
+    }
+    reply_error(sid, re, proto::error_code::capacity,
+                fmt::format("the conversation already holds {} messages, the most allowed "
+                            "(limits.max_messages_per_conversation); end it and start a new one",
+                            limit));
 }
 
 void tenant_hub::on_message_stored(const std::string& conversation_id, pending_write w,
@@ -1306,27 +1328,36 @@ void tenant_hub::handle_accept(const session_entry& from, std::uint64_t sid, con
     // context. Until it is sent, this session's live messages of the chat are held, then those
     // past the ok's last message follow it: none comes before the ok, none twice.
     if (auto session = sessions_.find(sid); session != sessions_.end()) ++session->second.replaying[c->id].replays;
-    store_->get_transcript(tenant_id_, c->id, to_millis(now),
-                           [self = shared_from_this(), sid, re, entry = std::move(entry), budget = reply_budget()](
-                               storage::result<std::vector<storage::message_record>> messages) {
-                               std::vector<proto::chat_message> list;
-                               if (messages)
-                                   for (const auto& m : messages.value()) list.push_back(chat_message_from(m));
-                               auto text = proto::encode_accept_ok(re.value_or(""), entry, list);
-                               // Too long for one frame: the latest messages that fit. Their seqs show
-                               // what is left out, and resume reads it.
-                               while (text.size() > budget && !list.empty()) {
-                                   list.erase(list.begin(), list.begin() + static_cast<std::ptrdiff_t>((list.size() + 1) / 2));
-                                   text = proto::encode_accept_ok(re.value_or(""), entry, list);
-                               }
-                               const std::int64_t through = list.empty() ? 0 : list.back().seq;
-                               self->on_strand([self, sid, text = std::move(text), cid = entry.id, through]() mutable {
-                                   auto it = self->sessions_.find(sid);
-                                   if (it == self->sessions_.end()) return;
-                                   self->send(it->second, make_frame(std::move(text)));
-                                   self->release_hold(it->second, cid, through);
-                               });
-                           });
+    // The latest accept_history messages at most: seq is gap-free, so they start after last_seq minus that.
+    const std::int64_t after_seq = std::max<std::int64_t>(0, c->last_seq - accept_history);
+    store_->get_transcript(
+        tenant_id_, c->id, after_seq, accept_history, to_millis(now),
+        [self = shared_from_this(), sid, re, entry = std::move(entry),
+         budget = reply_budget()](storage::result<storage::message_page> page) {
+            std::vector<proto::chat_message> list;
+            if (page)
+                for (const auto& m : page->messages) list.push_back(chat_message_from(m));
+            auto text = proto::encode_accept_ok(re.value_or(""), entry, list);
+            // Too long for one frame: the latest messages that fit. Their seqs show
+            // what is left out, and resume reads it.
+            while (text.size() > budget && !list.empty()) {
+                list.erase(list.begin(), list.begin() + static_cast<std::ptrdiff_t>((list.size() + 1) / 2));
+                text = proto::encode_accept_ok(re.value_or(""), entry, list);
+            }
+            const std::int64_t through = list.empty() ? 0 : list.back().seq;
+            self->on_strand([self, sid, text = std::move(text), cid = entry.id, through]() mutable {
+                auto it = self->sessions_.find(sid);
+                if (it == self->sessions_.end()) return;
+                // Paced like a transcript (which see); the held events follow once it is queued.
+                global_metrics().frames_out++;
+                it->second.session->send_paced({make_frame(std::move(text))}, [self, sid, cid, through] {
+                    self->on_strand([self, sid, cid, through] {
+                        if (auto session = self->sessions_.find(sid); session != self->sessions_.end())
+                            self->release_hold(session->second, cid, through);
+                    });
+                });
+            });
+        });
 }
 
 // One `resume`: pages of stored messages handed to the session paced by its
@@ -1376,6 +1407,94 @@ struct tenant_hub::resume_replay : std::enable_shared_from_this<resume_replay> {
     std::optional<std::string> re;
     std::string conversation_id;
 };
+
+// One `get_transcript`: pages of at most transcript_page messages, read on the
+// storage reader threads and written straight into the reply, which ends at the
+// request's `limit` or before it would grow past the reply budget (a page holds
+// at least one message, so a reader always gets on). Without `limit` the reply
+// is the whole transcript or `too_large`, decided having held no more than the
+// budget and one page. The reply is queued paced (websocket_session::send_paced):
+// the replies of pipelined requests take turns in the session's queue instead of
+// piling up past its slow-consumer bound, and the ticket goes once it is queued.
+struct tenant_hub::transcript_read : std::enable_shared_from_this<transcript_read> {
+    transcript_read(std::shared_ptr<tenant_hub> h, std::shared_ptr<websocket_session> s, std::optional<std::string> r,
+                    proto::requests::get_transcript q, std::size_t b, storage::millis n, transcript_ticket t)
+        : hub(std::move(h)),
+          session(std::move(s)),
+          re(std::move(r)),
+          request(std::move(q)),
+          budget(b),
+          now(n),
+          ticket(std::move(t)),
+          after_seq(request.after_seq),
+          reply(re.value_or("")) {}
+
+    void read_page() {
+        int page = transcript_page;
+        if (request.limit) page = std::min(page, *request.limit - static_cast<int>(reply.message_count()));
+        hub->store_->get_transcript(hub->tenant_id_, request.conversation_id, after_seq, page, now,
+                                    [self = shared_from_this()](storage::result<storage::message_page> read) {
+                                        self->on_page(std::move(read));
+                                    });
+    }
+
+    void on_page(storage::result<storage::message_page> page) {
+        if (!page) {
+            if (page.kind() != storage::error_kind::not_found) global_metrics().storage_errors++;
+            return finish_with_error(to_proto_error(page.kind()), storage_message(page.failure()));
+        }
+        for (const auto& m : page->messages) {
+            const bool first_of_page = request.limit && reply.message_count() == 0;
+            if (!reply.add(chat_message_from(m), first_of_page ? std::numeric_limits<std::size_t>::max() : budget)) {
+                if (!request.limit)
+                    return finish_with_error(proto::error_code::too_large,
+                                             "transcript larger than one reply; read it in pages with limit and "
+                                             "after_seq");
+                return finish(after_seq);  // full: the next page starts behind the last message it holds
+            }
+            after_seq = m.seq;
+        }
+        if (!page->next_after_seq) return finish(std::nullopt);
+        if (request.limit && static_cast<int>(reply.message_count()) >= *request.limit) return finish(after_seq);
+        read_page();
+    }
+
+    void finish(std::optional<std::int64_t> next_after_seq) {
+        queue(std::move(reply).finish(next_after_seq));
+    }
+    void finish_with_error(proto::error_code code, std::string_view message) {
+        global_metrics().protocol_errors++;
+        queue(proto::encode_error(re ? std::optional<std::string_view>(*re) : std::nullopt, code, message));
+    }
+    void queue(std::string text) {
+        global_metrics().frames_out++;
+        session->send_paced({make_frame(std::move(text))}, [ticket = std::move(ticket)] {});
+    }
+
+    std::shared_ptr<tenant_hub> hub;
+    std::shared_ptr<websocket_session> session;
+    std::optional<std::string> re;
+    proto::requests::get_transcript request;
+    std::size_t budget;
+    storage::millis now;
+    transcript_ticket ticket;
+    std::int64_t after_seq;  // the last seq in the reply so far (the request's after_seq before any)
+    proto::transcript_reply_writer reply;
+};
+
+tenant_hub::transcript_ticket tenant_hub::try_begin_transcript_read() {
+    const auto limit = state_->limits()->max_transcript_reads_per_tenant;
+    if (transcript_reads_->fetch_add(1) >= limit) {
+        transcript_reads_->fetch_sub(1);
+        global_metrics().transcript_reads_refused++;
+        return nullptr;
+    }
+    global_metrics().transcript_reads++;
+    return {transcript_reads_.get(), [reads = transcript_reads_](const void*) {
+                reads->fetch_sub(1);
+                global_metrics().transcript_reads--;
+            }};
+}
 
 void tenant_hub::handle_resume(std::uint64_t sid, const std::optional<std::string>& re,
                                const proto::requests::resume& r) {
@@ -1669,6 +1788,69 @@ void append_transcript_body(std::string& out, std::string_view body) {
     }
 }
 
+// One page of transcript.txt: a line per message (see append_transcript_body).
+std::string transcript_lines(const std::vector<storage::message_record>& messages) {
+    std::string text;
+    for (const auto& m : messages) {
+        auto seconds = std::chrono::sys_seconds{std::chrono::seconds{m.at / 1000}};
+        std::string who = m.sender == storage::sender_kind::agent ? "agent " + m.agent_id.value_or("")
+                                                                  : std::string("visitor");
+        std::string body = m.body;
+        if (m.kind == storage::message_kind::calendar) {
+            auto card = nlohmann::json::parse(m.body, nullptr, false);
+            body = "[calendar] " + string_field(card, "agent_name") + " " + string_field(card, "booking_url");
+        }
+        text += fmt::format("[{:%Y-%m-%d %H:%M:%S} UTC] #{} {}: ", seconds, m.seq, who);
+        append_transcript_body(text, body);
+        text += '\n';
+    }
+    return text;
+}
+
+// The pages of transcript.txt after the first, one piece each (see body_stream):
+// read and formatted on a storage reader thread when the http_session asks for
+// the next, so a download holds one page whatever the conversation's length, and
+// a client that stops reading stops the reads. Holds its transcript ticket.
+class transcript_text_stream final : public body_stream, public std::enable_shared_from_this<transcript_text_stream> {
+public:
+    transcript_text_stream(std::shared_ptr<storage::store> store, std::string tenant_id, std::string conversation_id,
+                           storage::millis now, std::string first_page, std::int64_t after_seq,
+                           std::shared_ptr<const void> ticket)
+        : store_(std::move(store)),
+          tenant_id_(std::move(tenant_id)),
+          conversation_id_(std::move(conversation_id)),
+          now_(now),
+          pending_(std::move(first_page)),
+          after_seq_(after_seq),
+          ticket_(std::move(ticket)) {}
+
+    void next(std::function<void(piece)> done) override {
+        if (!pending_.empty()) return done({std::exchange(pending_, {})});
+        if (!after_seq_) return done({});
+        store_->get_transcript(
+            tenant_id_, conversation_id_, *after_seq_, transcript_page, now_,
+            [self = shared_from_this(), done = std::move(done)](storage::result<storage::message_page> page) {
+                if (!page) {
+                    // The status line went out with the first page: all that is left is to cut the transfer.
+                    logger("store")->warn("tenant {}: transcript.txt of {} cut after seq {}: {}", self->tenant_id_,
+                                          self->conversation_id_, *self->after_seq_, storage_message(page.failure()));
+                    return done({{}, true});
+                }
+                self->after_seq_ = page->next_after_seq;
+                done({transcript_lines(page->messages)});  // empty only when nothing followed: the end
+            });
+    }
+
+private:
+    const std::shared_ptr<storage::store> store_;
+    const std::string tenant_id_;
+    const std::string conversation_id_;
+    const storage::millis now_;  // one retention window for every page
+    std::string pending_;        // the first page, until it is asked for
+    std::optional<std::int64_t> after_seq_;  // where the next page starts; nullopt: no more
+    std::shared_ptr<const void> ticket_;
+};
+
 }  // namespace
 
 void tenant_hub::transcript_text(std::string conversation_id, std::string agent_id, admin_done done) {
@@ -1681,25 +1863,28 @@ void tenant_hub::transcript_text(std::string conversation_id, std::string agent_
             self->transcript_text(std::move(conversation_id), {}, std::move(done));
         });
     }
+    auto ticket = try_begin_transcript_read();
+    if (!ticket) {
+        auto refused = admin_error(503, proto::error_code::rate_limited,
+                                   "too many transcripts being read at once in this tenant "
+                                   "(limits.max_transcript_reads_per_tenant); retry in a moment");
+        refused.retry_after_s = 1;
+        return done(std::move(refused));
+    }
+    const auto now = to_millis(current_time());
+    // The first page decides the status: an unknown conversation is a 404, not a cut 200. A
+    // transcript of one page is sent whole (with its Content-Length), a longer one in chunks.
     store_->get_transcript(
-        tenant_id_, conversation_id, to_millis(current_time()),
-        [done = std::move(done)](storage::result<std::vector<storage::message_record>> messages) {
-            if (!messages) return done(admin_storage_error(messages.failure()));
-            std::string text;
-            for (const auto& m : messages.value()) {
-                auto seconds = std::chrono::sys_seconds{std::chrono::seconds{m.at / 1000}};
-                std::string who = m.sender == storage::sender_kind::agent ? "agent " + m.agent_id.value_or("")
-                                                                          : std::string("visitor");
-                std::string body = m.body;
-                if (m.kind == storage::message_kind::calendar) {
-                    auto card = nlohmann::json::parse(m.body, nullptr, false);
-                    body = "[calendar] " + string_field(card, "agent_name") + " " + string_field(card, "booking_url");
-                }
-                text += fmt::format("[{:%Y-%m-%d %H:%M:%S} UTC] #{} {}: ", seconds, m.seq, who);
-                append_transcript_body(text, body);
-                text += '\n';
-            }
-            done({200, std::move(text), "text/plain; charset=utf-8"});
+        tenant_id_, conversation_id, 0, transcript_page, now,
+        [store = store_, tenant_id = tenant_id_, conversation_id, now, ticket = std::move(ticket),
+         done = std::move(done)](storage::result<storage::message_page> page) {
+            if (!page) return done(admin_storage_error(page.failure()));
+            admin_reply reply{200, transcript_lines(page->messages), "text/plain; charset=utf-8"};
+            if (page->next_after_seq)
+                reply.rest = std::make_shared<transcript_text_stream>(store, tenant_id, conversation_id, now,
+                                                                      std::exchange(reply.body, {}),
+                                                                      *page->next_after_seq, ticket);
+            done(std::move(reply));
         });
 }
 

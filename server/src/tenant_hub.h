@@ -22,6 +22,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "body_stream.h"
 #include "model.h"
 #include "net.h"
 #include "parley/proto/decode.h"
@@ -37,6 +38,9 @@ struct admin_reply {
     int status = 200;
     std::string body;
     std::string content_type = "application/json";
+    int retry_after_s = 0;  // > 0: sent as Retry-After
+    // When set, the body comes from here, chunked, and `body` is unused.
+    std::shared_ptr<body_stream> rest{};
 };
 using admin_done = std::function<void(admin_reply)>;
 
@@ -99,6 +103,14 @@ public:
 
 private:
     struct resume_replay;
+    struct transcript_read;
+
+    // One of the tenant's transcript reads in progress (limits.max_transcript_reads_per_tenant):
+    // taken when a get_transcript or a transcript.txt download starts, given back when its last
+    // copy goes (the reply was queued on the session, the download ended or was cut).
+    using transcript_ticket = std::shared_ptr<const void>;
+    // nullptr when the tenant already has as many as allowed: the caller refuses the request.
+    transcript_ticket try_begin_transcript_read();
 
     // Live events of a conversation that a `resume` is replaying to this
     // session, or whose `accept` reply is being built: held back until the
@@ -149,6 +161,7 @@ private:
         // The latest client_msg_ids stored (bounded); an older resend is caught by storage's unique index.
         std::unordered_map<std::string, std::pair<std::int64_t, std::int64_t>> stored_client_ids;  // -> seq, at
         std::deque<std::string> stored_client_id_order;                                           // oldest first
+        bool message_cap_logged = false;  // the log says once that it reached max_messages_per_conversation
     };
 
     struct offer_entry {
@@ -226,6 +239,10 @@ private:
                        const std::string& offer_id);
     void handle_resume(std::uint64_t sid, const std::optional<std::string>& re, const proto::requests::resume& r);
     void submit_next_write(conversation& c);
+    // Whether `c` holds, with the messages waiting in its outbox, limits.max_messages_per_conversation:
+    // seq is gap-free from 1, so last_seq counts what is stored or being written, without asking storage.
+    bool message_cap_reached(const conversation& c) const;
+    void refuse_over_message_cap(conversation& c, std::uint64_t sid, const std::optional<std::string>& re);
     static session_entry requester_of(const session_entry& entry);
     void reply_not_open(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
                         const std::string& conversation_id);
@@ -291,6 +308,8 @@ private:
     static constexpr std::size_t client_key_capacity = 100'000;
     std::unordered_map<std::string, std::string> client_keys_;
     std::deque<std::string> client_key_order_;
+    // Transcript reads in progress; shared with their tickets, which may outlive the hub.
+    std::shared_ptr<std::atomic<std::size_t>> transcript_reads_ = std::make_shared<std::atomic<std::size_t>>(0);
 
     routing::tenant_stats published_stats_{};
     std::int64_t published_oldest_wait_ms_ = 0;

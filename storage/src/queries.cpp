@@ -660,16 +660,22 @@ result<activity_page> get_activity(sql_connection& c, const activity_query& q, i
     return page;
 }
 
-result<std::vector<message_record>> get_transcript(sql_connection& c, const std::string& tenant_id,
-                                                   const std::string& conversation_id, millis now,
-                                                   int retention_days) {
-    const millis cutoff = retention_cutoff(now, retention_days);
-    if (!conversation_exists(c, tenant_id, conversation_id, cutoff))
-        return error{error_kind::not_found, "no conversation " + conversation_id};
-    return messages_from(c.exec(std::string("SELECT ") + message_columns +
-                                    " FROM messages WHERE tenant_id = $1 AND conversation_id = $2 AND at >= $3 "
-                                    "ORDER BY seq",
-                                {tenant_id, conversation_id, cutoff}));
+// messages_after with one row more than asked for: whether another page
+// follows is known without reading an empty one.
+result<message_page> get_transcript(sql_connection& c, const std::string& tenant_id,
+                                    const std::string& conversation_id, std::int64_t after_seq, int limit, millis now,
+                                    int retention_days) {
+    if (limit < 1 || limit > max_message_page)
+        return bad_request("limit must be 1.." + std::to_string(max_message_page));
+    auto rows = messages_after(c, tenant_id, conversation_id, after_seq, limit + 1, now, retention_days);
+    if (!rows) return rows.failure();
+    message_page page;
+    page.messages = std::move(rows.value());
+    if (page.messages.size() > static_cast<std::size_t>(limit)) {
+        page.messages.pop_back();
+        page.next_after_seq = page.messages.back().seq;
+    }
+    return page;
 }
 
 result<std::vector<message_record>> messages_after(sql_connection& c, const std::string& tenant_id,

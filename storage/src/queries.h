@@ -54,9 +54,9 @@ result<conversation_record> get_conversation(sql_connection& c, const std::strin
                                              const std::string& conversation_id);
 result<conversation_page> list_conversations(sql_connection& c, const conversation_query& query, int retention_days);
 result<activity_page> get_activity(sql_connection& c, const activity_query& query, int retention_days);
-result<std::vector<message_record>> get_transcript(sql_connection& c, const std::string& tenant_id,
-                                                   const std::string& conversation_id, millis now,
-                                                   int retention_days);
+result<message_page> get_transcript(sql_connection& c, const std::string& tenant_id,
+                                    const std::string& conversation_id, std::int64_t after_seq, int limit, millis now,
+                                    int retention_days);
 result<std::vector<message_record>> messages_after(sql_connection& c, const std::string& tenant_id,
                                                    const std::string& conversation_id, std::int64_t after_seq,
                                                    int limit, millis now, int retention_days);

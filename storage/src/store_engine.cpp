@@ -616,11 +616,11 @@ void store_engine::get_activity(activity_query query, callback<activity_page> do
     });
 }
 
-void store_engine::get_transcript(std::string tenant_id, std::string conversation_id, millis now,
-                                  callback<std::vector<message_record>> done) {
-    submit_read(tenant_id, std::move(done), [t = tenant_id, id = std::move(conversation_id), now,
+void store_engine::get_transcript(std::string tenant_id, std::string conversation_id, std::int64_t after_seq,
+                                  int limit, millis now, callback<message_page> done) {
+    submit_read(tenant_id, std::move(done), [t = tenant_id, id = std::move(conversation_id), after_seq, limit, now,
                                   days = options_.retention_days](sql_connection& c) {
-        return detail::get_transcript(c, t, id, now, days);
+        return detail::get_transcript(c, t, id, after_seq, limit, now, days);
     });
 }
 

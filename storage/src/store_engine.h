@@ -50,8 +50,8 @@ public:
                           callback<conversation_record> done) override;
     void list_conversations(conversation_query query, callback<conversation_page> done) override;
     void get_activity(activity_query query, callback<activity_page> done) override;
-    void get_transcript(std::string tenant_id, std::string conversation_id, millis now,
-                        callback<std::vector<message_record>> done) override;
+    void get_transcript(std::string tenant_id, std::string conversation_id, std::int64_t after_seq, int limit,
+                        millis now, callback<message_page> done) override;
     void messages_after(std::string tenant_id, std::string conversation_id, std::int64_t after_seq, int limit,
                         millis now, callback<std::vector<message_record>> done) override;
 

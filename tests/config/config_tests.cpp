@@ -402,6 +402,27 @@ TEST_CASE("limits.max_connections stays below the open-file limit", "[config]") 
     }
 }
 
+TEST_CASE("limits.max_messages_per_conversation and max_transcript_reads_per_tenant", "[config]") {
+    auto defaults = parse_text(tenant_block, "test.toml", {});
+    REQUIRE(defaults.ok());
+    CHECK(defaults.value.limits.max_messages_per_conversation == 10'000);
+    CHECK(defaults.value.limits.max_transcript_reads_per_tenant == 16);
+    auto set = parse_text("[limits]\nmax_messages_per_conversation = 1\nmax_transcript_reads_per_tenant = 10000\n" +
+                              tenant_block,
+                          "test.toml", {});
+    REQUIRE(set.ok());
+    CHECK(set.value.limits.max_messages_per_conversation == 1);
+    CHECK(set.value.limits.max_transcript_reads_per_tenant == 10'000);
+    auto refused = parse_text("[limits]\nmax_messages_per_conversation = 0\nmax_transcript_reads_per_tenant = 10001\n" +
+                                  tenant_block,
+                              "test.toml", {});
+    CHECK(has_problem(refused, "limits.max_messages_per_conversation", "between 1 and 1000000, got 0"));
+    CHECK(has_problem(refused, "limits.max_transcript_reads_per_tenant", "between 1 and 10000, got 10001"));
+    CHECK(refused.problems.size() == 2);
+    auto mistyped = parse_text("[limits]\nmax_messages_per_conversation = \"lots\"\n" + tenant_block, "test.toml", {});
+    CHECK(has_problem(mistyped, "limits.max_messages_per_conversation", "integer"));
+}
+
 TEST_CASE("server.public_url is empty or an http(s) or ws(s) URL", "[config]") {
     for (const std::string url : {"", "wss://chat.example.com", "ws://127.0.0.1:8080", "https://chat.example.com/widget",
                                   "http://[::1]:8080/"}) {

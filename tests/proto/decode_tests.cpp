@@ -90,8 +90,9 @@ const std::vector<message_case>& message_cases() {
          {{"visitor_id", long_id}}},
         {"get_activity", role::agent, {{"visitor_id", "v_1"}, {"limit", 100}, {"cursor", "abc"}}, {"visitor_id"},
          {{"limit", json::array()}, {"cursor", false}}, {{"limit", 1000}, {"visitor_id", ""}}},
-        {"get_transcript", role::agent, {{"conversation_id", "c_1"}}, {"conversation_id"},
-         {{"conversation_id", 12}}, {{"conversation_id", long_id}}},
+        {"get_transcript", role::agent, {{"conversation_id", "c_1"}, {"after_seq", 40}, {"limit", 1000}},
+         {"conversation_id"}, {{"conversation_id", 12}, {"after_seq", "40"}, {"limit", 2.5}},
+         {{"conversation_id", long_id}, {"after_seq", -1}, {"limit", 0}, {"limit", 1001}}},
     };
     return cases;
 }
@@ -327,6 +328,23 @@ TEST_CASE("decoded fields carry the sent values", "[proto][decode]") {
         auto default_activity = parse(R"({"type":"get_activity","visitor_id":"v"})", role::agent);
         REQUIRE(default_activity.ok());
         CHECK(std::get<requests::get_activity>(default_activity.value().request).limit == 20);
+    }
+    SECTION("get_transcript: no limit asks for all of it, a limit for a page after after_seq") {
+        auto whole = parse(R"({"type":"get_transcript","conversation_id":"c"})", role::agent);
+        REQUIRE(whole.ok());
+        const auto& all = std::get<requests::get_transcript>(whole.value().request);
+        CHECK(all.after_seq == 0);
+        CHECK_FALSE(all.limit.has_value());
+        auto paged = parse(R"({"type":"get_transcript","conversation_id":"c","after_seq":200,"limit":1})", role::agent);
+        REQUIRE(paged.ok());
+        const auto& page = std::get<requests::get_transcript>(paged.value().request);
+        CHECK(page.after_seq == 200);
+        CHECK(page.limit == std::optional<int>(1));
+        auto nulls = parse(R"({"type":"get_transcript","conversation_id":"c","after_seq":null,"limit":null})", role::agent);
+        REQUIRE(nulls.ok());
+        CHECK_FALSE(std::get<requests::get_transcript>(nulls.value().request).limit.has_value());
+        require_error(parse(R"({"type":"get_transcript","id":"t","conversation_id":"c","limit":1001})", role::agent),
+                      error_code::bad_request, "limit must be an integer 1..1000", "t");
     }
 }
 

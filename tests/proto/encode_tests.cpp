@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <climits>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -175,8 +176,8 @@ TEST_CASE("hello replies", "[proto][encode]") {
 TEST_CASE("a reply to a request without an id carries no re", "[proto][encode]") {
     CHECK_FALSE(decode(encode_request_agent_ok("", "c_1", conversation_state::routing)).contains("re"));
     CHECK_FALSE(decode(encode_visitor_hello_ok("", "v_1", "rt", std::nullopt)).contains("re"));
-    CHECK_FALSE(decode(encode_get_transcript_ok("", {})).contains("re"));
-    CHECK(decode(encode_get_transcript_ok("t", {}))["re"] == "t");
+    CHECK_FALSE(decode(encode_get_transcript_ok("", {}, std::nullopt)).contains("re"));
+    CHECK(decode(encode_get_transcript_ok("t", {}, std::nullopt))["re"] == "t");
 }
 
 TEST_CASE("request and query replies", "[proto][encode]") {
@@ -242,10 +243,37 @@ TEST_CASE("request and query replies", "[proto][encode]") {
         CHECK(frame["activities"][2]["details"].is_null());
         CHECK(frame["next_cursor"].is_null());
     }
-    SECTION("get_transcript") {
-        auto frame = decode(encode_get_transcript_ok("t", messages));
+    SECTION("get_transcript, complete and one page of several") {
+        auto frame = decode(encode_get_transcript_ok("t", messages, std::nullopt));
         REQUIRE(frame["messages"].size() == 2);
         check_text_message(frame["messages"][0]);
+        CHECK(frame["messages"][1]["kind"] == "calendar");
+        REQUIRE(frame.contains("next_after_seq"));
+        CHECK(frame["next_after_seq"].is_null());
+        CHECK(decode(encode_get_transcript_ok("t", messages, 19))["next_after_seq"] == 19);
+        auto empty = decode(encode_get_transcript_ok("t", {}, std::nullopt));
+        CHECK(empty["messages"] == json::array());
+    }
+    SECTION("get_transcript written a message at a time stays within its byte budget") {
+        const auto whole = encode_get_transcript_ok("t", messages, INT64_MAX);
+        transcript_reply_writer unbounded("t");
+        for (const auto& m : messages) CHECK(unbounded.add(m, std::numeric_limits<std::size_t>::max()));
+        CHECK(std::move(unbounded).finish(INT64_MAX) == whole);
+
+        // Exactly as many bytes as the two-message frame needs (with the longest next_after_seq): both fit;
+        // one byte less: only the first, and the frame is still within the budget.
+        for (std::size_t budget : {whole.size(), whole.size() - 1}) {
+            transcript_reply_writer writer("t");
+            CHECK(writer.add(messages[0], budget));
+            CHECK(writer.add(messages[1], budget) == (budget == whole.size()));
+            auto frame = std::move(writer).finish(INT64_MAX);
+            CHECK(frame.size() <= budget);
+            CHECK(decode(frame)["messages"].size() == (budget == whole.size() ? 2u : 1u));
+        }
+        transcript_reply_writer tiny("t");
+        CHECK_FALSE(tiny.add(messages[0], 10));
+        CHECK(tiny.message_count() == 0);
+        CHECK(decode(std::move(tiny).finish(std::nullopt))["messages"] == json::array());
     }
 }
 

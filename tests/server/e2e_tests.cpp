@@ -1261,7 +1261,25 @@ TEST_CASE("a transcript longer than one frame neither closes the agent's session
     auto transcript = agent->request({{"type", "get_transcript"}, {"id", "tr"}, {"conversation_id", conversation_id}});
     CHECK(transcript["type"] == "error");
     CHECK(transcript["code"] == "too_large");
-    // Still connected, and resume reads all of it.
+    CHECK_THAT(transcript["message"].get<std::string>(), Catch::Contains("limit"));
+    // Still connected; pages read all of it, each page within half the session's queue (4096 bytes).
+    std::vector<std::int64_t> paged;
+    std::int64_t after_seq = 0;
+    for (int page = 0; page < 20; ++page) {
+        auto reply = agent->request({{"type", "get_transcript"}, {"id", "p" + std::to_string(page)},
+                                     {"conversation_id", conversation_id}, {"after_seq", after_seq}, {"limit", 100}});
+        INFO(reply.dump());
+        REQUIRE(reply["type"] == "ok");
+        CHECK(reply.dump().size() <= 4096);
+        REQUIRE_FALSE(reply["messages"].empty());
+        for (const auto& m : reply["messages"]) paged.push_back(m["seq"]);
+        if (reply["next_after_seq"].is_null()) break;
+        CHECK(reply["messages"].size() < 10);  // cut by size, not by the limit
+        CHECK(reply["next_after_seq"] == paged.back());
+        after_seq = reply["next_after_seq"];
+    }
+    CHECK(paged == std::vector<std::int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
+    // And resume reads all of it.
     agent->send_json({{"type", "resume"}, {"id", "r"}, {"conversation_id", conversation_id}, {"after_seq", 0}});
     std::vector<std::int64_t> seen;
     for (;;) {
@@ -1272,6 +1290,107 @@ TEST_CASE("a transcript longer than one frame neither closes the agent's session
         if (j["type"] == "message") seen.push_back(j["seq"]);
     }
     CHECK(seen == std::vector<std::int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
+}
+
+TEST_CASE("get_transcript pages: after_seq and limit, in order, no gaps, next_after_seq null at the end", "[e2e]") {
+    chat_server server("[limits]\nframes_per_second = 100000\nframe_burst = 100000\n");
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto agent = server.connect_agent("a1");
+    auto [visitor, conversation_id] = server.start_chat(agent, "sales");
+    constexpr int sent = 25;
+    chat_server::send_numbered(*visitor.ws, conversation_id, sent, "m", "m-");
+    std::vector<std::int64_t> all(sent);
+    std::iota(all.begin(), all.end(), 1);
+
+    int request_number = 0;
+    auto page = [&](std::int64_t after_seq, int limit) {
+        auto reply = agent->request({{"type", "get_transcript"}, {"id", "t" + std::to_string(++request_number)},
+                                     {"conversation_id", conversation_id}, {"after_seq", after_seq}, {"limit", limit}});
+        INFO(reply.dump());
+        REQUIRE(reply["type"] == "ok");
+        REQUIRE(reply.contains("next_after_seq"));
+        return reply;
+    };
+    // Reads every page from the start; returns the seqs in the order they came and the page count.
+    auto read_all = [&](int limit) {
+        std::vector<std::int64_t> seen;
+        int pages = 0;
+        std::int64_t after_seq = 0;
+        for (;;) {
+            auto reply = page(after_seq, limit);
+            ++pages;
+            REQUIRE(reply["messages"].size() <= static_cast<std::size_t>(limit));
+            for (const auto& m : reply["messages"]) {
+                CHECK(m["text"] == "m " + std::to_string(m["seq"].get<std::int64_t>()));
+                seen.push_back(m["seq"]);
+            }
+            if (reply["next_after_seq"].is_null()) break;
+            REQUIRE(reply["next_after_seq"] == seen.back());
+            after_seq = reply["next_after_seq"];
+        }
+        return std::pair{seen, pages};
+    };
+    CHECK(read_all(10) == std::pair{all, 3});
+    CHECK(read_all(5) == std::pair{all, 5});  // the page that ends the transcript says so: no empty page after it
+    CHECK(read_all(1000) == std::pair{all, 1});
+
+    auto tail = page(20, 100);
+    CHECK(seqs_of(tail["messages"]) == std::vector<std::int64_t>{21, 22, 23, 24, 25});
+    CHECK(tail["next_after_seq"].is_null());
+    auto past_the_end = page(25, 10);
+    CHECK(past_the_end["messages"] == json::array());
+    CHECK(past_the_end["next_after_seq"].is_null());
+
+    // Without limit, as protocol v1 was first written: all of it (after after_seq), complete.
+    auto whole = agent->request({{"type", "get_transcript"}, {"id", "w"}, {"conversation_id", conversation_id}});
+    REQUIRE(whole["type"] == "ok");
+    CHECK(seqs_of(whole["messages"]) == all);
+    CHECK(whole["next_after_seq"].is_null());
+    auto rest = agent->request(
+        {{"type", "get_transcript"}, {"id", "w2"}, {"conversation_id", conversation_id}, {"after_seq", 23}});
+    CHECK(seqs_of(rest["messages"]) == std::vector<std::int64_t>{24, 25});
+
+    auto too_many = agent->request(
+        {{"type", "get_transcript"}, {"id", "x"}, {"conversation_id", conversation_id}, {"limit", 1001}});
+    CHECK(too_many["code"] == "bad_request");
+    auto unknown = agent->request({{"type", "get_transcript"}, {"id", "u"}, {"conversation_id", "c_nope"}, {"limit", 10}});
+    CHECK(unknown["code"] == "not_found");
+}
+
+TEST_CASE("get_transcript replies to a client that reads nothing wait their turn instead of closing it", "[e2e]") {
+    // Each reply is about 32 kB, half of the session's queue; 300 of them are more than the
+    // socket buffers hold, so the replies queue up in the server while the client does not read.
+    chat_server server(
+        "[limits]\nframes_per_second = 100000\nframe_burst = 100000\noutbound_max_bytes = 65536\n"
+        "max_transcript_reads_per_tenant = 1000\n");
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto agent = server.connect_agent("a1");
+    auto [visitor, conversation_id] = server.start_chat(agent, "sales");
+    for (int i = 1; i <= 8; ++i)
+        REQUIRE(chat_server::send_text(*visitor.ws, conversation_id, std::string(3800, 'a' + i), "m-" + std::to_string(i))
+                    ["type"] == "ok");
+
+    auto tab = server.connect_agent("a1", false);
+    tab->pause_reading();
+    constexpr int requests = 300;
+    for (int i = 0; i < requests; ++i)
+        tab->send_json({{"type", "get_transcript"}, {"id", "t" + std::to_string(i)}, {"conversation_id", conversation_id}});
+    tab->resume_reading();
+    std::set<std::string> answered;
+    while (answered.size() < requests) {
+        auto frame = tab->receive(20s);
+        if (!frame) break;
+        auto j = json::parse(*frame);
+        if (!j.contains("re")) continue;
+        INFO(j.dump().substr(0, 200));
+        REQUIRE(j["type"] == "ok");
+        REQUIRE(j["messages"].size() == 8);
+        answered.insert(j["re"].get<std::string>());
+    }
+    CHECK(answered.size() == requests);
+    CHECK_FALSE(tab->closed());
 }
 
 TEST_CASE("frames sent right behind a returning visitor's hello wait for it and see the stored card", "[e2e]") {

@@ -52,10 +52,13 @@ std::unique_ptr<parley::storage::store> open_store_ok(const std::string& url) {
     return std::move(opened).value();
 }
 
-// A plain TCP connection to the daemon over loopback, reads timing out after `receive_timeout`.
-int connect_loopback(std::uint16_t port, timeval receive_timeout) {
+// A plain TCP connection to the daemon over loopback, reads timing out after `receive_timeout`;
+// with `receive_buffer_bytes`, a receive buffer that small (the kernel's minimum at least).
+int connect_loopback(std::uint16_t port, timeval receive_timeout, int receive_buffer_bytes = 0) {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     REQUIRE(fd >= 0);
+    if (receive_buffer_bytes > 0)  // before connect: the window is agreed in the handshake
+        REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer_bytes, sizeof receive_buffer_bytes) == 0);
     sockaddr_in to{};
     to.sin_family = AF_INET;
     to.sin_port = htons(port);
@@ -63,6 +66,15 @@ int connect_loopback(std::uint16_t port, timeval receive_timeout) {
     REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &receive_timeout, sizeof receive_timeout);
     return fd;
+}
+
+// Waits (up to 5 s) for a gauge to reach `value`, which it does a moment after the work it counts.
+bool await_gauge(std::uint16_t port, const std::string& series, double value) {
+    for (int i = 0; i < 100; ++i) {
+        if (scrape(port)[series] == value) return true;
+        std::this_thread::sleep_for(50ms);
+    }
+    return false;
 }
 
 std::int64_t now_ms() {
@@ -634,4 +646,172 @@ TEST_CASE("crossing closes leave no session object behind", "[ops]") {
     }
     CHECK(alive == 0);
     CHECK(connected == 1);  // the scrape itself
+}
+
+TEST_CASE("a conversation holds at most limits.max_messages_per_conversation messages, also after a restart", "[ops]") {
+    temp_dir dir;
+    const std::string url = "sqlite://" + (dir.path() / "capped.db").string();
+    const std::string limits = "[limits]\nmax_messages_per_conversation = 5\n";
+    std::string conversation_id, resume_token;
+    auto refused = [](const json& reply) {
+        INFO(reply.dump());
+        CHECK(reply["type"] == "error");
+        CHECK(reply["code"] == "capacity");
+        CHECK_THAT(reply["message"].get<std::string>(),
+                   Catch::Contains("5 messages") && Catch::Contains("limits.max_messages_per_conversation"));
+    };
+    {
+        chat_server server(limits, url);
+        server.put_agent("a1", {{"name", "Ann"}, {"calendar_url", "https://cal.example/ann"}});
+        server.put_route("sales", {{"type", "round_robin"}});
+        auto agent = server.connect_agent("a1");
+        auto chat = server.start_chat(agent, "sales");
+        conversation_id = chat.conversation_id;
+        resume_token = chat.visitor.resume_token;
+        for (int i = 1; i <= 4; ++i)
+            REQUIRE(chat_server::send_text(*chat.visitor.ws, conversation_id, "m " + std::to_string(i),
+                                           "m-" + std::to_string(i))["seq"] == i);
+        REQUIRE(chat_server::send_text(*agent.ws, conversation_id, "a 5", "a-5")["seq"] == 5);
+
+        // The sixth is refused, whoever sends it and whatever it is; nothing of it is stored.
+        refused(chat_server::send_text(*chat.visitor.ws, conversation_id, "one too many", "m-6"));
+        refused(chat_server::send_text(*agent.ws, conversation_id, "me neither", "a-6"));
+        refused(agent->request({{"type", "share_calendar"}, {"id", "k"}, {"conversation_id", conversation_id},
+                                {"agent_id", "a1"}}));
+        // A resend of a stored message still gets its seq.
+        CHECK(chat_server::send_text(*chat.visitor.ws, conversation_id, "m 3", "m-3")["seq"] == 3);
+
+        auto transcript = agent->request({{"type", "get_transcript"}, {"id", "t"}, {"conversation_id", conversation_id}});
+        REQUIRE(transcript["type"] == "ok");
+        REQUIRE(transcript["messages"].size() == 5);
+        CHECK(transcript["messages"][4]["text"] == "a 5");
+        auto activity = agent->request({{"type", "get_activity"}, {"id", "ac"}, {"visitor_id", chat.visitor.visitor_id}});
+        for (const auto& a : activity["activities"]) CHECK(a["type"] != "calendar_shared");
+        CHECK(scrape(server.port())["parley_message_cap_refusals_total"] == 3);
+        CHECK(server.daemon().log().find("reached 5 messages (limits.max_messages_per_conversation)") !=
+              std::string::npos);
+
+        // Other conversations are not affected.
+        auto other = server.start_chat(agent, "sales");
+        CHECK(chat_server::send_text(*other.visitor.ws, other.conversation_id, "hello", "m-1")["seq"] == 1);
+    }
+    // A restarted server knows the count from the stored seqs.
+    chat_server server(limits, url);
+    auto visitor = server.connect_visitor(nullptr, resume_token);
+    REQUIRE(visitor.hello_reply["conversation"]["id"] == conversation_id);
+    CHECK(visitor.hello_reply["conversation"]["last_seq"] == 5);
+    refused(chat_server::send_text(*visitor.ws, conversation_id, "after the restart", "m-7"));
+}
+
+TEST_CASE("transcript.txt of a long conversation comes in chunks, every message once and in order", "[ops]") {
+    chat_server server("[limits]\nframes_per_second = 100000\nframe_burst = 100000\n");
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_route("sales", {{"type", "round_robin"}});
+    auto agent = server.connect_agent("a1");
+    auto [visitor, conversation_id] = server.start_chat(agent, "sales");
+    constexpr int sent = 450;  // more than two of the pages it is read in
+    chat_server::send_numbered(*visitor.ws, conversation_id, sent, "line", "m-");
+
+    auto check_complete = [&](http_reply text) {
+        INFO(text.body.substr(0, 300));
+        REQUIRE(text.status == 200);
+        CHECK(text.headers.count("Content-Length") == 0);
+        CHECK(text.headers["Transfer-Encoding"] == "chunked");
+        CHECK(text.headers["Content-Type"].rfind("text/plain", 0) == 0);
+        std::istringstream lines(text.body);
+        int expected = 1;
+        for (std::string line; std::getline(lines, line); ++expected) {
+            INFO(line);
+            REQUIRE(expected <= sent);
+            CHECK(line.find("] #" + std::to_string(expected) + " visitor: line " + std::to_string(expected)) !=
+                  std::string::npos);
+        }
+        CHECK(expected - 1 == sent);
+    };
+    check_complete(server.admin("GET", "/conversations/" + conversation_id + "/transcript.txt"));
+    check_complete(http_request(server.port(), "GET", "/v1/tenants/t1/conversations/" + conversation_id + "/transcript.txt",
+                                "", {{"Authorization", "Bearer " + chat_server::agent_token("a1")}}));
+    CHECK(await_gauge(server.port(), "parley_transcript_reads", 0));  // every download gives its place back
+
+    // HTTP/1.0 has no chunks: refused rather than cut short by the connection's end.
+    int fd = connect_loopback(server.port(), timeval{5, 0});
+    const std::string request = "GET /v1/tenants/t1/conversations/" + conversation_id +
+                                "/transcript.txt HTTP/1.0\r\nAuthorization: Bearer " + admin_token_of("t1") + "\r\n\r\n";
+    REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size()));
+    std::string reply;
+    char chunk[4096];
+    for (ssize_t got; (got = ::recv(fd, chunk, sizeof chunk, 0)) > 0;) reply.append(chunk, static_cast<std::size_t>(got));
+    ::close(fd);
+    CHECK(reply.rfind("HTTP/1.0 505", 0) == 0);
+    CHECK(reply.find("HTTP/1.1") != std::string::npos);
+}
+
+TEST_CASE("transcript reads in progress are bounded per tenant; over the bound: rate_limited and 503", "[ops]") {
+    // A conversation of 12 MB, more than the socket buffers between the daemon and a client that does not read.
+    temp_dir dir;
+    const std::string url = "sqlite://" + (dir.path() / "long.db").string();
+    constexpr int messages = 3000;
+    {
+        auto store = open_store_ok(url);
+        REQUIRE(wait_for_store<void>([&](auto done) { store->put_tenant({"t1", {{"name", "t1"}}}, done); }).ok());
+        parley::storage::conversation_record c;
+        c.tenant_id = "t1";
+        c.id = "c_long";
+        c.visitor_id = "v_1";
+        c.route = "sales";
+        c.state = parley::storage::conversation_state::ended;
+        c.started_at = now_ms() - 60'000;
+        c.ended_at = now_ms();
+        REQUIRE(wait_for_store<void>([&](auto done) { store->save_conversation(c, done); }).ok());
+        std::vector<std::future<parley::storage::result<parley::storage::append_outcome>>> written;
+        for (int seq = 1; seq <= messages; ++seq) {
+            parley::storage::message_record m;
+            m.tenant_id = "t1";
+            m.conversation_id = "c_long";
+            m.seq = seq;
+            m.body = std::string(4000, static_cast<char>('a' + seq % 26));
+            m.at = c.started_at + seq;
+            auto promise = std::make_shared<std::promise<parley::storage::result<parley::storage::append_outcome>>>();
+            written.push_back(promise->get_future());
+            store->append_message(std::move(m), [promise](auto r) { promise->set_value(std::move(r)); });
+        }
+        for (auto& w : written) REQUIRE(w.get().ok());
+    }
+    chat_server server("[limits]\nmax_transcript_reads_per_tenant = 1\n", url);
+    server.put_agent("a1", {{"name", "Ann"}});
+    auto agent = server.connect_agent("a1");
+
+    // A download whose client reads the head and then nothing: it keeps t1's one place.
+    int stalled = connect_loopback(server.port(), timeval{5, 0}, 4096);
+    const std::string request = "GET /v1/tenants/t1/conversations/c_long/transcript.txt HTTP/1.1\r\nHost: x\r\n"
+                                "Authorization: Bearer " + admin_token_of("t1") + "\r\n\r\n";
+    REQUIRE(::send(stalled, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size()));
+    std::string head;
+    char byte;
+    while (head.find("\r\n\r\n") == std::string::npos && ::recv(stalled, &byte, 1, 0) == 1) head += byte;
+    INFO(head);
+    REQUIRE(head.rfind("HTTP/1.1 200", 0) == 0);
+    CHECK(head.find("Transfer-Encoding: chunked") != std::string::npos);
+
+    auto busy = server.admin("GET", "/conversations/c_long/transcript.txt");
+    INFO(busy.body);
+    CHECK(busy.status == 503);
+    CHECK(busy.headers["Retry-After"] == "1");
+    CHECK(busy.json()["code"] == "rate_limited");
+    CHECK_THAT(busy.json()["message"].get<std::string>(), Catch::Contains("limits.max_transcript_reads_per_tenant"));
+    auto refused = agent->request({{"type", "get_transcript"}, {"id", "t"}, {"conversation_id", "c_long"}, {"limit", 1}});
+    CHECK(refused["code"] == "rate_limited");
+    CHECK_FALSE(agent->closed());
+    // Per tenant: t2 reads on (its conversation does not exist).
+    CHECK(server.admin("GET", "/conversations/c_long/transcript.txt", nullptr, "t2").status == 404);
+    CHECK(await_gauge(server.port(), "parley_transcript_reads", 1));  // t2's read gives its place back at once
+    CHECK(scrape(server.port())["parley_transcript_reads_refused_total"] == 2);
+
+    // The download ends when its client goes; then the place is free again.
+    ::close(stalled);
+    REQUIRE(await_gauge(server.port(), "parley_transcript_reads", 0));
+    auto page = agent->request({{"type", "get_transcript"}, {"id", "t2"}, {"conversation_id", "c_long"}, {"limit", 2}});
+    REQUIRE(page["type"] == "ok");
+    CHECK(page["messages"].size() == 2);
+    CHECK(page["next_after_seq"] == 2);
 }

@@ -49,12 +49,13 @@ TEST_CASE("SIGHUP reloads log level, limits and tenants, and names what needs a 
     chat_server::accept_next_offer(agent);
     CHECK(chat_server::send_text(*visitor.ws, conversation_id, std::string(100, 'x'), "m-1")["type"] == "ok");
 
-    // New file: debug -> info, a smaller text limit, t2 removed, t3 added, t1's agent secret rotated,
+    // New file: debug -> info, smaller text and message limits, t2 removed, t3 added, t1's agent secret rotated,
     // and a routing default (needs a restart).
     std::string next = test_config(server.dir().path());
     next.replace(next.find("level = \"debug\""), 15, "level = \"info\"");
     next = next.substr(0, next.find("[tenants.t2]")) + t3_toml +
-           "[limits]\nmax_text_chars = 50\n[routing]\ngrace_period_s = 5\nvisitor_grace_s = 5\n";
+           "[limits]\nmax_text_chars = 50\nmax_messages_per_conversation = 3\n[routing]\ngrace_period_s = 5\n"
+           "visitor_grace_s = 5\n";
     next.replace(next.find("t1-agent-secret-0123456789"), 26, "t1-agent-secret-rotated-42");
     std::ofstream(config_path) << next;
     daemon.signal(SIGHUP);
@@ -62,7 +63,7 @@ TEST_CASE("SIGHUP reloads log level, limits and tenants, and names what needs a 
     const auto log = daemon.log();
     INFO(log);
     CHECK(log.find("reload: log.level debug -> info") != std::string::npos);
-    CHECK(log.find("reload: applied limits.max_text_chars") != std::string::npos);
+    CHECK(log.find("reload: applied limits.max_text_chars, limits.max_messages_per_conversation") != std::string::npos);
     CHECK(log.find("reload: tenant t2 removed") != std::string::npos);
     CHECK(log.find("reload: tenant t3 added") != std::string::npos);
     CHECK(log.find("reload: tenant t1 updated: agent_secret") != std::string::npos);
@@ -98,6 +99,8 @@ TEST_CASE("SIGHUP reloads log level, limits and tenants, and names what needs a 
     REQUIRE(log_shows(daemon, "configuration unchanged"));
     CHECK(daemon.log().find(config_path.string() + ": limits.max_text_chars") != std::string::npos);
     CHECK(chat_server::send_text(*visitor.ws, conversation_id, std::string(50, 'y'), "m-4")["type"] == "ok");
+    // The conversation now holds 3 messages, what the reloaded limit allows.
+    CHECK(chat_server::send_text(*visitor.ws, conversation_id, "one more", "m-5")["code"] == "capacity");
 
     // Several signals in a row are fine; the process keeps serving and still stops cleanly.
     std::ofstream(config_path) << next;

@@ -59,6 +59,22 @@ result<append_outcome> append(store& s, message_record m) {
     return wait_for<append_outcome>([&](auto done) { s.append_message(m, done); });
 }
 
+// A whole transcript, read as every caller must: a page (`page` messages) at a time.
+result<std::vector<message_record>> whole_transcript(store& s, const std::string& tenant,
+                                                     const std::string& conversation_id, millis at,
+                                                     int page = max_message_page) {
+    std::vector<message_record> all;
+    std::int64_t after_seq = 0;
+    for (;;) {
+        auto next = wait_for<message_page>(
+            [&](auto done) { s.get_transcript(tenant, conversation_id, after_seq, page, at, done); });
+        if (!next) return next.failure();
+        for (auto& m : next->messages) all.push_back(std::move(m));
+        if (!next->next_after_seq) return all;
+        after_seq = *next->next_after_seq;
+    }
+}
+
 conversation_record conversation(const std::string& tenant, const std::string& id, millis started_at,
                                  conversation_state state = conversation_state::active,
                                  std::optional<std::string> agent = "a1") {
@@ -372,7 +388,7 @@ TEST_CASE("messages: transcript in seq order, resume after seq, client_msg_id id
     REQUIRE(append(*s, text_message("globex", "c1", 1, now, "m-3")).ok());
 
     auto transcript =
-        wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "c1", now, done); });
+        whole_transcript(*s, "acme", "c1", now);
     REQUIRE(transcript.ok());
     REQUIRE(transcript->size() == 5);
     for (std::size_t i = 0; i < 5; ++i) CHECK(transcript->at(i).seq == static_cast<std::int64_t>(i + 1));
@@ -392,9 +408,9 @@ TEST_CASE("messages: transcript in seq order, resume after seq, client_msg_id id
     REQUIRE(limited->size() == 2);
 
     auto other_tenant =
-        wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("globex", "c1", now, done); });
+        whole_transcript(*s, "globex", "c1", now);
     REQUIRE(other_tenant->size() == 1);
-    CHECK(wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("initech", "c1", now, done); })
+    CHECK(whole_transcript(*s, "initech", "c1", now)
               .kind() == error_kind::not_found);
 
     // Calendar messages keep their JSON body.
@@ -408,6 +424,73 @@ TEST_CASE("messages: transcript in seq order, resume after seq, client_msg_id id
     REQUIRE(last->size() == 1);
     CHECK(last->at(0).kind == message_kind::calendar);
     CHECK(nlohmann::json::parse(last->at(0).body)["agent_name"] == "Bo");
+}
+
+TEST_CASE("transcript pages: after_seq and limit in seq order, next_after_seq null exactly at the end",
+          "[storage][messages]") {
+    auto db = make_test_database("transcriptpages");
+    auto s = open_ok(db.url);
+    require_ok(save(*s, conversation("acme", "c1", now - 1000)));
+    require_ok(save(*s, conversation("acme", "empty", now - 1000)));
+    require_ok(save(*s, conversation("globex", "c1", now - 1000)));
+    for (int seq = 1; seq <= 7; ++seq) REQUIRE(append(*s, text_message("acme", "c1", seq, now + seq)).ok());
+    REQUIRE(append(*s, text_message("globex", "c1", 1, now)).ok());
+
+    auto page = [&](const std::string& tenant, const std::string& conversation_id, std::int64_t after_seq, int limit) {
+        return wait_for<message_page>(
+            [&](auto done) { s->get_transcript(tenant, conversation_id, after_seq, limit, now, done); });
+    };
+    auto seqs = [](const message_page& p) {
+        std::vector<std::int64_t> out;
+        for (const auto& m : p.messages) out.push_back(m.seq);
+        return out;
+    };
+    using seq_list = std::vector<std::int64_t>;
+
+    auto first = page("acme", "c1", 0, 3);
+    REQUIRE(first.ok());
+    CHECK(seqs(first.value()) == seq_list{1, 2, 3});
+    CHECK(first->next_after_seq == std::optional<std::int64_t>(3));
+    CHECK(first->messages[0].body == "message 1 \"quoted\" \\ {braces}, commas");
+    CHECK(first->messages[1].agent_id == std::optional<std::string>("a1"));
+    auto second = page("acme", "c1", 3, 3);
+    CHECK(seqs(second.value()) == seq_list{4, 5, 6});
+    CHECK(second->next_after_seq == std::optional<std::int64_t>(6));
+    auto last = page("acme", "c1", 6, 3);
+    CHECK(seqs(last.value()) == seq_list{7});
+    CHECK_FALSE(last->next_after_seq.has_value());
+    // A page that ends with the last message says so: no empty page to read after it.
+    auto exact = page("acme", "c1", 4, 3);
+    CHECK(seqs(exact.value()) == seq_list{5, 6, 7});
+    CHECK_FALSE(exact->next_after_seq.has_value());
+    for (std::int64_t after : {std::int64_t{7}, std::int64_t{1000}, INT64_MAX}) {
+        auto beyond = page("acme", "c1", after, 3);
+        REQUIRE(beyond.ok());
+        CHECK(beyond->messages.empty());
+        CHECK_FALSE(beyond->next_after_seq.has_value());
+    }
+    auto none = page("acme", "empty", 0, 10);
+    REQUIRE(none.ok());
+    CHECK(none->messages.empty());
+    CHECK_FALSE(none->next_after_seq.has_value());
+    auto everything = page("acme", "c1", 0, max_message_page);
+    CHECK(seqs(everything.value()) == seq_list{1, 2, 3, 4, 5, 6, 7});
+    CHECK_FALSE(everything->next_after_seq.has_value());
+
+    // Pages of one, and of two, put together: every message once, in order.
+    for (int size : {1, 2}) {
+        auto whole = whole_transcript(*s, "acme", "c1", now, size);
+        REQUIRE(whole.ok());
+        seq_list got;
+        for (const auto& m : whole.value()) got.push_back(m.seq);
+        CHECK(got == seq_list{1, 2, 3, 4, 5, 6, 7});
+    }
+
+    CHECK(seqs(page("globex", "c1", 0, 10).value()) == seq_list{1});
+    CHECK(page("initech", "c1", 0, 10).kind() == error_kind::not_found);
+    CHECK(page("acme", "nope", 0, 10).kind() == error_kind::not_found);
+    CHECK(page("acme", "c1", 0, 0).kind() == error_kind::bad_request);
+    CHECK(page("acme", "c1", 0, max_message_page + 1).kind() == error_kind::bad_request);
 }
 
 TEST_CASE("a batch with duplicates and conflicts settles every write correctly", "[storage][messages][group-commit]") {
@@ -435,12 +518,12 @@ TEST_CASE("a batch with duplicates and conflicts settles every write correctly",
     CHECK(outcomes[3].get().kind() == error_kind::conflict);
     CHECK(outcomes[4].get()->seq == 4);
     auto transcript =
-        wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "c1", now, done); });
+        whole_transcript(*s, "acme", "c1", now);
     CHECK(transcript.kind() == error_kind::not_found);  // no conversation row: the transcript does not exist
     auto after = wait_for<std::vector<message_record>>([&](auto done) { s->messages_after("acme", "c1", 0, 100, now, done); });
     CHECK(after.kind() == error_kind::not_found);
     require_ok(save(*s, conversation("acme", "c1", now)));
-    transcript = wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "c1", now, done); });
+    transcript = whole_transcript(*s, "acme", "c1", now);
     REQUIRE(transcript->size() == 3);
     CHECK(transcript->at(1).client_msg_id == std::optional<std::string>("y"));
 }
@@ -619,10 +702,10 @@ TEST_CASE("retention: old rows are invisible before the prune and deleted by it 
     require_ok(wait_for<void>([&](auto done) { s->put_offer(offer, done); }));
 
     auto check_visible = [&] {
-        CHECK(wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "old", now, done); })
+        CHECK(whole_transcript(*s, "acme", "old", now)
                   .kind() == error_kind::not_found);
         auto recent =
-            wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "new", now, done); });
+            whole_transcript(*s, "acme", "new", now);
         REQUIRE(recent.ok());
         REQUIRE(recent->size() == 10);
         CHECK(recent->front().seq == 11);
@@ -901,10 +984,10 @@ TEST_CASE("group commit: many concurrent writes take far fewer transactions", "[
     CHECK(stats.largest_batch > 1);
     CHECK(stats.largest_batch <= 500);
     CHECK(stats.queue_depth == 0);
-    auto after = wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "c3", now, done); });
+    auto after = whole_transcript(*s, "acme", "c3", now);
     CHECK(after.kind() == error_kind::not_found);  // messages exist, conversation row does not
     require_ok(save(*s, conversation("acme", "c3", now)));
-    after = wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "c3", now, done); });
+    after = whole_transcript(*s, "acme", "c3", now);
     CHECK(after->size() == per_producer);
 }
 
@@ -947,7 +1030,7 @@ TEST_CASE("durability commit acknowledges after the commit, relaxed once queued"
         s->flush();
         CHECK(s->stats().transactions_committed == 1);
         require_ok(save(*s, conversation("acme", "c1", now)));
-        auto t = wait_for<std::vector<message_record>>([&](auto done) { s->get_transcript("acme", "c1", now, done); });
+        auto t = whole_transcript(*s, "acme", "c1", now);
         CHECK(t->size() == 1);
     }
 }

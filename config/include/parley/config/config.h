@@ -69,6 +69,12 @@ struct limits_config {
     std::size_t max_accounts_per_tenant = 1000;
     // Open sessions of one visitor (tabs sharing a resume token) or one agent (tabs, devices).
     std::size_t max_sessions_per_identity = 32;
+    // Messages one conversation may hold (seq 1..this); a `send` or `share_calendar`
+    // beyond it is refused with `capacity`. Bounds what a transcript or a resume reads.
+    std::size_t max_messages_per_conversation = 10'000;
+    // get_transcript requests and transcript.txt downloads of one tenant in
+    // progress at once; more are refused (rate_limited, HTTP 503) until one ends.
+    std::size_t max_transcript_reads_per_tenant = 16;
 };
 
 struct routing_config {

@@ -95,9 +95,17 @@ struct get_activity {
     std::optional<std::string> cursor;
 };
 
+// Messages with seq > after_seq. Without `limit`, all of them in one reply
+// (too_large when they do not fit); with it, a page of at most `limit`, and
+// the reply's next_after_seq says where the next page starts.
 struct get_transcript {
     std::string conversation_id;
+    std::int64_t after_seq = 0;  // >= 0
+    std::optional<int> limit;    // 1..max_transcript_page
 };
+
+// The largest `limit` of one get_transcript page.
+inline constexpr int max_transcript_page = 1000;
 
 struct resume {
     std::string conversation_id;

@@ -148,7 +148,26 @@ std::string encode_get_visitor_ok(std::string_view re, const visitor_card& visit
 std::string encode_get_activity_ok(std::string_view re, std::span<const activity> activities,
                                    std::optional<std::string_view> next_cursor);
 
-std::string encode_get_transcript_ok(std::string_view re, std::span<const chat_message> messages);
+// `next_after_seq` is null when the messages reach the end of the transcript.
+std::string encode_get_transcript_ok(std::string_view re, std::span<const chat_message> messages,
+                                     std::optional<std::int64_t> next_after_seq);
+
+// A get_transcript ok written one message at a time, so that its builder can
+// stop before the frame grows past a byte budget without encoding anything
+// twice. finish() gives the same bytes as encode_get_transcript_ok.
+class transcript_reply_writer {
+public:
+    explicit transcript_reply_writer(std::string_view re);
+    // Appends `message` unless the finished frame could then be longer than
+    // `max_bytes` (whatever next_after_seq it ends with); says whether it did.
+    bool add(const chat_message& message, std::size_t max_bytes);
+    std::size_t message_count() const { return count_; }
+    std::string finish(std::optional<std::int64_t> next_after_seq) &&;
+
+private:
+    std::string out_;
+    std::size_t count_ = 0;
+};
 
 // ---- Events (no `re`) ----------------------------------------------------
 

@@ -154,6 +154,16 @@ struct conversation_page {
     std::optional<std::string> next_cursor;  // null on the last page
 };
 
+// One page of a conversation's messages (store::get_transcript).
+struct message_page {
+    std::vector<message_record> messages;  // seq order
+    // The seq to pass as after_seq for the next page; null when no message follows these.
+    std::optional<std::int64_t> next_after_seq;
+};
+
+// The most messages one store::get_transcript page may ask for.
+constexpr int max_message_page = 1000;
+
 struct activity_query {
     std::string tenant_id;
     std::string visitor_id;

@@ -117,10 +117,13 @@ public:
                                   callback<conversation_record> done) = 0;
     virtual void list_conversations(conversation_query query, callback<conversation_page> done) = 0;
     virtual void get_activity(activity_query query, callback<activity_page> done) = 0;
-    // All messages of the conversation in seq order, inside the retention window
-    // measured back from `now`. not_found for an unknown conversation.
-    virtual void get_transcript(std::string tenant_id, std::string conversation_id, millis now,
-                                callback<std::vector<message_record>> done) = 0;
+    // One page of the conversation's messages: seq > after_seq in seq order, at
+    // most `limit` (1..max_message_page, else bad_request), inside the retention
+    // window measured back from `now`; next_after_seq says whether more follow.
+    // not_found for an unknown conversation. A whole transcript is read page by
+    // page: a conversation may hold more than anyone should load at once.
+    virtual void get_transcript(std::string tenant_id, std::string conversation_id, std::int64_t after_seq,
+                                int limit, millis now, callback<message_page> done) = 0;
     // For resume: messages with seq > after_seq in order, at most `limit`.
     virtual void messages_after(std::string tenant_id, std::string conversation_id, std::int64_t after_seq,
                                 int limit, millis now, callback<std::vector<message_record>> done) = 0;
