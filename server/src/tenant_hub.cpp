@@ -60,6 +60,25 @@ admin_reply admin_error(int status, proto::error_code code, std::string_view mes
     return {status, proto::admin::encode_admin_error(code, message)};
 }
 
+// A page reply (list_conversations, get_activity) that fits `budget`, the reply's share of the
+// session's outbound bound: 100 entries may each carry a 4,000-character last message or 16 KiB
+// of activity details. Entries are dropped from the end until it fits, and the next page then
+// starts after the last one kept; one entry always goes, so a reader always gets on.
+// `encode(entries, next_cursor)` encodes; `cursors[i]` is the cursor after entries[i].
+template <class Entry, class Encode>
+std::string fitted_page(std::vector<Entry> entries, const std::vector<std::string>& cursors,
+                        std::optional<std::string> next_cursor, std::size_t budget, Encode encode) {
+    auto text = encode(entries, next_cursor);
+    while (text.size() > budget && entries.size() > 1) {
+        // In proportion to the overshoot, and at least one fewer each time.
+        const auto keep = std::clamp<std::size_t>(entries.size() * budget / text.size(), 1, entries.size() - 1);
+        entries.resize(keep);
+        next_cursor = cursors[keep - 1];
+        text = encode(entries, next_cursor);
+    }
+    return text;
+}
+
 // What a client is told about a storage error. not_found, conflict and
 // bad_request carry our own words; the database's own text (host names, paths,
 // SQL) stays in the log.
@@ -1032,13 +1051,15 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                 q.limit = r.limit;
                 q.cursor = r.cursor;
                 q.now = to_millis(now);
-                store_->list_conversations(std::move(q), [self = shared_from_this(), sid, re](
+                store_->list_conversations(std::move(q), [self = shared_from_this(), sid, re, budget = reply_budget()](
                                                              storage::result<storage::conversation_page> page) {
                     if (!page) return self->on_strand([self, sid, re, e = page.failure()] {
                         self->reply_error(sid, re, to_proto_error(e.kind), storage_message(e));
                     });
                     std::vector<proto::conversation_entry> entries;
+                    std::vector<std::string> cursors;
                     for (const auto& s : page->conversations) {
+                        cursors.push_back(storage::cursor_after(s.conversation));
                         proto::conversation_entry e;
                         e.id = s.conversation.id;
                         e.visitor = {s.conversation.visitor_id, s.visitor ? proto_profile(*s.visitor) : proto::visitor_profile{}};
@@ -1050,9 +1071,10 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                         entries.push_back(std::move(e));
                     }
                     // Encoding happens here on the storage thread; only the send hops to the strand.
-                    auto text = proto::encode_list_conversations_ok(
-                        re.value_or(""), entries,
-                        page->next_cursor ? std::optional<std::string_view>(*page->next_cursor) : std::nullopt);
+                    auto text = fitted_page(std::move(entries), cursors, page->next_cursor, budget,
+                                            [&re](const auto& list, const std::optional<std::string>& cursor) {
+                                                return proto::encode_list_conversations_ok(re.value_or(""), list, cursor);
+                                            });
                     self->on_strand([self, sid, text = std::move(text)]() mutable { self->send(sid, std::move(text)); });
                 });
             } else if constexpr (std::is_same_v<R, rq::get_visitor>) {
@@ -1070,7 +1092,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                                     });
             } else if constexpr (std::is_same_v<R, rq::get_activity>) {
                 storage::activity_query q{tenant_id_, r.visitor_id, r.limit, r.cursor, to_millis(now)};
-                store_->get_activity(std::move(q), [self = shared_from_this(), sid, re](
+                store_->get_activity(std::move(q), [self = shared_from_this(), sid, re, budget = reply_budget()](
                                                        storage::result<storage::activity_page> page) {
                     std::string text;
                     if (!page) {
@@ -1078,12 +1100,16 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                                                    to_proto_error(page.kind()), storage_message(page.failure()));
                     } else {
                         std::vector<proto::activity> list;
-                        for (const auto& a : page->activities)
+                        std::vector<std::string> cursors;
+                        for (const auto& a : page->activities) {
                             list.push_back({a.type, a.at, a.conversation_id,
                                             a.details.is_null() ? std::string() : a.details.dump()});
-                        text = proto::encode_get_activity_ok(
-                            re.value_or(""), list,
-                            page->next_cursor ? std::optional<std::string_view>(*page->next_cursor) : std::nullopt);
+                            cursors.push_back(storage::cursor_after(a));
+                        }
+                        text = fitted_page(std::move(list), cursors, page->next_cursor, budget,
+                                           [&re](const auto& entries, const std::optional<std::string>& cursor) {
+                                               return proto::encode_get_activity_ok(re.value_or(""), entries, cursor);
+                                           });
                     }
                     self->on_strand([self, sid, text = std::move(text)]() mutable { self->send(sid, std::move(text)); });
                 });

@@ -612,8 +612,7 @@ result<conversation_page> list_conversations(sql_connection& c, const conversati
     conversation_page page;
     for (const auto& row : r.rows) {
         if (page.conversations.size() == static_cast<std::size_t>(q.limit)) {
-            const auto& last = page.conversations.back().conversation;
-            page.next_cursor = make_cursor(last.started_at, last.id);
+            page.next_cursor = cursor_after(page.conversations.back().conversation);
             break;
         }
         conversation_summary summary;
@@ -643,8 +642,7 @@ result<activity_page> get_activity(sql_connection& c, const activity_query& q, i
     activity_page page;
     for (const auto& row : r.rows) {
         if (page.activities.size() == static_cast<std::size_t>(q.limit)) {
-            const auto& last = page.activities.back();
-            page.next_cursor = make_cursor(last.at, std::to_string(last.id));
+            page.next_cursor = cursor_after(page.activities.back());
             break;
         }
         activity_record a;
@@ -832,3 +830,10 @@ prune_report prune(sql_connection& c, millis now, int retention_days, std::size_
 }
 
 }  // namespace parley::storage::detail
+
+namespace parley::storage {
+
+std::string cursor_after(const conversation_record& last) { return detail::make_cursor(last.started_at, last.id); }
+std::string cursor_after(const activity_record& last) { return detail::make_cursor(last.at, std::to_string(last.id)); }
+
+}  // namespace parley::storage

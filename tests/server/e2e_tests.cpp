@@ -1667,3 +1667,62 @@ TEST_CASE("limits.max_sessions_per_identity bounds one visitor's and one agent's
     }
     CHECK(reopened);
 }
+
+TEST_CASE("list_conversations and get_activity pages fit the reply's share of the outbound bound", "[e2e]") {
+    // Half of 32 KiB for a reply: 8 conversations with a 3,900-character last message, or 8
+    // activities with 15,000 bytes of details, do not fit one page of limit 100.
+    chat_server server("[limits]\noutbound_max_bytes = 32768\n");
+    server.put_agent("a1", {{"name", "Ann"}, {"teams", {"sales"}}});
+    server.put_route("sales", {{"type", "team"}, {"team", "sales"}});
+    auto agent = server.connect_agent("a1");
+    const std::string long_text(3900, 'x');
+    std::set<std::string> started;
+    std::string visitor_id;
+    for (int i = 0; i < 8; ++i) {
+        auto c = server.start_chat(agent, "sales");
+        REQUIRE(chat_server::send_text(*c.visitor.ws, c.conversation_id, long_text, "m")["type"] == "ok");
+        REQUIRE(agent->request({{"type", "end_chat"}, {"id", "e"}, {"conversation_id", c.conversation_id}})["type"] == "ok");
+        started.insert(c.conversation_id);
+        if (i == 0) visitor_id = c.visitor.visitor_id;
+    }
+    const auto base_ms = now_ms() - 60'000;
+    for (int i = 0; i < 8; ++i) {
+        auto posted = server.admin("POST", "/visitors/" + visitor_id + "/activities",
+                                   {{"type", "visited_webpage"}, {"at", base_ms + i}, {"details", {{"blob", std::string(15000, 'y')}}}});
+        INFO(posted.body);
+        REQUIRE(posted.status == 201);
+    }
+
+    // Follows next_cursor to the end: every reply within the share, nothing twice, nothing missed.
+    auto read_all = [&](json query, const char* list_field, auto key_of) {
+        std::multiset<std::string> seen;
+        int pages = 0;
+        for (json cursor = nullptr; pages == 0 || !cursor.is_null(); ++pages) {
+            REQUIRE(pages < 30);
+            query["id"] = "p" + std::to_string(pages);
+            if (!cursor.is_null()) query["cursor"] = cursor;
+            auto reply = agent->request(query);
+            INFO(reply.dump().substr(0, 300));
+            REQUIRE(reply["type"] == "ok");
+            CHECK(reply.dump().size() <= 16384);
+            REQUIRE_FALSE(reply[list_field].empty());
+            for (const auto& entry : reply[list_field]) seen.insert(key_of(entry));
+            cursor = reply["next_cursor"];
+        }
+        CHECK(pages > 1);
+        return seen;
+    };
+    auto listed = read_all({{"type", "list_conversations"}, {"filter", "all"}, {"limit", 100}}, "conversations",
+                           [](const json& c) { return c["id"].get<std::string>(); });
+    CHECK(listed == std::multiset<std::string>(started.begin(), started.end()));
+
+    auto activities = read_all({{"type", "get_activity"}, {"visitor_id", visitor_id}, {"limit", 100}}, "activities",
+                               [](const json& a) { return a["type"].get<std::string>() + "@" + a["at"].dump(); });
+    std::multiset<std::string> posted;
+    for (int i = 0; i < 8; ++i) posted.insert("visited_webpage@" + std::to_string(base_ms + i));
+    std::multiset<std::string> pages_of_posted;
+    for (const auto& a : activities)
+        if (a.rfind("visited_webpage@", 0) == 0) pages_of_posted.insert(a);
+    CHECK(pages_of_posted == posted);
+    CHECK(agent->request({{"type", "get_visitor"}, {"id", "still-open"}, {"visitor_id", visitor_id}})["type"] == "ok");
+}

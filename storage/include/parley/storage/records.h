@@ -153,6 +153,9 @@ struct conversation_page {
     std::vector<conversation_summary> conversations;
     std::optional<std::string> next_cursor;  // null on the last page
 };
+// The cursor of the page that starts after `last`: what next_cursor is when a
+// page ends there, for a reader that sends fewer entries than it read.
+std::string cursor_after(const conversation_record& last);
 
 // One page of a conversation's messages (store::get_transcript).
 struct message_page {
@@ -176,6 +179,7 @@ struct activity_page {
     std::vector<activity_record> activities;  // newest first
     std::optional<std::string> next_cursor;
 };
+std::string cursor_after(const activity_record& last);  // as for conversations
 
 // What a restarting server needs to resume: every conversation not ended (with
 // its agent, tried agents and highest seq), pending offers, and overrides not
