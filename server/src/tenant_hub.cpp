@@ -81,6 +81,37 @@ admin_reply over_limit(std::string_view what, std::size_t limit, std::string_vie
                                    what, key));
 }
 
+// "a, b, c", up to ten names, then how many more.
+std::string first_names(const std::vector<std::string>& names) {
+    std::string text;
+    for (std::size_t i = 0; i < names.size() && i < 10; ++i) text += (i == 0 ? "" : ", ") + names[i];
+    if (names.size() > 10) text += fmt::format(" and {} more", names.size() - 10);
+    return text;
+}
+
+// Routes whose fallback_route names no route, or whose fallback_routes lead back
+// to them: what the admin API refuses to create, found in storage.
+std::vector<std::string> broken_fallbacks(const std::unordered_map<std::string, std::string>& routes) {
+    std::vector<std::string> problems;
+    for (const auto& [name, fallback] : routes) {
+        if (fallback.empty()) continue;
+        if (routes.count(fallback) == 0) {
+            problems.push_back(fmt::format("route {}: fallback_route {} does not exist", name, fallback));
+            continue;
+        }
+        std::unordered_set<std::string> seen;
+        for (std::string next = fallback; !next.empty() && routes.count(next) != 0 && seen.insert(next).second;
+             next = routes.at(next)) {
+            if (next == name) {
+                problems.push_back(fmt::format("route {}: its fallback_routes lead back to it", name));
+                break;
+            }
+        }
+    }
+    std::sort(problems.begin(), problems.end());
+    return problems;
+}
+
 admin_reply admin_storage_error(const storage::error& e) {
     if (e.kind != storage::error_kind::ok) global_metrics().storage_errors++;
     return admin_error(http_status(e.kind), to_proto_error(e.kind), storage_message(e));
@@ -137,16 +168,39 @@ std::optional<std::string> tenant_hub::load() {
     auto routes = wait_for<std::vector<storage::route_record>>(
         [&](auto done) { store_->list_routes(tenant_id_, std::move(done)); });
     if (!routes) return "cannot load routes of tenant " + tenant_id_ + ": " + routes.failure().message;
+    std::vector<std::string> rewritten;
     for (auto& r : routes.value()) {
-        auto parsed = route_config_from_json(r.name, r.config, state_->cfg.routing);
+        auto normalised = normalised_route_json(r.config);
+        auto parsed = normalised ? route_config_from_json(r.name, normalised.value(), state_->cfg.routing)
+                                 : proto::parse_result<routing::route_config>(normalised.error());
         if (!parsed) {
             log->error("tenant {}: stored route {} is invalid and skipped: {}", tenant_id_, r.name,
                        parsed.error().message);
             continue;
         }
+        // Versions before routes were normalised stored the PUT body as sent: unknown fields
+        // (of any size), nulls. The row becomes what a PUT of the same route stores now, so
+        // none of that is kept or shown. Parsing ignored those fields in every version, and
+        // they cannot be a newer release's: going back to an older release means restoring
+        // the backup taken before the upgrade (README, "Upgrade").
+        if (normalised.value() != r.config) {
+            auto stored = wait_for<void>([&](auto done) {
+                store_->put_route({tenant_id_, r.name, normalised.value()}, std::move(done));
+            });
+            if (stored)
+                rewritten.push_back(r.name);
+            else  // in effect normalised all the same; the row is retried at the next start
+                log->warn("tenant {}: stored route {} could not be rewritten in normalised form: {}", tenant_id_,
+                          r.name, stored.failure().message);
+        }
         routes_[r.name] = parsed.value().fallback_route;
         config.routes.push_back(std::move(parsed.value()));
     }
+    if (!rewritten.empty())
+        log->info("tenant {}: {} stored route(s) rewritten in normalised form, unknown fields dropped: {}", tenant_id_,
+                  rewritten.size(), first_names(rewritten));
+    for (const auto& problem : broken_fallbacks(routes_))
+        log->warn("tenant {}: {} (left by an older version; PUT the route again to repair it)", tenant_id_, problem);
     auto accounts = wait_for<std::vector<storage::account_record>>(
         [&](auto done) { store_->list_accounts(tenant_id_, std::move(done)); });
     if (!accounts) return "cannot load accounts of tenant " + tenant_id_ + ": " + accounts.failure().message;
@@ -1524,6 +1578,26 @@ void tenant_hub::admin_delete_route(std::string name, admin_done done) {
             self->apply(actions);
             done({204, ""});
         }));
+    });
+}
+
+void tenant_hub::admin_list_routes(admin_done done) {
+    // From storage, on a reader thread: the running router keeps no copy of the stored form.
+    store_->list_routes(tenant_id_, [tenant_id = tenant_id_, done = std::move(done)](
+                                        storage::result<std::vector<storage::route_record>> routes) {
+        if (!routes) return done(admin_storage_error(routes.failure()));
+        auto& records = routes.value();
+        std::sort(records.begin(), records.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+        nlohmann::json list = nlohmann::json::array();
+        for (const auto& r : records) {
+            // Normalised again: a row an older version stored raw shows no unknown field. One
+            // that is not a valid route was skipped by load() and is not in effect.
+            auto normalised = normalised_route_json(r.config);
+            if (!normalised) continue;
+            normalised.value()["name"] = r.name;
+            list.push_back(std::move(normalised.value()));
+        }
+        done({200, dump_stored(nlohmann::json{{"routes", std::move(list)}})});
     });
 }
 

@@ -90,6 +90,9 @@ public:
     void admin_list_agents(admin_done done);
     void admin_put_route(std::string name, proto::admin::route_body body, admin_done done);
     void admin_delete_route(std::string name, admin_done done);
+    // The stored routes in normalised form, by name. Read from storage (after the writes
+    // submitted before it, as every read).
+    void admin_list_routes(admin_done done);
     void admin_put_account(std::string key, std::string agent_id, admin_done done);
     void admin_delete_account(std::string key, admin_done done);
     void admin_put_visitor(std::string id, proto::visitor_profile profile, admin_done done);
