@@ -187,6 +187,7 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
         response.set(http::field::server, "parleyd");
         response.set("X-Content-Type-Options", "nosniff");
         if (r.status != 204) response.set(http::field::content_type, r.content_type);
+        if (r.retry_after_s > 0) response.set(http::field::retry_after, std::to_string(r.retry_after_s));
         response.keep_alive(keep_alive);
         response.body() = std::move(r.body);
         response.prepare_payload();

@@ -22,6 +22,9 @@ constexpr std::size_t max_outbox_per_conversation = 256;
 constexpr int resume_page = 200;  // messages per storage read while replaying
 constexpr std::size_t max_waiting_resumes = 64;  // per session, behind the one replaying
 constexpr std::size_t max_frames_behind_hello = 64;  // per session, while its hello waits for storage
+// Per tenant, behind the one running, and how long each may wait for its turn (admin_queue.h).
+constexpr std::size_t max_waiting_admin_changes = 64;
+constexpr std::chrono::seconds max_admin_change_wait{10};
 // Per conversation, to answer resends without a storage round trip. Under durability
 // commit, storage catches older ones; under relaxed (ok before the write) a resend
 // of an id older than this is acknowledged with a new seq that storage then drops.
@@ -129,7 +132,8 @@ tenant_hub::tenant_hub(asio::io_context& ioc, std::shared_ptr<shared_state> stat
       strand_(asio::make_strand(ioc)),
       wakeup_timer_(strand_),
       stats_timer_(strand_),
-      restore_timer_(strand_) {}
+      restore_timer_(strand_),
+      admin_queue_(std::make_shared<admin_queue>(strand_, max_waiting_admin_changes, max_admin_change_wait)) {}
 
 tenant_hub::~tenant_hub() = default;
 
@@ -299,6 +303,10 @@ void tenant_hub::shutdown(websocket::close_code code, std::string reason) {
         self->restore_timer_.cancel();
         self->close_when_drained_ = websocket::close_reason(code, reason);
         self->close_sessions_if_drained();
+        // Admin changes waiting, and later ones, are not made; the one running finishes.
+        admin_reply refused = admin_error(503, proto::error_code::unavailable, reason + "; the change was not made");
+        if (code == websocket::close_code::going_away) refused.retry_after_s = 1;  // a restart, not a removal
+        self->admin_queue_->close(std::move(refused));
     });
 }
 
@@ -1425,8 +1433,16 @@ void tenant_hub::handle_resume(std::uint64_t sid, const std::optional<std::strin
 
 // ---------------------------------------------------------------------------
 // Admin API: persisted first, then applied to the running router on the strand.
+// Changes hold the tenant's admin turn (admin_queue.h) from their checks until
+// they answer, so every check sees what the changes before it did.
 
 namespace parley::server {
+
+void tenant_hub::mutate(admin_done done, admin_queue::mutation m) {
+    on_strand([self = shared_from_this(), done = std::move(done), m = std::move(m)]() mutable {
+        self->admin_queue_->submit(std::move(done), std::move(m));
+    });
+}
 
 void tenant_hub::admin_put_agent(std::string id, proto::admin::agent_body body, admin_done done) {
     auto record = agent_record_from_body(tenant_id_, id, body);
@@ -1437,40 +1453,35 @@ void tenant_hub::admin_put_agent(std::string id, proto::admin::agent_body body, 
     } catch (const std::exception& e) {
         return done(admin_error(400, proto::error_code::bad_request, std::string("schedule: ") + e.what()));
     }
-    on_strand([self = shared_from_this(), record = std::move(record), config = std::move(config),
-               done = std::move(done)]() mutable {
+    mutate(std::move(done), [self = shared_from_this(), record = std::move(record),
+                             config = std::move(config)](admin_done finish) {
         const bool creating = self->agents_.count(record.id) == 0;
         if (creating) {
             const auto limit = self->state_->limits()->max_agents_per_tenant;
-            if (self->agents_.size() + self->agents_being_created_ >= limit)
-                return done(over_limit("agents", limit, "limits.max_agents_per_tenant"));
-            ++self->agents_being_created_;
+            if (self->agents_.size() >= limit) return finish(over_limit("agents", limit, "limits.max_agents_per_tenant"));
         }
         self->store_->put_agent(record, self->back_on_strand<void>([self, record, config, creating,
-                                                                   done = std::move(done)](storage::status s) {
-            if (creating) --self->agents_being_created_;
-            if (!s) return done(admin_storage_error(s.failure()));
+                                                                   finish](storage::status s) {
+            if (!s) return finish(admin_storage_error(s.failure()));
             routing::actions actions;
-            bool created = self->agents_.count(record.id) == 0;
             try {
                 self->router_->upsert_agent(config, current_time(), actions);
             } catch (const std::exception& e) {
-                return done(admin_error(400, proto::error_code::bad_request, e.what()));
+                return finish(admin_error(400, proto::error_code::bad_request, e.what()));
             }
             self->agents_[record.id] = record;
             self->apply(actions);
-            logger("route")->info("tenant {}: agent {} {}", self->tenant_id_, record.id, created ? "created" : "updated");
-            done({created ? 201 : 200, dump_stored(agent_record_to_json(record))});
+            logger("route")->info("tenant {}: agent {} {}", self->tenant_id_, record.id, creating ? "created" : "updated");
+            finish({creating ? 201 : 200, dump_stored(agent_record_to_json(record))});
         }));
     });
 }
 
 void tenant_hub::admin_delete_agent(std::string id, admin_done done) {
-    on_strand([self = shared_from_this(), id = std::move(id), done = std::move(done)]() mutable {
-        if (self->agents_.count(id) == 0) return done(admin_error(404, proto::error_code::not_found, "no such agent"));
-        self->store_->delete_agent(self->tenant_id_, id, self->back_on_strand<void>([self, id, done = std::move(done)](
-                                                                                      storage::status s) {
-            if (!s) return done(admin_storage_error(s.failure()));
+    mutate(std::move(done), [self = shared_from_this(), id = std::move(id)](admin_done finish) {
+        if (self->agents_.count(id) == 0) return finish(admin_error(404, proto::error_code::not_found, "no such agent"));
+        self->store_->delete_agent(self->tenant_id_, id, self->back_on_strand<void>([self, id, finish](storage::status s) {
+            if (!s) return finish(admin_storage_error(s.failure()));
             routing::actions actions;
             self->router_->remove_agent(id, current_time(), actions);
             self->agents_.erase(id);
@@ -1479,7 +1490,7 @@ void tenant_hub::admin_delete_agent(std::string id, admin_done done) {
             if (auto it = self->agent_sessions_.find(id); it != self->agent_sessions_.end())
                 for (auto sid : it->second)
                     self->sessions_.at(sid).session->close(static_cast<std::uint16_t>(4401), "agent deleted");
-            done({204, ""});
+            finish({204, ""});
         }));
     });
 }
@@ -1513,50 +1524,45 @@ void tenant_hub::admin_put_route(std::string name, proto::admin::route_body body
     if (!parsed) return done({400, proto::admin::encode_admin_error(parsed.error())});
     auto config = std::move(parsed.value());
     storage::route_record record{tenant_id_, name, std::move(route_json)};
-    on_strand([self = shared_from_this(), record = std::move(record), config = std::move(config),
-               done = std::move(done)]() mutable {
+    mutate(std::move(done), [self = shared_from_this(), record = std::move(record),
+                             config = std::move(config)](admin_done finish) {
         // A fallback_route must exist and must not lead back here.
         std::string next = config.fallback_route;
         for (int hops = 0; !next.empty(); ++hops) {
             if (next == config.name || hops > 32)
-                return done(admin_error(400, proto::error_code::bad_request, "fallback_route forms a cycle"));
+                return finish(admin_error(400, proto::error_code::bad_request, "fallback_route forms a cycle"));
             auto it = self->routes_.find(next);
             if (it == self->routes_.end())
-                return done(admin_error(400, proto::error_code::bad_request,
-                                        "fallback_route: no route named " + next));
+                return finish(admin_error(400, proto::error_code::bad_request, "fallback_route: no route named " + next));
             next = it->second;
         }
         const bool creating = self->routes_.count(record.name) == 0;
         if (creating) {
             const auto limit = self->state_->limits()->max_routes_per_tenant;
-            if (self->routes_.size() + self->routes_being_created_ >= limit)
-                return done(over_limit("routes", limit, "limits.max_routes_per_tenant"));
-            ++self->routes_being_created_;
+            if (self->routes_.size() >= limit) return finish(over_limit("routes", limit, "limits.max_routes_per_tenant"));
         }
         self->store_->put_route(record, self->back_on_strand<void>([self, record, config, creating,
-                                                                   done = std::move(done)](storage::status s) {
-            if (creating) --self->routes_being_created_;
-            if (!s) return done(admin_storage_error(s.failure()));
+                                                                   finish](storage::status s) {
+            if (!s) return finish(admin_storage_error(s.failure()));
             routing::actions actions;
             try {
                 self->router_->upsert_route(config, current_time(), actions);
             } catch (const std::exception& e) {
-                return done(admin_error(400, proto::error_code::bad_request, e.what()));
+                return finish(admin_error(400, proto::error_code::bad_request, e.what()));
             }
-            bool created = self->routes_.count(record.name) == 0;
             self->routes_[record.name] = config.fallback_route;
             self->apply(actions);
-            logger("route")->info("tenant {}: route {} {}", self->tenant_id_, record.name, created ? "created" : "updated");
+            logger("route")->info("tenant {}: route {} {}", self->tenant_id_, record.name, creating ? "created" : "updated");
             auto reply = record.config;
             reply["name"] = record.name;
-            done({created ? 201 : 200, dump_stored(reply)});
+            finish({creating ? 201 : 200, dump_stored(reply)});
         }));
     });
 }
 
 void tenant_hub::admin_delete_route(std::string name, admin_done done) {
-    on_strand([self = shared_from_this(), name = std::move(name), done = std::move(done)]() mutable {
-        if (self->routes_.count(name) == 0) return done(admin_error(404, proto::error_code::not_found, "no such route"));
+    mutate(std::move(done), [self = shared_from_this(), name = std::move(name)](admin_done finish) {
+        if (self->routes_.count(name) == 0) return finish(admin_error(404, proto::error_code::not_found, "no such route"));
         // A route another one falls back to stays: deleting it would leave that one pointing nowhere.
         std::vector<std::string> users;
         for (const auto& [other, fallback] : self->routes_)
@@ -1565,18 +1571,17 @@ void tenant_hub::admin_delete_route(std::string name, admin_done done) {
             std::sort(users.begin(), users.end());
             std::string list;
             for (const auto& user : users) list += (list.empty() ? "" : ", ") + user;
-            return done(admin_error(409, proto::error_code::conflict,
-                                    "route " + name + " is the fallback_route of " + list +
-                                        "; change or delete " + (users.size() == 1 ? "it" : "them") + " first"));
+            return finish(admin_error(409, proto::error_code::conflict,
+                                      "route " + name + " is the fallback_route of " + list + "; change or delete " +
+                                          (users.size() == 1 ? "it" : "them") + " first"));
         }
-        self->store_->delete_route(self->tenant_id_, name, self->back_on_strand<void>([self, name, done = std::move(done)](
-                                                                                       storage::status s) {
-            if (!s) return done(admin_storage_error(s.failure()));
+        self->store_->delete_route(self->tenant_id_, name, self->back_on_strand<void>([self, name, finish](storage::status s) {
+            if (!s) return finish(admin_storage_error(s.failure()));
             routing::actions actions;
             self->router_->remove_route(name, current_time(), actions);
             self->routes_.erase(name);
             self->apply(actions);
-            done({204, ""});
+            finish({204, ""});
         }));
     });
 }
@@ -1601,41 +1606,46 @@ void tenant_hub::admin_list_routes(admin_done done) {
     });
 }
 
+namespace {
+
+std::string lowercase(std::string text) {
+    std::transform(text.begin(), text.end(), text.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    return text;
+}
+
+}  // namespace
+
 void tenant_hub::admin_put_account(std::string key, std::string agent_id, admin_done done) {
-    on_strand([self = shared_from_this(), key = std::move(key), agent_id = std::move(agent_id),
-               done = std::move(done)]() mutable {
+    mutate(std::move(done), [self = shared_from_this(), domain = lowercase(std::move(key)),
+                             agent_id = std::move(agent_id)](admin_done finish) {
         if (self->agents_.count(agent_id) == 0)
-            return done(admin_error(400, proto::error_code::bad_request, "agent_id: no such agent"));
-        std::string lowered = key;
-        std::transform(lowered.begin(), lowered.end(), lowered.begin(),
-                       [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-        const bool creating = !self->router_->has_account(lowered);
-        if (creating) {
+            return finish(admin_error(400, proto::error_code::bad_request, "agent_id: no such agent"));
+        if (!self->router_->has_account(domain)) {
             const auto limit = self->state_->limits()->max_accounts_per_tenant;
-            if (self->router_->account_count() + self->accounts_being_created_ >= limit)
-                return done(over_limit("accounts", limit, "limits.max_accounts_per_tenant"));
-            ++self->accounts_being_created_;
+            if (self->router_->account_count() >= limit)
+                return finish(over_limit("accounts", limit, "limits.max_accounts_per_tenant"));
         }
-        self->store_->put_account({self->tenant_id_, lowered, agent_id},
-                                  self->back_on_strand<void>([self, lowered, agent_id, creating, done = std::move(done)](
-                                                                 storage::status s) {
-                                      if (creating) --self->accounts_being_created_;
-                                      if (!s) return done(admin_storage_error(s.failure()));
-                                      self->router_->upsert_account(lowered, agent_id);
-                                      done({200, dump_stored(nlohmann::json{{"domain", lowered}, {"agent_id", agent_id}})});
+        self->store_->put_account({self->tenant_id_, domain, agent_id},
+                                  self->back_on_strand<void>([self, domain, agent_id, finish](storage::status s) {
+                                      if (!s) return finish(admin_storage_error(s.failure()));
+                                      self->router_->upsert_account(domain, agent_id);
+                                      finish({200, dump_stored(nlohmann::json{{"domain", domain}, {"agent_id", agent_id}})});
                                   }));
     });
 }
 
 void tenant_hub::admin_delete_account(std::string key, admin_done done) {
-    std::transform(key.begin(), key.end(), key.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-    store_->delete_account(tenant_id_, key, back_on_strand<void>([self = shared_from_this(), key, done = std::move(done)](
-                                                                    storage::status s) {
-        if (!s) return done(admin_storage_error(s.failure()));
-        if (self->router_->remove_account(key) != routing::outcome::ok)
-            return done(admin_error(404, proto::error_code::not_found, "no such account"));
-        done({204, ""});
-    }));
+    mutate(std::move(done), [self = shared_from_this(), domain = lowercase(std::move(key))](admin_done finish) {
+        if (!self->router_->has_account(domain))
+            return finish(admin_error(404, proto::error_code::not_found, "no such account"));
+        self->store_->delete_account(self->tenant_id_, domain,
+                                     self->back_on_strand<void>([self, domain, finish](storage::status s) {
+                                         if (!s) return finish(admin_storage_error(s.failure()));
+                                         self->router_->remove_account(domain);
+                                         finish({204, ""});
+                                     }));
+    });
 }
 
 void tenant_hub::admin_put_visitor(std::string id, proto::visitor_profile profile, admin_done done) {
