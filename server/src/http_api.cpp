@@ -235,6 +235,10 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
         }
         if (method == http::verb::delete_) return hub->admin_delete_agent(parts[4], reply);
     }
+    if (resource == "routes" && parts.size() == 4) {
+        if (!is_get) return done(error_response(request, 405, proto::error_code::bad_request, "use GET"));
+        return hub->admin_list_routes(reply);
+    }
     if (parts.size() == 5 && resource == "routes") {
         if (!proto::is_valid_route_name(parts[4]))
             return done(error_response(request, 400, proto::error_code::bad_request,

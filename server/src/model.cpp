@@ -120,6 +120,12 @@ nlohmann::json route_json_from_body(const proto::admin::route_body& body) {
     return route;
 }
 
+proto::parse_result<nlohmann::json> normalised_route_json(const nlohmann::json& stored) {
+    auto parsed = proto::admin::parse_route_body(dump_stored(stored));
+    if (!parsed) return parsed.error();
+    return route_json_from_body(parsed.value());
+}
+
 proto::parse_result<routing::route_config> route_config_from_json(const std::string& name, const nlohmann::json& body,
                                                                   const config::routing_config& defaults) {
     nlohmann::json effective = body;

@@ -33,6 +33,9 @@ routing::agent_config agent_config_from_record(const storage::agent_record& agen
 // max_attempts stay absent when the body left them out, so the configured
 // defaults keep applying. This is also what the PUT reply echoes.
 nlohmann::json route_json_from_body(const proto::admin::route_body& body);
+// A stored route in that normalised form, or why it is not a valid route (rows
+// written by older builds hold the body as it was sent: unknown fields, nulls).
+proto::parse_result<nlohmann::json> normalised_route_json(const nlohmann::json& stored);
 // The body parser validates stored routes again on load.
 proto::parse_result<routing::route_config> route_config_from_json(const std::string& name, const nlohmann::json& body,
                                                                   const config::routing_config& defaults);

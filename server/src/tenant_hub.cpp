@@ -28,6 +28,9 @@ constexpr int transcript_page = 200;
 constexpr int accept_history = 200;
 constexpr std::size_t max_waiting_resumes = 64;  // per session, behind the one replaying
 constexpr std::size_t max_frames_behind_hello = 64;  // per session, while its hello waits for storage
+// Per tenant, behind the one running, and how long each may wait for its turn (admin_queue.h).
+constexpr std::size_t max_waiting_admin_changes = 64;
+constexpr std::chrono::seconds max_admin_change_wait{10};
 // Per conversation, to answer resends without a storage round trip. Under durability
 // commit, storage catches older ones; under relaxed (ok before the write) a resend
 // of an id older than this is acknowledged with a new seq that storage then drops.
@@ -106,6 +109,37 @@ admin_reply over_limit(std::string_view what, std::size_t limit, std::string_vie
                                    what, key));
 }
 
+// "a, b, c", up to ten names, then how many more.
+std::string first_names(const std::vector<std::string>& names) {
+    std::string text;
+    for (std::size_t i = 0; i < names.size() && i < 10; ++i) text += (i == 0 ? "" : ", ") + names[i];
+    if (names.size() > 10) text += fmt::format(" and {} more", names.size() - 10);
+    return text;
+}
+
+// Routes whose fallback_route names no route, or whose fallback_routes lead back
+// to them: what the admin API refuses to create, found in storage.
+std::vector<std::string> broken_fallbacks(const std::unordered_map<std::string, std::string>& routes) {
+    std::vector<std::string> problems;
+    for (const auto& [name, fallback] : routes) {
+        if (fallback.empty()) continue;
+        if (routes.count(fallback) == 0) {
+            problems.push_back(fmt::format("route {}: fallback_route {} does not exist", name, fallback));
+            continue;
+        }
+        std::unordered_set<std::string> seen;
+        for (std::string next = fallback; !next.empty() && routes.count(next) != 0 && seen.insert(next).second;
+             next = routes.at(next)) {
+            if (next == name) {
+                problems.push_back(fmt::format("route {}: its fallback_routes lead back to it", name));
+                break;
+            }
+        }
+    }
+    std::sort(problems.begin(), problems.end());
+    return problems;
+}
+
 admin_reply admin_storage_error(const storage::error& e) {
     if (e.kind != storage::error_kind::ok) global_metrics().storage_errors++;
     return admin_error(http_status(e.kind), to_proto_error(e.kind), storage_message(e));
@@ -123,7 +157,8 @@ tenant_hub::tenant_hub(asio::io_context& ioc, std::shared_ptr<shared_state> stat
       strand_(asio::make_strand(ioc)),
       wakeup_timer_(strand_),
       stats_timer_(strand_),
-      restore_timer_(strand_) {}
+      restore_timer_(strand_),
+      admin_queue_(std::make_shared<admin_queue>(strand_, max_waiting_admin_changes, max_admin_change_wait)) {}
 
 tenant_hub::~tenant_hub() = default;
 
@@ -162,16 +197,39 @@ std::optional<std::string> tenant_hub::load() {
     auto routes = wait_for<std::vector<storage::route_record>>(
         [&](auto done) { store_->list_routes(tenant_id_, std::move(done)); });
     if (!routes) return "cannot load routes of tenant " + tenant_id_ + ": " + routes.failure().message;
+    std::vector<std::string> rewritten;
     for (auto& r : routes.value()) {
-        auto parsed = route_config_from_json(r.name, r.config, state_->cfg.routing);
+        auto normalised = normalised_route_json(r.config);
+        auto parsed = normalised ? route_config_from_json(r.name, normalised.value(), state_->cfg.routing)
+                                 : proto::parse_result<routing::route_config>(normalised.error());
         if (!parsed) {
             log->error("tenant {}: stored route {} is invalid and skipped: {}", tenant_id_, r.name,
                        parsed.error().message);
             continue;
         }
+        // Versions before routes were normalised stored the PUT body as sent: unknown fields
+        // (of any size), nulls. The row becomes what a PUT of the same route stores now, so
+        // none of that is kept or shown. Parsing ignored those fields in every version, and
+        // they cannot be a newer release's: going back to an older release means restoring
+        // the backup taken before the upgrade (README, "Upgrade").
+        if (normalised.value() != r.config) {
+            auto stored = wait_for<void>([&](auto done) {
+                store_->put_route({tenant_id_, r.name, normalised.value()}, std::move(done));
+            });
+            if (stored)
+                rewritten.push_back(r.name);
+            else  // in effect normalised all the same; the row is retried at the next start
+                log->warn("tenant {}: stored route {} could not be rewritten in normalised form: {}", tenant_id_,
+                          r.name, stored.failure().message);
+        }
         routes_[r.name] = parsed.value().fallback_route;
         config.routes.push_back(std::move(parsed.value()));
     }
+    if (!rewritten.empty())
+        log->info("tenant {}: {} stored route(s) rewritten in normalised form, unknown fields dropped: {}", tenant_id_,
+                  rewritten.size(), first_names(rewritten));
+    for (const auto& problem : broken_fallbacks(routes_))
+        log->warn("tenant {}: {} (left by an older version; PUT the route again to repair it)", tenant_id_, problem);
     auto accounts = wait_for<std::vector<storage::account_record>>(
         [&](auto done) { store_->list_accounts(tenant_id_, std::move(done)); });
     if (!accounts) return "cannot load accounts of tenant " + tenant_id_ + ": " + accounts.failure().message;
@@ -270,6 +328,10 @@ void tenant_hub::shutdown(websocket::close_code code, std::string reason) {
         self->restore_timer_.cancel();
         self->close_when_drained_ = websocket::close_reason(code, reason);
         self->close_sessions_if_drained();
+        // Admin changes waiting, and later ones, are not made; the one running finishes.
+        admin_reply refused = admin_error(503, proto::error_code::unavailable, reason + "; the change was not made");
+        if (code == websocket::close_code::going_away) refused.retry_after_s = 1;  // a restart, not a removal
+        self->admin_queue_->close(std::move(refused));
     });
 }
 
@@ -1568,8 +1630,16 @@ void tenant_hub::handle_resume(std::uint64_t sid, const std::optional<std::strin
 
 // ---------------------------------------------------------------------------
 // Admin API: persisted first, then applied to the running router on the strand.
+// Changes hold the tenant's admin turn (admin_queue.h) from their checks until
+// they answer, so every check sees what the changes before it did.
 
 namespace parley::server {
+
+void tenant_hub::mutate(admin_done done, admin_queue::mutation m) {
+    on_strand([self = shared_from_this(), done = std::move(done), m = std::move(m)]() mutable {
+        self->admin_queue_->submit(std::move(done), std::move(m));
+    });
+}
 
 void tenant_hub::admin_put_agent(std::string id, proto::admin::agent_body body, admin_done done) {
     auto record = agent_record_from_body(tenant_id_, id, body);
@@ -1580,40 +1650,35 @@ void tenant_hub::admin_put_agent(std::string id, proto::admin::agent_body body, 
     } catch (const std::exception& e) {
         return done(admin_error(400, proto::error_code::bad_request, std::string("schedule: ") + e.what()));
     }
-    on_strand([self = shared_from_this(), record = std::move(record), config = std::move(config),
-               done = std::move(done)]() mutable {
+    mutate(std::move(done), [self = shared_from_this(), record = std::move(record),
+                             config = std::move(config)](admin_done finish) {
         const bool creating = self->agents_.count(record.id) == 0;
         if (creating) {
             const auto limit = self->state_->limits()->max_agents_per_tenant;
-            if (self->agents_.size() + self->agents_being_created_ >= limit)
-                return done(over_limit("agents", limit, "limits.max_agents_per_tenant"));
-            ++self->agents_being_created_;
+            if (self->agents_.size() >= limit) return finish(over_limit("agents", limit, "limits.max_agents_per_tenant"));
         }
         self->store_->put_agent(record, self->back_on_strand<void>([self, record, config, creating,
-                                                                   done = std::move(done)](storage::status s) {
-            if (creating) --self->agents_being_created_;
-            if (!s) return done(admin_storage_error(s.failure()));
+                                                                   finish](storage::status s) {
+            if (!s) return finish(admin_storage_error(s.failure()));
             routing::actions actions;
-            bool created = self->agents_.count(record.id) == 0;
             try {
                 self->router_->upsert_agent(config, current_time(), actions);
             } catch (const std::exception& e) {
-                return done(admin_error(400, proto::error_code::bad_request, e.what()));
+                return finish(admin_error(400, proto::error_code::bad_request, e.what()));
             }
             self->agents_[record.id] = record;
             self->apply(actions);
-            logger("route")->info("tenant {}: agent {} {}", self->tenant_id_, record.id, created ? "created" : "updated");
-            done({created ? 201 : 200, dump_stored(agent_record_to_json(record))});
+            logger("route")->info("tenant {}: agent {} {}", self->tenant_id_, record.id, creating ? "created" : "updated");
+            finish({creating ? 201 : 200, dump_stored(agent_record_to_json(record))});
         }));
     });
 }
 
 void tenant_hub::admin_delete_agent(std::string id, admin_done done) {
-    on_strand([self = shared_from_this(), id = std::move(id), done = std::move(done)]() mutable {
-        if (self->agents_.count(id) == 0) return done(admin_error(404, proto::error_code::not_found, "no such agent"));
-        self->store_->delete_agent(self->tenant_id_, id, self->back_on_strand<void>([self, id, done = std::move(done)](
-                                                                                      storage::status s) {
-            if (!s) return done(admin_storage_error(s.failure()));
+    mutate(std::move(done), [self = shared_from_this(), id = std::move(id)](admin_done finish) {
+        if (self->agents_.count(id) == 0) return finish(admin_error(404, proto::error_code::not_found, "no such agent"));
+        self->store_->delete_agent(self->tenant_id_, id, self->back_on_strand<void>([self, id, finish](storage::status s) {
+            if (!s) return finish(admin_storage_error(s.failure()));
             routing::actions actions;
             self->router_->remove_agent(id, current_time(), actions);
             self->agents_.erase(id);
@@ -1622,7 +1687,7 @@ void tenant_hub::admin_delete_agent(std::string id, admin_done done) {
             if (auto it = self->agent_sessions_.find(id); it != self->agent_sessions_.end())
                 for (auto sid : it->second)
                     self->sessions_.at(sid).session->close(static_cast<std::uint16_t>(4401), "agent deleted");
-            done({204, ""});
+            finish({204, ""});
         }));
     });
 }
@@ -1656,50 +1721,45 @@ void tenant_hub::admin_put_route(std::string name, proto::admin::route_body body
     if (!parsed) return done({400, proto::admin::encode_admin_error(parsed.error())});
     auto config = std::move(parsed.value());
     storage::route_record record{tenant_id_, name, std::move(route_json)};
-    on_strand([self = shared_from_this(), record = std::move(record), config = std::move(config),
-               done = std::move(done)]() mutable {
+    mutate(std::move(done), [self = shared_from_this(), record = std::move(record),
+                             config = std::move(config)](admin_done finish) {
         // A fallback_route must exist and must not lead back here.
         std::string next = config.fallback_route;
         for (int hops = 0; !next.empty(); ++hops) {
             if (next == config.name || hops > 32)
-                return done(admin_error(400, proto::error_code::bad_request, "fallback_route forms a cycle"));
+                return finish(admin_error(400, proto::error_code::bad_request, "fallback_route forms a cycle"));
             auto it = self->routes_.find(next);
             if (it == self->routes_.end())
-                return done(admin_error(400, proto::error_code::bad_request,
-                                        "fallback_route: no route named " + next));
+                return finish(admin_error(400, proto::error_code::bad_request, "fallback_route: no route named " + next));
             next = it->second;
         }
         const bool creating = self->routes_.count(record.name) == 0;
         if (creating) {
             const auto limit = self->state_->limits()->max_routes_per_tenant;
-            if (self->routes_.size() + self->routes_being_created_ >= limit)
-                return done(over_limit("routes", limit, "limits.max_routes_per_tenant"));
-            ++self->routes_being_created_;
+            if (self->routes_.size() >= limit) return finish(over_limit("routes", limit, "limits.max_routes_per_tenant"));
         }
         self->store_->put_route(record, self->back_on_strand<void>([self, record, config, creating,
-                                                                   done = std::move(done)](storage::status s) {
-            if (creating) --self->routes_being_created_;
-            if (!s) return done(admin_storage_error(s.failure()));
+                                                                   finish](storage::status s) {
+            if (!s) return finish(admin_storage_error(s.failure()));
             routing::actions actions;
             try {
                 self->router_->upsert_route(config, current_time(), actions);
             } catch (const std::exception& e) {
-                return done(admin_error(400, proto::error_code::bad_request, e.what()));
+                return finish(admin_error(400, proto::error_code::bad_request, e.what()));
             }
-            bool created = self->routes_.count(record.name) == 0;
             self->routes_[record.name] = config.fallback_route;
             self->apply(actions);
-            logger("route")->info("tenant {}: route {} {}", self->tenant_id_, record.name, created ? "created" : "updated");
+            logger("route")->info("tenant {}: route {} {}", self->tenant_id_, record.name, creating ? "created" : "updated");
             auto reply = record.config;
             reply["name"] = record.name;
-            done({created ? 201 : 200, dump_stored(reply)});
+            finish({creating ? 201 : 200, dump_stored(reply)});
         }));
     });
 }
 
 void tenant_hub::admin_delete_route(std::string name, admin_done done) {
-    on_strand([self = shared_from_this(), name = std::move(name), done = std::move(done)]() mutable {
-        if (self->routes_.count(name) == 0) return done(admin_error(404, proto::error_code::not_found, "no such route"));
+    mutate(std::move(done), [self = shared_from_this(), name = std::move(name)](admin_done finish) {
+        if (self->routes_.count(name) == 0) return finish(admin_error(404, proto::error_code::not_found, "no such route"));
         // A route another one falls back to stays: deleting it would leave that one pointing nowhere.
         std::vector<std::string> users;
         for (const auto& [other, fallback] : self->routes_)
@@ -1708,57 +1768,81 @@ void tenant_hub::admin_delete_route(std::string name, admin_done done) {
             std::sort(users.begin(), users.end());
             std::string list;
             for (const auto& user : users) list += (list.empty() ? "" : ", ") + user;
-            return done(admin_error(409, proto::error_code::conflict,
-                                    "route " + name + " is the fallback_route of " + list +
-                                        "; change or delete " + (users.size() == 1 ? "it" : "them") + " first"));
+            return finish(admin_error(409, proto::error_code::conflict,
+                                      "route " + name + " is the fallback_route of " + list + "; change or delete " +
+                                          (users.size() == 1 ? "it" : "them") + " first"));
         }
-        self->store_->delete_route(self->tenant_id_, name, self->back_on_strand<void>([self, name, done = std::move(done)](
-                                                                                       storage::status s) {
-            if (!s) return done(admin_storage_error(s.failure()));
+        self->store_->delete_route(self->tenant_id_, name, self->back_on_strand<void>([self, name, finish](storage::status s) {
+            if (!s) return finish(admin_storage_error(s.failure()));
             routing::actions actions;
             self->router_->remove_route(name, current_time(), actions);
             self->routes_.erase(name);
             self->apply(actions);
-            done({204, ""});
+            finish({204, ""});
         }));
     });
 }
 
-void tenant_hub::admin_put_account(std::string key, std::string agent_id, admin_done done) {
-    on_strand([self = shared_from_this(), key = std::move(key), agent_id = std::move(agent_id),
-               done = std::move(done)]() mutable {
-        if (self->agents_.count(agent_id) == 0)
-            return done(admin_error(400, proto::error_code::bad_request, "agent_id: no such agent"));
-        std::string lowered = key;
-        std::transform(lowered.begin(), lowered.end(), lowered.begin(),
-                       [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-        const bool creating = !self->router_->has_account(lowered);
-        if (creating) {
-            const auto limit = self->state_->limits()->max_accounts_per_tenant;
-            if (self->router_->account_count() + self->accounts_being_created_ >= limit)
-                return done(over_limit("accounts", limit, "limits.max_accounts_per_tenant"));
-            ++self->accounts_being_created_;
+void tenant_hub::admin_list_routes(admin_done done) {
+    // From storage, on a reader thread: the running router keeps no copy of the stored form.
+    store_->list_routes(tenant_id_, [tenant_id = tenant_id_, done = std::move(done)](
+                                        storage::result<std::vector<storage::route_record>> routes) {
+        if (!routes) return done(admin_storage_error(routes.failure()));
+        auto& records = routes.value();
+        std::sort(records.begin(), records.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+        nlohmann::json list = nlohmann::json::array();
+        for (const auto& r : records) {
+            // Normalised again: a row an older version stored raw shows no unknown field. One
+            // that is not a valid route was skipped by load() and is not in effect.
+            auto normalised = normalised_route_json(r.config);
+            if (!normalised) continue;
+            normalised.value()["name"] = r.name;
+            list.push_back(std::move(normalised.value()));
         }
-        self->store_->put_account({self->tenant_id_, lowered, agent_id},
-                                  self->back_on_strand<void>([self, lowered, agent_id, creating, done = std::move(done)](
-                                                                 storage::status s) {
-                                      if (creating) --self->accounts_being_created_;
-                                      if (!s) return done(admin_storage_error(s.failure()));
-                                      self->router_->upsert_account(lowered, agent_id);
-                                      done({200, dump_stored(nlohmann::json{{"domain", lowered}, {"agent_id", agent_id}})});
+        done({200, dump_stored(nlohmann::json{{"routes", std::move(list)}})});
+    });
+}
+
+namespace {
+
+std::string lowercase(std::string text) {
+    std::transform(text.begin(), text.end(), text.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    return text;
+}
+
+}  // namespace
+
+void tenant_hub::admin_put_account(std::string key, std::string agent_id, admin_done done) {
+    mutate(std::move(done), [self = shared_from_this(), domain = lowercase(std::move(key)),
+                             agent_id = std::move(agent_id)](admin_done finish) {
+        if (self->agents_.count(agent_id) == 0)
+            return finish(admin_error(400, proto::error_code::bad_request, "agent_id: no such agent"));
+        if (!self->router_->has_account(domain)) {
+            const auto limit = self->state_->limits()->max_accounts_per_tenant;
+            if (self->router_->account_count() >= limit)
+                return finish(over_limit("accounts", limit, "limits.max_accounts_per_tenant"));
+        }
+        self->store_->put_account({self->tenant_id_, domain, agent_id},
+                                  self->back_on_strand<void>([self, domain, agent_id, finish](storage::status s) {
+                                      if (!s) return finish(admin_storage_error(s.failure()));
+                                      self->router_->upsert_account(domain, agent_id);
+                                      finish({200, dump_stored(nlohmann::json{{"domain", domain}, {"agent_id", agent_id}})});
                                   }));
     });
 }
 
 void tenant_hub::admin_delete_account(std::string key, admin_done done) {
-    std::transform(key.begin(), key.end(), key.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-    store_->delete_account(tenant_id_, key, back_on_strand<void>([self = shared_from_this(), key, done = std::move(done)](
-                                                                    storage::status s) {
-        if (!s) return done(admin_storage_error(s.failure()));
-        if (self->router_->remove_account(key) != routing::outcome::ok)
-            return done(admin_error(404, proto::error_code::not_found, "no such account"));
-        done({204, ""});
-    }));
+    mutate(std::move(done), [self = shared_from_this(), domain = lowercase(std::move(key))](admin_done finish) {
+        if (!self->router_->has_account(domain))
+            return finish(admin_error(404, proto::error_code::not_found, "no such account"));
+        self->store_->delete_account(self->tenant_id_, domain,
+                                     self->back_on_strand<void>([self, domain, finish](storage::status s) {
+                                         if (!s) return finish(admin_storage_error(s.failure()));
+                                         self->router_->remove_account(domain);
+                                         finish({204, ""});
+                                     }));
+    });
 }
 
 void tenant_hub::admin_put_visitor(std::string id, proto::visitor_profile profile, admin_done done) {

@@ -22,6 +22,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "admin_queue.h"
 #include "body_stream.h"
 #include "model.h"
 #include "net.h"
@@ -32,17 +33,6 @@
 #include "websocket_session.h"
 
 namespace parley::server {
-
-// A reply to an admin HTTP request: status and JSON (or text) body.
-struct admin_reply {
-    int status = 200;
-    std::string body;
-    std::string content_type = "application/json";
-    int retry_after_s = 0;  // > 0: sent as Retry-After
-    // When set, the body comes from here, chunked, and `body` is unused.
-    std::shared_ptr<body_stream> rest{};
-};
-using admin_done = std::function<void(admin_reply)>;
 
 class tenant_hub : public std::enable_shared_from_this<tenant_hub> {
 public:
@@ -89,11 +79,15 @@ public:
     void release_sessions();
 
     // --- admin API (any thread; `done` runs on a storage or hub thread) ---
+    // PUTs and DELETEs of agents, routes and accounts run one at a time (admin_queue.h).
     void admin_put_agent(std::string id, proto::admin::agent_body body, admin_done done);
     void admin_delete_agent(std::string id, admin_done done);
     void admin_list_agents(admin_done done);
     void admin_put_route(std::string name, proto::admin::route_body body, admin_done done);
     void admin_delete_route(std::string name, admin_done done);
+    // The stored routes in normalised form, by name. Read from storage (after the writes
+    // submitted before it, as every read), not queued behind admin changes.
+    void admin_list_routes(admin_done done);
     void admin_put_account(std::string key, std::string agent_id, admin_done done);
     void admin_delete_account(std::string key, admin_done done);
     void admin_put_visitor(std::string id, proto::visitor_profile profile, admin_done done);
@@ -287,12 +281,10 @@ private:
     std::unordered_map<std::string, storage::agent_record> agents_;
     // Route name -> its fallback_route ("" for none); the router holds the rest.
     std::unordered_map<std::string, std::string> routes_;
-    // Admin PUTs that create an agent, route or account, stored but not yet
-    // applied. They count against the per-tenant limits, so that PUTs crossing
-    // in storage cannot together go past them.
-    std::size_t agents_being_created_ = 0;
-    std::size_t routes_being_created_ = 0;
-    std::size_t accounts_being_created_ = 0;
+    // Admin mutations, one at a time: each checks against what the previous one left.
+    std::shared_ptr<admin_queue> admin_queue_;
+    // Runs `m` with the tenant's admin turn (from any thread).
+    void mutate(admin_done done, admin_queue::mutation m);
     std::unordered_map<std::uint64_t, session_entry> sessions_;
     session_index agent_sessions_;
     session_index visitor_sessions_;
