@@ -26,6 +26,9 @@ constexpr int resume_page = 200;  // messages per storage read while replaying
 constexpr int transcript_page = 200;
 // An accept's reply carries at most the latest this many messages (fewer when they do not fit).
 constexpr int accept_history = 200;
+// Over limits.max_transcript_reads_per_tenant, on the WebSocket and over HTTP alike.
+constexpr std::string_view too_many_transcript_reads =
+    "too many transcripts being read at once in this tenant (limits.max_transcript_reads_per_tenant); retry in a moment";
 constexpr std::size_t max_waiting_resumes = 64;  // per session, behind the one replaying
 constexpr std::size_t max_frames_behind_hello = 64;  // per session, while its hello waits for storage
 // Per tenant, behind the one running, and how long each may wait for its turn (admin_queue.h).
@@ -1178,9 +1181,7 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
             } else if constexpr (std::is_same_v<R, rq::get_transcript>) {
                 auto ticket = try_begin_transcript_read();
                 if (!ticket)
-                    return reply_error(sid, re, proto::error_code::rate_limited,
-                                       "too many transcripts being read at once in this tenant "
-                                       "(limits.max_transcript_reads_per_tenant); retry in a moment");
+                    return reply_error(sid, re, proto::error_code::rate_limited, std::string(too_many_transcript_reads));
                 std::make_shared<transcript_read>(shared_from_this(), from.session, re, r, reply_budget(),
                                                   to_millis(now), std::move(ticket))
                     ->read_page();
@@ -1975,9 +1976,7 @@ void tenant_hub::transcript_text(std::string conversation_id, std::string agent_
     }
     auto ticket = try_begin_transcript_read();
     if (!ticket) {
-        auto refused = admin_error(503, proto::error_code::rate_limited,
-                                   "too many transcripts being read at once in this tenant "
-                                   "(limits.max_transcript_reads_per_tenant); retry in a moment");
+        auto refused = admin_error(503, proto::error_code::rate_limited, too_many_transcript_reads);
         refused.retry_after_s = 1;
         return done(std::move(refused));
     }
