@@ -2,8 +2,14 @@
 // A running parleyd with tenants t1 and t2 (tests/support/net test_config) and
 // helpers to configure it through the admin API and to connect authenticated
 // agents and visitors over real WebSockets.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
 #include <catch2/catch.hpp>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -13,6 +19,30 @@
 #include "support/test_env.h"
 
 namespace parley::test {
+
+// A plain TCP connection to the daemon over loopback, reads timing out after `receive_timeout`;
+// with `receive_buffer_bytes`, a receive buffer that small (the kernel's minimum at least);
+// with `source` (127.0.0.x), from that address: another client to the daemon.
+inline int connect_loopback(std::uint16_t port, timeval receive_timeout, int receive_buffer_bytes = 0,
+                            const char* source = nullptr) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    if (receive_buffer_bytes > 0)  // before connect: the window is agreed in the handshake
+        REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer_bytes, sizeof receive_buffer_bytes) == 0);
+    if (source != nullptr) {
+        sockaddr_in from{};
+        from.sin_family = AF_INET;
+        REQUIRE(::inet_pton(AF_INET, source, &from.sin_addr) == 1);
+        REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) == 0);
+    }
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(port);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &receive_timeout, sizeof receive_timeout);
+    return fd;
+}
 
 inline std::string admin_token_of(const std::string& tenant) { return tenant + "-admin-token-0123456789"; }
 inline std::string agent_secret_of(const std::string& tenant) { return tenant + "-agent-secret-0123456789"; }

@@ -27,20 +27,8 @@ std::int64_t now_ms() {
 // A TCP connection to the daemon on 127.0.0.1 from `source` (127.0.0.x: another client
 // address), sends `request`, reads replies for up to 5 s each.
 int connect_from(const char* source, std::uint16_t port, const std::string& request) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_in from{};
-    from.sin_family = AF_INET;
-    REQUIRE(::inet_pton(AF_INET, source, &from.sin_addr) == 1);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) == 0);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(port);
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+    int fd = connect_loopback(port, timeval{5, 0}, 0, source);
     (void)::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-    timeval five{5, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five, sizeof five);
     return fd;
 }
 

@@ -52,22 +52,6 @@ std::unique_ptr<parley::storage::store> open_store_ok(const std::string& url) {
     return std::move(opened).value();
 }
 
-// A plain TCP connection to the daemon over loopback, reads timing out after `receive_timeout`;
-// with `receive_buffer_bytes`, a receive buffer that small (the kernel's minimum at least).
-int connect_loopback(std::uint16_t port, timeval receive_timeout, int receive_buffer_bytes = 0) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    if (receive_buffer_bytes > 0)  // before connect: the window is agreed in the handshake
-        REQUIRE(::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer_bytes, sizeof receive_buffer_bytes) == 0);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(port);
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &receive_timeout, sizeof receive_timeout);
-    return fd;
-}
-
 // Waits (up to 5 s) for a gauge to reach `value`, which it does a moment after the work it counts.
 bool await_gauge(std::uint16_t port, const std::string& series, double value) {
     for (int i = 0; i < 100; ++i) {
