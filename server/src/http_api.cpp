@@ -128,8 +128,12 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
     if (target == "/readyz") {
         if (state->draining.load()) return done(make_response(request, 503, "draining\n", "text/plain; charset=utf-8"));
         bool ready = state->ready.load() && state->store && state->store->ready();
-        return done(make_response(request, ready ? 200 : 503, ready ? "ready\n" : "storage not ready\n",
-                                  "text/plain; charset=utf-8"));
+        std::string body = ready ? "ready\n" : "storage not ready\n";
+        // In an outage, state writes (chat ends, scores, activities) wait for the database: say how many.
+        if (state->store)
+            if (auto waiting = state->store->stats().state_writes_waiting; waiting > 0 && !ready)
+                body += std::to_string(waiting) + " state writes waiting for storage\n";
+        return done(make_response(request, ready ? 200 : 503, std::move(body), "text/plain; charset=utf-8"));
     }
     if (target == "/metrics") {
         std::string body = global_metrics().render();
@@ -141,6 +145,10 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
             body += "# HELP parley_storage_queue_depth Writes queued for the storage thread.\n"
                     "# TYPE parley_storage_queue_depth gauge\nparley_storage_queue_depth " +
                     std::to_string(s.queue_depth) + "\n";
+            body += "# HELP parley_storage_state_writes_waiting State writes (conversation saves, offers, "
+                    "activities, admin changes) queued; in an outage they wait for the database.\n"
+                    "# TYPE parley_storage_state_writes_waiting gauge\nparley_storage_state_writes_waiting " +
+                    std::to_string(s.state_writes_waiting) + "\n";
             body += "# HELP parley_storage_transactions_total Group-commit transactions committed.\n"
                     "# TYPE parley_storage_transactions_total counter\nparley_storage_transactions_total " +
                     std::to_string(s.transactions_committed) + "\n";

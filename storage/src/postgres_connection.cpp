@@ -185,6 +185,11 @@ public:
             if (state.rfind("08", 0) == 0 || state.rfind("57", 0) == 0 || state.rfind("53", 0) == 0 ||
                 !connection_.is_open())
                 return {error_kind::unavailable, e.what()};
+            // 25006 read_only_sql_transaction: the server became a standby (failover) or was set read-only.
+            // Nothing this connection writes can succeed: drop it; the next one asks for a writable server.
+            if (state == "25006")
+                return {error_kind::unavailable, std::string("database is read-only (standby or "
+                                                             "default_transaction_read_only): ") + e.what()};
             if (state.rfind("22", 0) == 0 || state.rfind("23", 0) == 0) return {error_kind::bad_request, e.what()};
             return {error_kind::internal, e.what()};
         } catch (const std::exception& e) {
@@ -251,9 +256,12 @@ std::string with_network_timeouts(const std::string& url) {
     const auto given = conninfo_options(url);
     if (!given) return url;  // refused by the connect with its own error
     // Idle 30 s, then 3 probes 10 s apart; unacknowledged sends give up after 30 s.
+    // target_session_attrs=read-write: libpq refuses a server whose sessions are read-only (a
+    // standby after failover, or default_transaction_read_only) and tries the URL's next host.
     static constexpr std::pair<const char*, const char*> defaults[] = {
         {"connect_timeout", "10"},     {"keepalives", "1"},       {"keepalives_idle", "30"},
-        {"keepalives_interval", "10"}, {"keepalives_count", "3"}, {"tcp_user_timeout", "30000"}};
+        {"keepalives_interval", "10"}, {"keepalives_count", "3"}, {"tcp_user_timeout", "30000"},
+        {"target_session_attrs", "read-write"}};
     std::string out = url;
     char separator = url.find('?') == std::string::npos ? '?' : '&';
     for (const auto& [keyword, value] : defaults) {

@@ -443,9 +443,18 @@ error_kind resolve_offer(sql_connection& c, const std::string& tenant_id, const 
     return exists.rows.empty() ? error_kind::not_found : error_kind::conflict;
 }
 
-void append_activity(sql_connection& c, const activity_record& a) {
+void append_activity(sql_connection& c, const activity_record& a, bool unless_stored) {
+    if (!unless_stored) {
+        c.exec("INSERT INTO activities (tenant_id, visitor_id, type, at, conversation_id, details) "
+               "VALUES ($1, $2, $3, $4, $5, $6)",
+               {a.tenant_id, a.visitor_id, a.type, a.at, nullable(a.conversation_id), a.details.dump()});
+        return;
+    }
+    // A retry whose first COMMIT may have landed: an identical row means it did.
     c.exec("INSERT INTO activities (tenant_id, visitor_id, type, at, conversation_id, details) "
-           "VALUES ($1, $2, $3, $4, $5, $6)",
+           "SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM activities WHERE tenant_id = $1 AND "
+           "visitor_id = $2 AND at = $4 AND type = $3 AND details = $6 AND "
+           "(conversation_id = $5 OR (conversation_id IS NULL AND $5 IS NULL)))",
            {a.tenant_id, a.visitor_id, a.type, a.at, nullable(a.conversation_id), a.details.dump()});
 }
 
@@ -461,7 +470,21 @@ bool clear_override(sql_connection& c, const std::string& tenant_id, const std::
                .affected > 0;
 }
 
+// The insert found a row under one of the message's unique keys. Three cases:
+//  - the row IS this message: a retry of a batch whose COMMIT landed but whose reply was lost
+//    (connection dropped during COMMIT). The write succeeded: not a duplicate, same seq;
+//  - the row has the same client_msg_id under another seq: a resend, answered with the first seq;
+//  - another message holds the seq: conflict.
 result<append_outcome> resolve_message_conflict(sql_connection& c, const message_record& m) {
+    auto at_seq = c.exec("SELECT sender, agent_id, kind, body, client_msg_id, at FROM messages "
+                         "WHERE tenant_id = $1 AND conversation_id = $2 AND seq = $3",
+                         {m.tenant_id, m.conversation_id, m.seq});
+    if (!at_seq.rows.empty()) {
+        const auto& row = at_seq.rows[0];
+        if (row.text(0) == to_string(m.sender) && row.opt_text(1) == m.agent_id && row.text(2) == to_string(m.kind) &&
+            row.text(3) == m.body && row.opt_text(4) == m.client_msg_id && row.integer(5) == m.at)
+            return append_outcome{m.seq, m.at, false, true};
+    }
     if (m.client_msg_id) {
         auto stored = c.exec("SELECT seq, at FROM messages WHERE tenant_id = $1 AND conversation_id = $2 AND "
                              "client_msg_id = $3",

@@ -36,7 +36,8 @@ void save_conversation(sql_connection& c, const conversation_record& conversatio
 void put_offer(sql_connection& c, const offer_record& offer);
 error_kind resolve_offer(sql_connection& c, const std::string& tenant_id, const std::string& offer_id,
                          offer_outcome outcome, millis at);
-void append_activity(sql_connection& c, const activity_record& activity);
+// `unless_stored`: insert only if an identical row is not there (a retry after an unknown COMMIT outcome).
+void append_activity(sql_connection& c, const activity_record& activity, bool unless_stored = false);
 void set_override(sql_connection& c, const availability_override& value);
 bool clear_override(sql_connection& c, const std::string& tenant_id, const std::string& agent_id);
 

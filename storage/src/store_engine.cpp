@@ -69,7 +69,10 @@ void store_engine::submit_write(write_job job) {
     callback<append_outcome> acknowledge;
     {
         std::unique_lock lock(mutex_);
-        if (stopping_ || queue_.size() >= options_.queue_max) {
+        // Messages have a sender to tell; state writes have nobody waiting and must not be lost in
+        // an outage, so they may fill the queue up to twice its bound before one is refused.
+        const std::size_t bound = job.message ? options_.queue_max : 2 * options_.queue_max;
+        if (stopping_ || queue_.size() >= bound) {
             const bool full = !stopping_;
             lock.unlock();
             if (full) {
@@ -81,6 +84,7 @@ void store_engine::submit_write(write_job job) {
         }
         if (relaxed_message) acknowledge = std::move(job.on_message);
         const bool was_empty = queue_.empty();
+        enqueued(job);
         queue_.push_back(std::move(job));
         ++submitted_;
         // The writer waits either for a first write or for a full batch.
@@ -89,7 +93,23 @@ void store_engine::submit_write(write_job job) {
     if (acknowledge) acknowledge(*acknowledged);
 }
 
-void store_engine::submit_generic(std::function<std::optional<error>(sql_connection&)> apply, callback<void> done) {
+void store_engine::enqueued(const write_job& job) {
+    if (job.message) return;
+    ++queued_state_writes_;
+    // A save requeued after a lost connection takes new saves only if none queued behind it.
+    if (job.save) coalesced_saves_.try_emplace(job.save->key, job.save);
+}
+
+void store_engine::dequeued(const write_job& job) {
+    if (job.message) return;
+    --queued_state_writes_;
+    if (job.save) {
+        auto it = coalesced_saves_.find(job.save->key);
+        if (it != coalesced_saves_.end() && it->second == job.save) coalesced_saves_.erase(it);
+    }
+}
+
+void store_engine::submit_generic(apply_fn apply, callback<void> done) {
     write_job job;
     job.apply = std::move(apply);
     job.on_done = std::move(done);
@@ -105,10 +125,11 @@ void store_engine::append_message(message_record message, callback<append_outcom
 
 namespace {
 
-// Adapts a write that cannot fail logically.
+// Adapts a write that cannot fail logically and is idempotent (an upsert):
+// running it again after an unknown COMMIT outcome changes nothing.
 template <class F>
 auto always_ok(F write) {
-    return [write = std::move(write)](sql_connection& c) -> std::optional<error> {
+    return [write = std::move(write)](sql_connection& c, bool) -> std::optional<error> {
         write(c);
         return std::nullopt;
     };
@@ -116,7 +137,7 @@ auto always_ok(F write) {
 
 template <class F>
 auto must_exist(F remove, std::string what) {
-    return [remove = std::move(remove), what = std::move(what)](sql_connection& c) -> std::optional<error> {
+    return [remove = std::move(remove), what = std::move(what)](sql_connection& c, bool) -> std::optional<error> {
         if (remove(c)) return std::nullopt;
         return error{error_kind::not_found, "no " + what};
     };
@@ -176,8 +197,34 @@ void store_engine::replace_visitor(visitor_record visitor, callback<void> done) 
 }
 
 void store_engine::save_conversation(conversation_record conversation, callback<void> done) {
-    submit_generic(always_ok([r = std::move(conversation)](sql_connection& c) { detail::save_conversation(c, r); }),
-                   std::move(done));
+    std::string key = conversation.tenant_id;
+    key += '\0';
+    key += conversation.id;
+    {
+        std::lock_guard lock(mutex_);
+        if (auto queued = coalesced_saves_.find(key); queued != coalesced_saves_.end() && !stopping_) {
+            // Not yet taken by the writer: the newer row replaces the queued one.
+            queued->second->record = std::move(conversation);
+            if (done) queued->second->done.push_back(std::move(done));
+            std::lock_guard stats_lock(stats_mutex_);
+            ++stats_.coalesced_saves;
+            return;
+        }
+    }
+    auto save = std::make_shared<coalesced_save>();
+    save->key = std::move(key);
+    save->record = std::move(conversation);
+    if (done) save->done.push_back(std::move(done));
+    write_job job;
+    job.apply = [save](sql_connection& c, bool) -> std::optional<error> {
+        detail::save_conversation(c, save->record);
+        return std::nullopt;
+    };
+    job.on_done = [save](status outcome) {
+        for (auto& waiter : save->done) waiter(outcome);
+    };
+    job.save = std::move(save);
+    submit_write(std::move(job));
 }
 
 void store_engine::put_offer(offer_record offer, callback<void> done) {
@@ -187,9 +234,14 @@ void store_engine::put_offer(offer_record offer, callback<void> done) {
 void store_engine::resolve_offer(std::string tenant_id, std::string offer_id, offer_outcome outcome, millis at,
                                  callback<void> done) {
     submit_generic(
-        [t = std::move(tenant_id), o = std::move(offer_id), outcome, at](sql_connection& c) -> std::optional<error> {
+        [t = std::move(tenant_id), o = std::move(offer_id), outcome, at](sql_connection& c,
+                                                                         bool in_doubt) -> std::optional<error> {
             switch (detail::resolve_offer(c, t, o, outcome, at)) {
                 case error_kind::ok: return std::nullopt;
+                // The first attempt resolved it; nobody else resolves this tenant's offers.
+                case error_kind::conflict:
+                    if (in_doubt) return std::nullopt;
+                    return error{error_kind::conflict, "offer " + o + " is no longer pending"};
                 case error_kind::not_found: return error{error_kind::not_found, "no offer " + o};
                 default: return error{error_kind::conflict, "offer " + o + " is no longer pending"};
             }
@@ -198,8 +250,13 @@ void store_engine::resolve_offer(std::string tenant_id, std::string offer_id, of
 }
 
 void store_engine::append_activity(activity_record activity, callback<void> done) {
-    submit_generic(always_ok([r = std::move(activity)](sql_connection& c) { detail::append_activity(c, r); }),
-                   std::move(done));
+    // A plain insert: after an unknown COMMIT outcome it is made only if the first one did not land.
+    submit_generic(
+        [r = std::move(activity)](sql_connection& c, bool in_doubt) -> std::optional<error> {
+            detail::append_activity(c, r, in_doubt);
+            return std::nullopt;
+        },
+        std::move(done));
 }
 
 void store_engine::set_override(availability_override value, callback<void> done) {
@@ -269,7 +326,7 @@ void store_engine::writer_loop() {
                 logger()->info("storage reconnected ({})", backend_name_);
             } catch (...) {
                 auto why = classify_connect_failure(std::current_exception());
-                expire_waiting_jobs(clock::now());
+                expire_waiting_messages(clock::now());
                 std::unique_lock lock(mutex_);
                 if (stopping_) {
                     lock.unlock();
@@ -313,6 +370,7 @@ void store_engine::writer_loop() {
             const std::size_t take = std::min(queue_.size(), options_.batch_max);
             batch.reserve(take);
             for (std::size_t i = 0; i < take; ++i) {
+                dequeued(queue_.front());
                 batch.push_back(std::move(queue_.front()));
                 queue_.pop_front();
             }
@@ -321,7 +379,10 @@ void store_engine::writer_loop() {
             // Connection lost: the unfinished writes go back to the head of the
             // queue, in order, to be retried after reconnecting.
             std::lock_guard lock(mutex_);
-            for (auto it = batch.rbegin(); it != batch.rend(); ++it) queue_.push_front(std::move(*it));
+            for (auto it = batch.rbegin(); it != batch.rend(); ++it) {
+                enqueued(*it);
+                queue_.push_front(std::move(*it));
+            }
         }
     }
 }
@@ -336,11 +397,12 @@ bool store_engine::run_batch(std::vector<write_job>& jobs) {
     std::vector<std::optional<error>> other_outcomes(jobs.size());
     std::vector<std::size_t> message_index(jobs.size(), 0);
     const auto started = clock::now();
+    bool committing = false;
     try {
         writer_->begin();
         for (std::size_t i = 0; i < jobs.size();) {
             if (!jobs[i].message) {
-                other_outcomes[i] = jobs[i].apply(*writer_);
+                other_outcomes[i] = jobs[i].apply(*writer_, jobs[i].in_doubt);
                 ++i;
                 continue;
             }
@@ -353,11 +415,18 @@ bool store_engine::run_batch(std::vector<write_job>& jobs) {
             for (auto& outcome : writer_->append_messages(run)) message_outcomes.push_back(std::move(outcome));
             i = j;
         }
+        committing = true;
         writer_->commit();
     } catch (...) {
         writer_->rollback();
         auto why = writer_->classify(std::current_exception());
         if (why.kind == error_kind::unavailable) {
+            // The COMMIT went out and its answer did not come back: it may have landed. The
+            // retry must find its own rows (messages: resolve_message_conflict) rather than
+            // store them twice, and these writes are not expired meanwhile: their senders
+            // learn the outcome when it is known.
+            if (committing)
+                for (auto& job : jobs) job.in_doubt = true;
             connection_lost(why);
             return false;
         }
@@ -405,18 +474,6 @@ void store_engine::connection_lost(const error& why) {
     writer_.reset();
 }
 
-void store_engine::expire_waiting_jobs(clock::time_point now) {
-    std::vector<write_job> expired;
-    {
-        std::lock_guard lock(mutex_);
-        while (!queue_.empty() && queue_.front().enqueued + options_.unavailable_after <= now) {
-            expired.push_back(std::move(queue_.front()));
-            queue_.pop_front();
-        }
-    }
-    fail_expired(expired, "database unreachable; write not stored, retry");
-}
-
 // The writer can be held up for as long as the URL's tcp_user_timeout by one
 // batch that waits for its reply, and the writes queued behind it with it.
 // A message whose sender waits for its ok (durability commit) is answered
@@ -441,8 +498,11 @@ void store_engine::expire_waiting_messages(clock::time_point now) {
         auto old_end = queue_.begin();  // the queue is in arrival order: the old ones lead
         while (old_end != queue_.end() && old_end->enqueued + options_.unavailable_after <= now) ++old_end;
         if (old_end == queue_.begin()) return;
-        auto waited_for = std::stable_partition(queue_.begin(), old_end,
-                                                [](const write_job& job) { return !(job.message && job.on_message); });
+        // Only messages whose sender waits, and whose outcome is not in doubt, are answered
+        // `unavailable`: state writes and acknowledged (relaxed) messages wait for the database.
+        auto waited_for = std::stable_partition(queue_.begin(), old_end, [](const write_job& job) {
+            return !(job.message && job.on_message && !job.in_doubt);
+        });
         for (auto it = waited_for; it != old_end; ++it) expired.push_back(std::move(*it));
         queue_.erase(waited_for, old_end);
     }
@@ -465,6 +525,8 @@ void store_engine::fail_all_queued(const error& why) {
     {
         std::lock_guard lock(mutex_);
         failed.swap(queue_);
+        queued_state_writes_ = 0;
+        coalesced_saves_.clear();
     }
     for (auto& job : failed) complete(job, std::optional<error>(why));
     mark_finished(failed.size());
@@ -498,6 +560,7 @@ store_stats store_engine::stats() const {
     }
     std::lock_guard lock(mutex_);
     copy.queue_depth = queue_.size();
+    copy.state_writes_waiting = queued_state_writes_;
     return copy;
 }
 

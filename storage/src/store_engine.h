@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include "fair_queue.h"
 #include "parley/storage/log_throttle.h"
@@ -71,12 +72,25 @@ private:
 
     // A queued write. Messages are kept as data so runs of them can be
     // inserted with one statement; everything else is a closure.
+    // `in_doubt` is true when an earlier attempt's COMMIT was sent and its
+    // reply lost: the write may already be stored, and must be made so that a
+    // second run stores nothing twice.
+    using apply_fn = std::function<std::optional<error>(sql_connection&, bool in_doubt)>;
+    // Saves of one conversation row queued behind each other collapse into one
+    // job: the last record wins, every caller is told.
+    struct coalesced_save {
+        std::string key;  // tenant id, NUL, conversation id
+        conversation_record record;
+        std::vector<callback<void>> done;
+    };
     struct write_job {
         std::optional<message_record> message;
         callback<append_outcome> on_message;  // empty once acknowledged (durability relaxed)
-        std::function<std::optional<error>(sql_connection&)> apply;
+        apply_fn apply;
         callback<void> on_done;
         clock::time_point enqueued;
+        bool in_doubt = false;
+        std::shared_ptr<coalesced_save> save;  // a conversation save (see coalesced_saves_)
     };
 
     // Runs on a reader thread with that thread's connection: connects when it
@@ -84,7 +98,11 @@ private:
     using read_job = std::function<void(std::unique_ptr<sql_connection>& connection)>;
 
     void submit_write(write_job job);
-    void submit_generic(std::function<std::optional<error>(sql_connection&)> apply, callback<void> done);
+    void submit_generic(apply_fn apply, callback<void> done);
+    // Bookkeeping of a job leaving the queue (mutex_ held).
+    void dequeued(const write_job& job);
+    // A job entering the queue (mutex_ held).
+    void enqueued(const write_job& job);
     // `tenant` is whose read it is: tenants are served round robin (fair_queue).
     template <class T, class Query>
     void submit_read(std::string_view tenant, callback<T> done, Query query);
@@ -96,7 +114,6 @@ private:
     void writer_loop();
     bool run_batch(std::vector<write_job>& jobs);
     void connection_lost(const error& why);
-    void expire_waiting_jobs(clock::time_point now);
     void expiry_loop();
     void expire_waiting_messages(clock::time_point now);
     void fail_expired(std::vector<write_job>& expired, const char* why);
@@ -119,6 +136,10 @@ private:
     std::condition_variable writer_wake_;
     std::condition_variable expiry_wake_;
     std::deque<write_job> queue_;
+    // State writes (everything but messages) in queue_: they never expire, they wait for the database.
+    std::size_t queued_state_writes_ = 0;
+    // Queued conversation saves by tenant and id, while their job is in queue_.
+    std::unordered_map<std::string, std::shared_ptr<coalesced_save>> coalesced_saves_;
     bool stopping_ = false;
     std::unique_ptr<sql_connection> writer_;
     std::atomic<bool> ready_{true};

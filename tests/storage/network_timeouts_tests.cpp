@@ -36,6 +36,8 @@ TEST_CASE("PostgreSQL URLs get TCP timeouts unless they set their own", "[storag
         CHECK(options["keepalives_interval"] == "10");
         CHECK(options["keepalives_count"] == "3");
         CHECK(options["tcp_user_timeout"] == "30000");
+        // A standby (failover) or a read-only database is refused at connect: writes need a primary.
+        CHECK(options["target_session_attrs"] == "read-write");
     }
     SECTION("the URL's own values win, other query parameters stay") {
         auto options = options_of(
@@ -44,6 +46,10 @@ TEST_CASE("PostgreSQL URLs get TCP timeouts unless they set their own", "[storag
         CHECK(options["connect_timeout"] == "3");
         CHECK(options["sslmode"] == "disable");
         CHECK(options["keepalives_idle"] == "30");
+    }
+    SECTION("an operator may still accept any server explicitly") {
+        auto options = options_of(with_network_timeouts("postgresql://h/d?target_session_attrs=any"));
+        CHECK(options["target_session_attrs"] == "any");
     }
     SECTION("an unparsable URL is left for the connect to refuse") {
         CHECK(with_network_timeouts("postgresql://a:b%zz@h/d") == "postgresql://a:b%zz@h/d");

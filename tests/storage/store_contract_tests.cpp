@@ -10,6 +10,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstdio>
+#include <future>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -526,6 +527,61 @@ TEST_CASE("a batch with duplicates and conflicts settles every write correctly",
     transcript = whole_transcript(*s, "acme", "c1", now);
     REQUIRE(transcript->size() == 3);
     CHECK(transcript->at(1).client_msg_id == std::optional<std::string>("y"));
+}
+
+// A batch whose COMMIT landed but whose reply was lost is retried: each message
+// then finds its own row. That is a success under the same seq, not a duplicate
+// (which would make the server give the seq back and reuse it) and not a conflict.
+TEST_CASE("a retried write that finds its own row is a success, alone or in a batch", "[storage][messages][retry]") {
+    auto db = make_test_database("ownrow");
+    store_options options;
+    options.batch_delay = std::chrono::milliseconds(200);  // the runs below land in one batch each
+    auto s = open_ok(db.url, options);
+    require_ok(save(*s, conversation("acme", "c1", now)));
+    auto submit_all = [&](const std::vector<message_record>& messages) {
+        std::vector<std::future<result<append_outcome>>> outcomes;
+        for (const auto& m : messages) {
+            auto promise = std::make_shared<std::promise<result<append_outcome>>>();
+            outcomes.push_back(promise->get_future());
+            s->append_message(m, [promise](result<append_outcome> r) { promise->set_value(std::move(r)); });
+        }
+        std::vector<result<append_outcome>> settled;
+        for (auto& f : outcomes) settled.push_back(f.get());
+        return settled;
+    };
+    const std::vector<message_record> first = {text_message("acme", "c1", 1, now, "k1"),
+                                               text_message("acme", "c1", 2, now + 1, std::nullopt),
+                                               text_message("acme", "c1", 3, now + 2, "k3")};
+    for (const auto& r : submit_all(first)) REQUIRE(r.ok());
+    SECTION("the same run again") {
+        auto again = submit_all(first);
+        for (std::size_t i = 0; i < again.size(); ++i) {
+            INFO("message " << i);
+            REQUIRE(again[i].ok());
+            CHECK(again[i]->seq == first[i].seq);
+            CHECK(again[i]->at == first[i].at);
+            CHECK_FALSE(again[i]->duplicate);
+        }
+    }
+    SECTION("one message again, alone") {
+        for (const auto& m : first) {
+            auto again = append(*s, m);
+            REQUIRE(again.ok());
+            CHECK(again->seq == m.seq);
+            CHECK_FALSE(again->duplicate);
+        }
+    }
+    // Not its own row: another text under a taken seq is still a conflict, a resend still a duplicate.
+    auto other = text_message("acme", "c1", 2, now + 1, std::nullopt);
+    other.body = "something else";
+    CHECK(append(*s, other).kind() == error_kind::conflict);
+    auto resend = append(*s, text_message("acme", "c1", 4, now + 5, "k3"));
+    REQUIRE(resend.ok());
+    CHECK(resend->duplicate);
+    CHECK(resend->seq == 3);
+    auto transcript = whole_transcript(*s, "acme", "c1", now);
+    REQUIRE(transcript.ok());
+    CHECK(transcript->size() == 3);
 }
 
 TEST_CASE("conversations: save, update, list active and all with cursor paging", "[storage][conversations]") {

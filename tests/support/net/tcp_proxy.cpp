@@ -1,7 +1,9 @@
 #include "support/net/tcp_proxy.h"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <string_view>
 #include <boost/asio.hpp>
 #include <future>
 #include <optional>
@@ -20,14 +22,20 @@ struct proxy_state {
     asio::io_context& ioc;
     tcp::endpoint upstream;
     bool blackhole = false;  // read and written on the proxy's thread only
+    int commits_to_cut = 0;  // likewise: drop_next_commit_replies
+    bool blackhole_after_cut = false;
+    std::atomic<std::size_t> commit_replies_dropped{0};
 };
+
+// The PostgreSQL frontend message of a simple-query COMMIT: 'Q', length 11 (big endian), "COMMIT\0".
+constexpr std::string_view simple_commit{"Q\0\0\0\x0b" "COMMIT\0", 12};
 
 // One client connection and its upstream twin. Everything runs on the proxy's
 // one thread, so there are no locks. The proxy holds every link until it is
 // closed: a blackholed link has no operation pending that would.
 class link : public std::enable_shared_from_this<link> {
 public:
-    link(tcp::socket client, const proxy_state& state) : state_(state), client_(std::move(client)), upstream_(state.ioc) {
+    link(tcp::socket client, proxy_state& state) : state_(state), client_(std::move(client)), upstream_(state.ioc) {
         pumps_[0].from = &client_;
         pumps_[0].to = &upstream_;
         pumps_[1].from = &upstream_;
@@ -122,6 +130,19 @@ private:
             p.resume_with_delivery = true;
             return;
         }
+        if (p.held > 0 && i == 1 && cut_at_reply_) {
+            // The server answered the COMMIT: it landed. The client never learns it.
+            ++state_.commit_replies_dropped;
+            if (state_.blackhole_after_cut) state_.blackhole = true;
+            close();
+            return;
+        }
+        if (p.held > 0 && i == 0 && state_.commits_to_cut > 0 &&
+            std::search(p.buffer.begin(), p.buffer.begin() + static_cast<std::ptrdiff_t>(p.held), simple_commit.begin(),
+                        simple_commit.end()) != p.buffer.begin() + static_cast<std::ptrdiff_t>(p.held)) {
+            --state_.commits_to_cut;
+            cut_at_reply_ = true;
+        }
         if (p.held > 0) {
             asio::async_write(*p.to, asio::buffer(p.buffer.data(), p.held),
                               [self = shared_from_this(), i](error_code ec, std::size_t) {
@@ -141,7 +162,8 @@ private:
         read(i);
     }
 
-    const proxy_state& state_;
+    proxy_state& state_;
+    bool cut_at_reply_ = false;  // a COMMIT went upstream: cut the link when its reply comes
     tcp::socket client_;
     tcp::socket upstream_;
     std::array<pump, 2> pumps_;
@@ -220,5 +242,14 @@ void tcp_proxy::set_blackhole(bool on) {
 }
 
 std::size_t tcp_proxy::accepted() const { return impl_->accepted.load(); }
+
+void tcp_proxy::drop_next_commit_replies(int count, bool then_blackhole) {
+    impl_->run_on_thread([this, count, then_blackhole] {
+        impl_->state.commits_to_cut = count;
+        impl_->state.blackhole_after_cut = then_blackhole;
+    });
+}
+
+std::size_t tcp_proxy::commit_replies_dropped() const { return impl_->state.commit_replies_dropped.load(); }
 
 }  // namespace parley::test

@@ -32,6 +32,16 @@ public:
     void set_blackhole(bool on);
     // Connections accepted so far (to check that traffic really went through).
     std::size_t accepted() const;
+    // A COMMIT whose reply is lost: the next `count` PostgreSQL COMMITs (simple
+    // query "COMMIT") are forwarded to the server, and when the server's reply
+    // arrives the connection is cut instead of delivering it. The client cannot
+    // tell whether its transaction committed; it did. With `then_blackhole` the
+    // proxy turns to blackhole at that moment (set_blackhole(false) heals it), so
+    // the client's reconnection waits as long as the test wants. Takes effect
+    // before it returns.
+    void drop_next_commit_replies(int count, bool then_blackhole = false);
+    // COMMIT replies dropped so far.
+    std::size_t commit_replies_dropped() const;
 
 private:
     struct impl;

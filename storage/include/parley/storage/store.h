@@ -15,10 +15,18 @@
 // may submit further operations.
 //
 // Outages. When the database cannot be reached, ready() turns false, the writer
-// reconnects with exponential backoff and keeps queued writes; a write still
-// not committed after `unavailable_after` completes with `unavailable`, and a
-// write submitted while the queue holds queue_max items is refused at once with
-// `unavailable`. Nothing reported ok is ever lost. While the database is
+// reconnects with exponential backoff and keeps queued writes, in order. A
+// message whose sender waits (durability commit) and is still not committed
+// after `unavailable_after` completes with `unavailable`; every other write
+// (state: conversations, offers, activities, admin changes; and relaxed
+// messages, already acknowledged) waits for the database however long it
+// takes, repeated saves of one conversation row collapsing into the last. A
+// message submitted while the queue holds queue_max items, or a state write
+// while it holds twice that, is refused at once with `unavailable`. Nothing
+// reported ok is ever lost. A batch whose COMMIT was sent but not answered
+// (connection lost) may have landed: it is retried so that it stores nothing
+// twice (a message finding its own row is a success), and its messages are
+// not expired; their senders wait for the outcome. While the database is
 // reachable but silent, the writer's batch waits for its reply up to the
 // URL's tcp_user_timeout; a message write queued behind it whose sender waits
 // (durability commit) still completes with `unavailable` after
@@ -73,6 +81,10 @@ struct store_stats {
     std::uint64_t expired_unavailable = 0;  // writes failed after unavailable_after
     std::uint64_t reconnects = 0;            // successful reconnections after an outage
     std::size_t queue_depth = 0;
+    // State writes (conversation saves, offers, activities, admin changes) queued: in an
+    // outage they wait for the database instead of expiring.
+    std::size_t state_writes_waiting = 0;
+    std::uint64_t coalesced_saves = 0;  // conversation saves merged into one already queued
 };
 
 class store {
