@@ -236,12 +236,11 @@ void store_engine::resolve_offer(std::string tenant_id, std::string offer_id, of
     submit_generic(
         [t = std::move(tenant_id), o = std::move(offer_id), outcome, at](sql_connection& c,
                                                                          bool in_doubt) -> std::optional<error> {
-            switch (detail::resolve_offer(c, t, o, outcome, at)) {
+            const auto resolved = detail::resolve_offer(c, t, o, outcome, at);
+            // After an unknown COMMIT outcome, "no longer pending" means the first attempt resolved it.
+            if (in_doubt && resolved == error_kind::conflict) return std::nullopt;
+            switch (resolved) {
                 case error_kind::ok: return std::nullopt;
-                // The first attempt resolved it; nobody else resolves this tenant's offers.
-                case error_kind::conflict:
-                    if (in_doubt) return std::nullopt;
-                    return error{error_kind::conflict, "offer " + o + " is no longer pending"};
                 case error_kind::not_found: return error{error_kind::not_found, "no offer " + o};
                 default: return error{error_kind::conflict, "offer " + o + " is no longer pending"};
             }
@@ -326,20 +325,16 @@ void store_engine::writer_loop() {
                 logger()->info("storage reconnected ({})", backend_name_);
             } catch (...) {
                 auto why = classify_connect_failure(std::current_exception());
-                expire_waiting_messages(clock::now());
                 std::unique_lock lock(mutex_);
                 if (stopping_) {
                     lock.unlock();
                     fail_all_queued(unavailable("storage shut down while the database was unreachable: " + why.message));
                     return;
                 }
-                auto wait = backoff;
-                if (!queue_.empty()) {
-                    auto until_expiry = std::chrono::duration_cast<std::chrono::milliseconds>(
-                        queue_.front().enqueued + options_.unavailable_after - clock::now());
-                    wait = std::clamp(until_expiry, std::chrono::milliseconds(1), backoff);
-                }
-                writer_wake_.wait_for(lock, wait, [this] { return stopping_; });
+                // Waiting messages are answered by expiry_loop on time; the writer only backs off.
+                // (Timing this wait to the queue head's expiry spun every millisecond once the head
+                // was a state write, which never expires.)
+                writer_wake_.wait_for(lock, backoff, [this] { return stopping_; });
                 backoff = std::min(backoff * 2, options_.reconnect_backoff_max);
                 continue;
             }
