@@ -9,7 +9,8 @@
 #
 # Both are idempotent: a second run installs nothing and rebuilds only what changed.
 # Environment: PARLEY_PORT (run; default 8080), PARLEY_JOBS (build parallelism),
-# PARLEY_SKIP_SANITIZE=1 (test: skip the sanitizer pass, for quick local runs).
+# PARLEY_SKIP_SANITIZE=1 (test: skip the sanitizer pass, for quick local runs),
+# PARLEY_FUZZ_SECONDS (test: seconds per fuzz target, default 30; 0 skips fuzzing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -22,7 +23,8 @@ build_packages=(
   libtoml11-dev libcli11-dev libsystemd-dev libbenchmark-dev
 )
 # systemd: systemd-analyze, systemd-sysusers, systemd-tmpfiles (tests/deploy); dpkg-dev, file: cpack -G DEB.
-test_packages=(postgresql postgresql-contrib systemd procps iproute2 dpkg-dev file)
+# clang-14, libclang-rt-14-dev: libFuzzer for the fuzz targets (tests/fuzz).
+test_packages=(postgresql postgresql-contrib systemd procps iproute2 dpkg-dev file clang-14 libclang-rt-14-dev)
 
 install_missing() {
   local missing=() p
@@ -40,9 +42,10 @@ install_missing() {
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-configure_and_build() {  # <build dir> <cmake args...>
-  local dir=$1; shift
-  cmake -S "$root" -B "$dir" -G Ninja "$@" >/dev/null
+configure_and_build() {  # <build dir> [--source <dir>] <cmake args...>
+  local dir=$1 source=$root; shift
+  if [[ ${1:-} == --source ]]; then source=$2; shift 2; fi
+  cmake -S "$source" -B "$dir" -G Ninja "$@" >/dev/null
   cmake --build "$dir" -j "$jobs"
 }
 
@@ -103,6 +106,12 @@ cmd_test() {
     (cd "$root/build/asan" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
       LSAN_OPTIONS=suppressions=$root/tests/support/lsan.supp \
       ctest --output-on-failure --timeout 1800 -j "$jobs") || failed=1
+  fi
+  # Coverage-guided fuzzing of the parsers that face the network and the config file,
+  # a bounded time per target (PARLEY_FUZZ_SECONDS, 0 skips).
+  if [[ ${PARLEY_FUZZ_SECONDS:-30} != 0 ]]; then
+    configure_and_build "$root/build/fuzz" --source "$root/tests/fuzz" -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=None
+    bash "$root/tests/fuzz/run.sh" "$root/build/fuzz" "${PARLEY_FUZZ_SECONDS:-30}" || failed=1
   fi
   if ((failed)); then
     echo "quickstart: TESTS FAILED" >&2

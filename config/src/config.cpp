@@ -344,7 +344,10 @@ void parse_tenants(const toml::value* t, const std::string& file, std::vector<pr
                    const std::map<std::string, std::string>& env, std::map<std::string, tenant_config>& out) {
     if (t == nullptr) return;
     std::vector<tenant_secret> secrets;
-    for (const auto& [id, value] : t->as_table()) {
+    for (const auto& entry : t->as_table()) {
+        // Named, not a structured binding: lambdas below capture it (clang 14, used for fuzzing, cannot).
+        const std::string& id = entry.first;
+        const auto& value = entry.second;
         std::string prefix = "tenants." + id;
         if (!valid_tenant_id(id)) {
             p.push_back({file, prefix, "tenant id must be 1..64 letters, digits, '-' or '_'"});

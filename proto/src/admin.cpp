@@ -299,4 +299,27 @@ std::string_view to_string(route_type type) { return route_type_names[static_cas
 std::string_view to_string(rule_field field) { return rule_field_names[static_cast<std::size_t>(field)]; }
 std::string_view to_string(rule_operator op) { return rule_operator_names[static_cast<std::size_t>(op)]; }
 
+std::optional<std::string> percent_decode(std::string_view segment) {
+    const auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    };
+    std::string out;
+    out.reserve(segment.size());
+    for (std::size_t i = 0; i < segment.size(); ++i) {
+        if (segment[i] != '%') {
+            out += segment[i];
+            continue;
+        }
+        if (i + 2 >= segment.size()) return std::nullopt;  // '%' needs two digits after it
+        const int high = hex(segment[i + 1]), low = hex(segment[i + 2]);
+        if (high < 0 || low < 0) return std::nullopt;
+        out += static_cast<char>(high * 16 + low);
+        i += 2;
+    }
+    return out;
+}
+
 }  // namespace parley::proto::admin

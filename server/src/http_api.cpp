@@ -40,22 +40,6 @@ std::vector<std::string> split_path(std::string_view path) {
     return parts;
 }
 
-std::optional<std::string> percent_decode(const std::string& s) {
-    std::string out;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        if (s[i] != '%') {
-            out += s[i];
-            continue;
-        }
-        if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
-            !std::isxdigit(static_cast<unsigned char>(s[i + 2])))
-            return std::nullopt;
-        out += static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16));
-        i += 2;
-    }
-    return out;
-}
-
 // Ids in paths: 1..128 bytes (account domains: 1..253), no '/', no control
 // characters. Every path segment was checked for UTF-8 when it was decoded.
 bool valid_path_id(const std::string& id, std::size_t max_bytes = 128) {
@@ -169,7 +153,7 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
     if (parts.size() < 3 || parts[0] != "v1" || parts[1] != "tenants")
         return done(error_response(request, 404, proto::error_code::not_found, "no such endpoint"));
     for (auto& p : parts) {
-        auto decoded = percent_decode(p);
+        auto decoded = proto::admin::percent_decode(p);
         if (!decoded) return done(error_response(request, 400, proto::error_code::bad_request, "bad percent-encoding in path"));
         // Ids end up in JSON replies and events, which must be UTF-8 (a stored
         // id with a stray byte used to make every listing of its kind fail).

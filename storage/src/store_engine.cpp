@@ -316,7 +316,8 @@ void store_engine::writer_loop() {
             try {
                 writer_ = connect();
                 ready_ = true;
-                backoff = options_.reconnect_backoff_min;
+                // The backoff is reset by a commit, not by connecting: SQLite always
+                // connects, and a full disk then fails every batch at once.
                 {
                     std::lock_guard lock(stats_mutex_);
                     ++stats_.reconnects;
@@ -370,14 +371,19 @@ void store_engine::writer_loop() {
                 queue_.pop_front();
             }
         }
-        if (!run_batch(batch)) {
+        if (run_batch(batch)) {
+            backoff = options_.reconnect_backoff_min;
+        } else {
             // Connection lost: the unfinished writes go back to the head of the
-            // queue, in order, to be retried after reconnecting.
-            std::lock_guard lock(mutex_);
+            // queue, in order, to be retried after reconnecting, once the backoff
+            // has passed (a database that fails every batch is not hammered).
+            std::unique_lock lock(mutex_);
             for (auto it = batch.rbegin(); it != batch.rend(); ++it) {
                 enqueued(*it);
                 queue_.push_front(std::move(*it));
             }
+            writer_wake_.wait_for(lock, backoff, [this] { return stopping_; });
+            backoff = std::min(backoff * 2, options_.reconnect_backoff_max);
         }
     }
 }
@@ -420,7 +426,8 @@ bool store_engine::run_batch(std::vector<write_job>& jobs) {
             // retry must find its own rows (messages: resolve_message_conflict) rather than
             // store them twice, and these writes are not expired meanwhile: their senders
             // learn the outcome when it is known.
-            if (committing)
+            // SQLite's COMMIT is a local call: when it fails, the transaction did not land.
+            if (committing && writer_->kind() == dialect::postgresql)
                 for (auto& job : jobs) job.in_doubt = true;
             connection_lost(why);
             return false;

@@ -269,3 +269,15 @@ TEST_CASE("admin error bodies", "[proto][admin]") {
     CHECK(to_string(rule_field::email_domain) == "email_domain");
     CHECK(to_string(rule_operator::ends_with) == "ends_with");
 }
+
+TEST_CASE("admin path segments: percent-decoding", "[proto][admin]") {
+    CHECK(percent_decode("plain-id_1") == std::optional<std::string>("plain-id_1"));
+    CHECK(percent_decode("a%2Fb") == std::optional<std::string>("a/b"));
+    CHECK(percent_decode("%c3%a9t%C3%A9") == std::optional<std::string>("\xc3\xa9t\xc3\xa9"));
+    CHECK(percent_decode("%00") == std::optional<std::string>(std::string(1, '\0')));
+    CHECK(percent_decode("") == std::optional<std::string>(""));
+    for (const char* bad : {"%", "%4", "a%", "%zz", "%4g", "%%41", "x%-1"}) {
+        INFO(bad);
+        CHECK_FALSE(percent_decode(bad));
+    }
+}

@@ -1,6 +1,10 @@
 #include <jwt.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
 
 #include <catch2/catch.hpp>
+#include <memory>
 
 #include "parley/server/auth.h"
 
@@ -24,6 +28,29 @@ std::string unsigned_token(const std::string& tenant, const std::string& sub) {
     jwt_free(raw);
     return token;
 }
+// A token with exactly these claims (JSON), signed with `alg` and `key`.
+std::string signed_token(const char* claims_json, jwt_alg_t alg, const std::string& key) {
+    jwt_t* raw = nullptr;
+    jwt_new(&raw);
+    jwt_add_grants_json(raw, claims_json);
+    jwt_set_alg(raw, alg, reinterpret_cast<const unsigned char*>(key.data()), static_cast<int>(key.size()));
+    char* s = jwt_encode_str(raw);
+    std::string token(s == nullptr ? "" : s);
+    std::free(s);
+    jwt_free(raw);
+    return token;
+}
+
+std::string rsa_private_key_pem() {
+    std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(EVP_RSA_gen(2048), EVP_PKEY_free);
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
+    PEM_write_bio_PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr);
+    char* data = nullptr;
+    long size = BIO_get_mem_data(bio.get(), &data);
+    return std::string(data, static_cast<std::size_t>(size));
+}
+
+const char* valid_claims = R"({"sub":"a_1","tenant":"acme","exp":1900000000})";
 }  // namespace
 
 TEST_CASE("a minted agent token verifies with its claims", "[auth]") {
@@ -110,4 +137,55 @@ TEST_CASE("a token is refused before its nbf, with a minute of leeway for the is
     CHECK(verify_agent_token(secret, at(now_s + 3600), now + hours(2), "acme").claims);
     auto mistyped = signed_with_nbf([](jwt_t* raw) { jwt_add_grant(raw, "nbf", "soon"); });
     CHECK_FALSE(verify_agent_token(secret, mistyped, now, "acme").claims);
+}
+
+TEST_CASE("only HS256 is accepted: HS384 and HS512 signed with the right secret and RS256 are refused", "[auth]") {
+    // The HS256 token with the same claims passes, so what refuses the others
+    // is Parley's algorithm pinning, not the key or the claims.
+    REQUIRE(verify_agent_token(secret, signed_token(valid_claims, JWT_ALG_HS256, secret), now, "acme").claims);
+    for (auto alg : {JWT_ALG_HS384, JWT_ALG_HS512}) {
+        INFO(jwt_alg_str(alg));
+        auto token = signed_token(valid_claims, alg, secret);
+        REQUIRE_FALSE(token.empty());
+        auto v = verify_agent_token(secret, token, now, "acme");
+        CHECK_FALSE(v.claims);
+        CHECK(v.error == token_error::wrong_algorithm);
+        CHECK_FALSE(verify_hs256(secret, token, now, true).claims);
+        CHECK_FALSE(verify_resume_token(secret, "acme", signed_token(R"({"sub":"v_1","tenant":"acme","typ":"resume","exp":1900000000})", alg, secret), now));
+    }
+    auto rs256 = signed_token(valid_claims, JWT_ALG_RS256, rsa_private_key_pem());
+    REQUIRE_FALSE(rs256.empty());
+    CHECK_FALSE(verify_agent_token(secret, rs256, now, "acme").claims);
+    CHECK_FALSE(verify_hs256(secret, rs256, now, false).claims);
+}
+
+TEST_CASE("agent tokens lacking sub, tenant or exp, or with mistyped ones, are refused as missing_claim", "[auth]") {
+    for (const char* claims : {R"({"tenant":"acme","exp":1900000000})", R"({"sub":"a_1","exp":1900000000})",
+                               R"({"sub":"a_1","tenant":"acme"})", R"({"sub":"","tenant":"acme","exp":1900000000})",
+                               R"({"sub":7,"tenant":"acme","exp":1900000000})", R"({"sub":"a_1","tenant":["acme"],"exp":1900000000})",
+                               R"({"sub":"a_1","tenant":"acme","exp":"1900000000"})"}) {
+        INFO(claims);
+        auto v = verify_agent_token(secret, signed_token(claims, JWT_ALG_HS256, secret), now, "acme");
+        CHECK_FALSE(v.claims);
+        CHECK(v.error == token_error::missing_claim);
+    }
+}
+
+TEST_CASE("visitor tokens: expired ones are refused, ones without exp are accepted as the protocol allows", "[auth]") {
+    const std::string widget_secret = "widget-secret-0123456789";
+    auto expired = signed_token(R"({"sub":"v_1","tenant":"acme","exp":1700000000})", JWT_ALG_HS256, widget_secret);
+    auto v = verify_hs256(widget_secret, expired, now, false);
+    CHECK_FALSE(v.claims);
+    CHECK(v.error == token_error::expired);
+    CHECK(verify_hs256(widget_secret, signed_token(R"({"sub":"v_1","tenant":"acme"})", JWT_ALG_HS256, widget_secret), now, false).claims);
+    CHECK(verify_hs256(widget_secret, signed_token(R"({"sub":"v_1","tenant":"acme"})", JWT_ALG_HS256, widget_secret), now, true).error ==
+          token_error::missing_claim);
+    // Signed with another tenant's widget secret: the signature check refuses it.
+    CHECK(verify_hs256(widget_secret, signed_token(R"({"sub":"v_1","tenant":"other","exp":1900000000})", JWT_ALG_HS256,
+                                                   "other-widget-secret-012345"), now, false).error == token_error::bad_signature);
+    // A resume token minted for another tenant with the same secret is refused.
+    auto other = mint_resume_token(widget_secret, "other", "v_1", hours(1), now);
+    CHECK_FALSE(verify_resume_token(widget_secret, "acme", other, now));
+    CHECK(verify_resume_token(widget_secret, "other", other, now));
+    CHECK_FALSE(verify_resume_token(widget_secret, "other", other, now + hours(2)));
 }

@@ -187,6 +187,15 @@ bool eventually(Predicate predicate, std::chrono::milliseconds limit, std::chron
     return predicate();
 }
 
+// parley_storage_queue_depth from the daemon's /metrics: writes queued for the storage thread.
+long storage_queue_depth(std::uint16_t port) {
+    const std::string name = "\nparley_storage_queue_depth ";
+    auto body = http_request(port, "GET", "/metrics").body;
+    auto at = body.find(name);
+    REQUIRE(at != std::string::npos);
+    return std::stol(body.substr(at + name.size()));
+}
+
 template <class T, class Start>
 storage::result<T> wait_for(Start start) {
     auto promise = std::make_shared<std::promise<storage::result<T>>>();
@@ -377,7 +386,7 @@ TEST_CASE("parleyd prune deletes what is older than the retention; queries never
 
         auto transcript = agent.request({{"type", "get_transcript"}, {"conversation_id", "c_old"}});
         INFO(transcript.dump());
-        CHECK((transcript["type"] == "error" || transcript["messages"].empty()));
+        CHECK(transcript["code"] == "not_found");
 
         auto all = agent.request({{"type", "list_conversations"}, {"filter", "all"}, {"limit", 100}});
         INFO(all.dump());
@@ -386,6 +395,7 @@ TEST_CASE("parleyd prune deletes what is older than the retention; queries never
 
         auto text = http_request(daemon.port(), "GET", "/v1/tenants/t1/conversations/c_old/transcript.txt", {},
                                  {{"Authorization", "Bearer " + admin_token}});
+        CHECK(text.status == 404);
         CHECK(text.body.find("old message") == std::string::npos);
     };
     check_nothing_old_is_visible();  // before any prune
@@ -654,13 +664,15 @@ TEST_CASE("PostgreSQL down under the daemon: not ready, sends refused or delayed
     CHECK(std::chrono::steady_clock::now() - read_at < 5s);
 
     // A send shortly before the database returns either waits for it (ok) or is refused; an ok
-    // must mean stored, which the replay below checks.
+    // must mean stored, which the replay below checks. The restart waits until the send is
+    // queued for storage, so it is really in flight across the restart.
+    const auto queued_before = storage_queue_depth(port);
     agent.send_json({{"type", "send"},
                      {"id", "around-restart"},
                      {"conversation_id", conversation_id},
                      {"text", "sent around the restart"},
                      {"client_msg_id", "down-2"}});
-    std::this_thread::sleep_for(300ms);
+    CHECK(eventually([&] { return storage_queue_depth(port) > queued_before; }, 5s, 5ms));
     cluster.start();
     auto around = agent.expect("", 20s, "around-restart");  // the ok or the error
     INFO(around.dump());
@@ -808,12 +820,14 @@ TEST_CASE("PostgreSQL link silently dropped under the daemon: not ready, sends r
     CHECK(prompt_get(port, "/healthz").status == 200);
 
     // A send just before the link heals is either stored (ok) or refused; an ok must mean stored.
+    // The heal waits until the send is queued for storage, so it is in flight across it.
+    const auto queued_before = storage_queue_depth(port);
     agent.send_json({{"type", "send"},
                      {"id", "around-heal"},
                      {"conversation_id", conversation_id},
                      {"text", "sent around the heal"},
                      {"client_msg_id", "drop-2"}});
-    std::this_thread::sleep_for(300ms);
+    CHECK(eventually([&] { return storage_queue_depth(port) > queued_before; }, 5s, 5ms));
     proxy.set_blackhole(false);
     auto around = agent.expect("", 30s, "around-heal");
     INFO(around.dump());
@@ -853,9 +867,11 @@ TEST_CASE("PostgreSQL link silently dropped: a send queued behind the stuck batc
     REQUIRE(send_text(second_visitor, second_conversation, "second before", "s-0")["seq"] == 1);
 
     proxy.set_blackhole(true);
+    const auto held_before = proxy.client_chunks_held();
     chat.visitor.send_json({{"type", "send"}, {"id", "stuck"}, {"conversation_id", chat.conversation_id},
                             {"text", "into the silent link"}, {"client_msg_id", "stuck-1"}});
-    std::this_thread::sleep_for(300ms);  // the writer takes it and waits for the reply
+    // The writer takes it and sends its batch into the silent link, where the proxy holds it.
+    REQUIRE(eventually([&] { return proxy.client_chunks_held() > held_before; }, 10s, 5ms));
     const auto queued_at = std::chrono::steady_clock::now();
     second_visitor.send_json({{"type", "send"}, {"id", "queued"}, {"conversation_id", second_conversation},
                               {"text", "behind the stuck batch"}, {"client_msg_id", "s-1"}});
@@ -953,12 +969,14 @@ TEST_CASE("SIGTERM with PostgreSQL silent: queued writes are waited for only wit
     REQUIRE(send_text(visitor, conversation_id, "stored", "m-1")["type"] == "ok");
 
     proxy.set_blackhole(true);
+    const auto held_before = proxy.client_chunks_held();
     visitor.send_json({{"type", "send"},
                        {"id", "stuck"},
                        {"conversation_id", conversation_id},
                        {"text", "never stored"},
                        {"client_msg_id", "m-2"}});
-    std::this_thread::sleep_for(500ms);  // the writer has it and waits for PostgreSQL
+    // The writer has it and waits for PostgreSQL: its batch is held in the silent link.
+    REQUIRE(eventually([&] { return proxy.client_chunks_held() > held_before; }, 10s, 5ms));
     const auto signalled_at = std::chrono::steady_clock::now();
     daemon.signal(SIGTERM);
     const auto status = daemon.wait_exit(30s);

@@ -49,8 +49,11 @@ inline std::string agent_secret_of(const std::string& tenant) { return tenant + 
 
 class chat_server {
 public:
-    explicit chat_server(const std::string& extra_toml = {}, const std::string& storage_url = {})
-        : daemon_(std::make_unique<daemon_process>(dir_.path(), test_config(dir_.path(), storage_url, extra_toml))) {}
+    // `storage_keys`: more keys of the [storage] table (TOML lines).
+    explicit chat_server(const std::string& extra_toml = {}, const std::string& storage_url = {},
+                         const std::string& storage_keys = {})
+        : daemon_(std::make_unique<daemon_process>(
+              dir_.path(), with_keys_in(test_config(dir_.path(), storage_url, extra_toml), "storage", storage_keys))) {}
 
     std::uint16_t port() const { return daemon_->port(); }
     daemon_process& daemon() { return *daemon_; }

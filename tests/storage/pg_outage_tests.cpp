@@ -88,6 +88,14 @@ TEST_CASE("PostgreSQL outage: not ready, writes wait within the bound or fail un
     auto opened = open_store(db.url, options);
     REQUIRE(opened.ok());
     auto s = std::move(opened).value();
+    // A second store on the same database whose writes wait a minute: its writes made
+    // during the outage must wait for the restart however long pg_ctl takes, where the
+    // first store's expire after 1.5 s. A clock window would make the test depend on that.
+    store_options patient_options = options;
+    patient_options.unavailable_after = std::chrono::seconds(60);
+    auto patient_opened = open_store(db.url, patient_options);
+    REQUIRE(patient_opened.ok());
+    auto patient = std::move(patient_opened).value();
 
     conversation_record c;
     c.tenant_id = "acme";
@@ -143,12 +151,12 @@ TEST_CASE("PostgreSQL outage: not ready, writes wait within the bound or fail un
         for (int seq = 11; seq <= 20; ++seq) s->append_message(numbered(seq), record(seq));
         CHECK(eventually([&] { std::lock_guard lock(mutex); return unavailable == 10; }, std::chrono::seconds(10)));
 
-        // Writes made shortly before the database returns wait for it and succeed.
-        for (int seq = 11; seq <= 30; ++seq) s->append_message(numbered(seq), record(seq));
-        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        // Writes within unavailable_after of the database's return wait for it and succeed.
+        CHECK(eventually([&] { return !patient->ready(); }, std::chrono::seconds(5)));
+        for (int seq = 11; seq <= 30; ++seq) patient->append_message(numbered(seq), record(seq));
         REQUIRE(cluster.start() == 0);
-        s->flush();
-        CHECK(eventually([&] { return s->ready(); }, std::chrono::seconds(10)));
+        patient->flush();
+        CHECK(eventually([&] { return s->ready() && patient->ready(); }, std::chrono::seconds(10)));
     }
     {
         std::lock_guard lock(mutex);

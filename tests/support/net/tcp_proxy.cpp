@@ -25,6 +25,7 @@ struct proxy_state {
     int commits_to_cut = 0;  // likewise: drop_next_commit_replies
     bool blackhole_after_cut = false;
     std::atomic<std::size_t> commit_replies_dropped{0};
+    std::atomic<std::size_t> client_chunks_held{0};
 };
 
 // The PostgreSQL frontend message of a simple-query COMMIT: 'Q', length 11 (big endian), "COMMIT\0".
@@ -126,6 +127,7 @@ private:
         if (closed_) return;
         auto& p = pumps_[i];
         if (state_.blackhole) {
+            if (i == 0 && p.held > 0 && !p.paused) ++state_.client_chunks_held;
             p.paused = true;
             p.resume_with_delivery = true;
             return;
@@ -251,5 +253,7 @@ void tcp_proxy::drop_next_commit_replies(int count, bool then_blackhole) {
 }
 
 std::size_t tcp_proxy::commit_replies_dropped() const { return impl_->state.commit_replies_dropped.load(); }
+
+std::size_t tcp_proxy::client_chunks_held() const { return impl_->state.client_chunks_held.load(); }
 
 }  // namespace parley::test

@@ -42,6 +42,9 @@ public:
     void drop_next_commit_replies(int count, bool then_blackhole = false);
     // COMMIT replies dropped so far.
     std::size_t commit_replies_dropped() const;
+    // Reads from a client that the blackhole has held back so far: a test waits
+    // for this to grow to know its request is in flight, stuck in the link.
+    std::size_t client_chunks_held() const;
 
 private:
     struct impl;

@@ -107,6 +107,11 @@ parse_result<account_body> parse_account_body(std::string_view body, const limit
 parse_result<visitor_profile> parse_visitor_profile_body(std::string_view body, const limits& limits = {});
 parse_result<activity_body> parse_activity_body(std::string_view body, const limits& limits = {});
 
+// One segment of an admin path, percent-decoded (RFC 3986 2.1); nullopt when a
+// '%' is not followed by two hex digits. The result may hold any byte: callers
+// check it for UTF-8 and for what an id allows.
+std::optional<std::string> percent_decode(std::string_view segment);
+
 // The HTTP 400/401/403/404 body: {"code":"bad_request","message":"..."}.
 std::string encode_admin_error(const protocol_error& error);
 std::string encode_admin_error(error_code code, std::string_view message);
