@@ -101,7 +101,7 @@ cmd_test() {
   configure_and_build "$root/build/ci" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPARLEY_WERROR=ON
   (cd "$root/build/ci" && ctest --output-on-failure --timeout 900 -j "$jobs") || failed=1
   if [[ ${PARLEY_SKIP_SANITIZE:-0} != 1 ]]; then
-    configure_and_build "$root/build/asan" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
+    configure_and_build "$root/build/asan" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
       -DPARLEY_WERROR=ON -DPARLEY_SANITIZE=address,undefined -DPARLEY_BUILD_BENCH=OFF
     (cd "$root/build/asan" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
       LSAN_OPTIONS=suppressions=$root/tests/support/lsan.supp \
