@@ -37,7 +37,7 @@ const char* to_string(token_error e) {
         case token_error::bad_signature: return "bad signature";
         case token_error::wrong_algorithm: return "token must be signed with HS256";
         case token_error::expired: return "token expired";
-        case token_error::not_yet_valid: return "token not valid yet (nbf)";
+        case token_error::not_yet_valid: return "token not valid yet (nbf or iat in the future)";
         case token_error::missing_claim: return "token lacks sub, tenant or exp";
         case token_error::wrong_tenant: return "token is for another tenant";
     }
@@ -93,23 +93,30 @@ verified_token verify_hs256(const std::string& secret, const std::string& token,
     auto claims = nlohmann::json::parse(grants, nullptr, false);
     std::free(grants);
     if (!claims.is_object()) return result;
+    // The issuer's clock and ours may differ: a minute of leeway either way, for
+    // `exp`, `nbf` and `iat` alike (Envoy's jwt_authn clock_skew_seconds default).
+    constexpr std::int64_t leeway_s = 60;
+    const std::int64_t now_s = to_seconds(now);
     auto exp = claims.find("exp");
     if (exp == claims.end()) {
         if (require_exp) {
             result.error = token_error::missing_claim;
             return result;
         }
-    } else if (!exp->is_number_integer() || exp->get<std::int64_t>() <= to_seconds(now)) {
+    } else if (!exp->is_number_integer() || exp->get<std::int64_t>() + leeway_s <= now_s) {
         result.error = exp->is_number_integer() ? token_error::expired : token_error::missing_claim;
         return result;
     }
-    // RFC 7519 4.1.5: not before `nbf`. A minute of leeway for the issuer's clock.
-    if (auto nbf = claims.find("nbf"); nbf != claims.end()) {
-        if (!nbf->is_number_integer()) {
+    // RFC 7519 4.1.5 `nbf` (not before) and 4.1.6 `iat` (issued at): a token
+    // from the future is not valid yet.
+    for (const char* name : {"nbf", "iat"}) {
+        auto claim = claims.find(name);
+        if (claim == claims.end()) continue;
+        if (!claim->is_number_integer()) {
             result.error = token_error::malformed;
             return result;
         }
-        if (nbf->get<std::int64_t>() > to_seconds(now) + 60) {
+        if (claim->get<std::int64_t>() > now_s + leeway_s) {
             result.error = token_error::not_yet_valid;
             return result;
         }

@@ -64,7 +64,9 @@ TEST_CASE("a minted agent token verifies with its claims", "[auth]") {
 
 TEST_CASE("expired, foreign, forged and unsigned tokens are refused", "[auth]") {
     auto token = mint_agent_token(secret, "acme", "a_1", hours(1), now);
-    CHECK(verify_agent_token(secret, token, now + hours(1), "acme").error == token_error::expired);
+    // A minute of leeway past exp for the issuer's clock, as for nbf; not a second more.
+    CHECK(verify_agent_token(secret, token, now + hours(1) + seconds(59), "acme").claims);
+    CHECK(verify_agent_token(secret, token, now + hours(1) + seconds(60), "acme").error == token_error::expired);
     CHECK_FALSE(verify_agent_token(secret, token, now + hours(2)).claims);
     CHECK(verify_agent_token(secret, token, now, "other").error == token_error::wrong_tenant);
     CHECK(verify_agent_token("another-secret-0123456", token, now).error == token_error::bad_signature);
@@ -188,4 +190,15 @@ TEST_CASE("visitor tokens: expired ones are refused, ones without exp are accept
     CHECK_FALSE(verify_resume_token(widget_secret, "acme", other, now));
     CHECK(verify_resume_token(widget_secret, "other", other, now));
     CHECK_FALSE(verify_resume_token(widget_secret, "other", other, now + hours(2)));
+}
+
+TEST_CASE("a token issued in the future (iat beyond the leeway) is not valid yet; a mistyped iat is malformed", "[auth]") {
+    auto with_iat = [](const std::string& iat) {
+        return signed_token(("{\"sub\":\"a_1\",\"tenant\":\"acme\",\"exp\":1900000000,\"iat\":" + iat + "}").c_str(),
+                            JWT_ALG_HS256, secret);
+    };
+    CHECK(verify_agent_token(secret, with_iat("1799999000"), now, "acme").claims);
+    CHECK(verify_agent_token(secret, with_iat("1800000060"), now, "acme").claims);  // within the leeway
+    CHECK(verify_agent_token(secret, with_iat("1800000061"), now, "acme").error == token_error::not_yet_valid);
+    CHECK(verify_agent_token(secret, with_iat("\"yesterday\""), now, "acme").error == token_error::malformed);
 }
