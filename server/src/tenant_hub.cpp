@@ -1205,17 +1205,14 @@ void tenant_hub::handle_list_agents(std::uint64_t sid, const std::optional<std::
         agents.push_back({id, agent.name, agent.avatar_url, agent.calendar_url.has_value()});
     std::sort(agents.begin(), agents.end(),
               [](const auto& a, const auto& b) { return std::tie(a.name, a.id) < std::tie(b.name, b.id); });
-    // Like every reply, within the reply budget: 1,000 agents with 2 KiB avatar URLs would not fit.
-    // The JSON overhead per entry is under 64 bytes plus escapes (at most 6x), so this bound is safe.
-    std::size_t estimated_bytes = 64;
-    std::size_t fitting = 0;
-    for (const auto& agent : agents) {
-        estimated_bytes += 64 + 6 * (agent.id.size() + agent.name.size() + agent.avatar_url.value_or("").size());
-        if (estimated_bytes > reply_budget()) break;
-        ++fitting;
+    // Like every reply, within the reply budget (1,000 agents with 2 KiB avatar URLs would not
+    // fit): the agents past it are left out, shrinking in proportion until the frame fits.
+    auto text = proto::encode_list_agents_ok(re.value_or(""), agents);
+    while (text.size() > reply_budget() && !agents.empty()) {
+        agents.resize(agents.size() * reply_budget() / text.size());
+        text = proto::encode_list_agents_ok(re.value_or(""), agents);
     }
-    agents.resize(fitting);
-    send(sid, proto::encode_list_agents_ok(re.value_or(""), agents));
+    send(sid, std::move(text));
 }
 
 void tenant_hub::handle_request_agent(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,

@@ -135,3 +135,13 @@ test('6: the French interface; an XSS payload stays text on both sides', async (
   await context.close();
   await inbox.context().close();
 });
+
+test('served: HEAD gives the length without a body; a public_url-less CSP names this host\'s WebSocket origins', async () => {
+  const head = await fetch(`${daemon.base}/inbox/app.js`, { method: 'HEAD' });
+  assert.equal(head.status, 200);
+  assert.equal(head.headers.get('content-type'), 'text/javascript; charset=utf-8');
+  assert.ok(Number(head.headers.get('content-length')) > 1000);
+  assert.equal((await head.arrayBuffer()).byteLength, 0);
+  const page = await fetch(`${daemon.base}/inbox/`);
+  assert.match(page.headers.get('content-security-policy'), new RegExp(`connect-src 'self' ws://127\\.0\\.0\\.1:${daemon.port} `));
+});

@@ -27,10 +27,9 @@ test('5: visitor card dashes, activity history in pages, transcript download', a
   for (let i = 0; i < 45; i++) {
     await daemon.admin('POST', `/visitors/${visitorId}/activities`, { type: 'visited_webpage', at: now - (i + 1) * 60_000, details: { url: `https://example.org/page-${i}` } });
   }
+  const inbox = await openInbox(browser, daemon, 'demo-agent');
   const { conversation_id: conversationId } = await visitor.request('request_agent', { route: 'sales', client_key: 'k-5' });
   await visitor.request('send', { conversation_id: conversationId, text: 'Transcript line from Ada', client_msg_id: 'v1' });
-
-  const inbox = await openInbox(browser, daemon, 'demo-agent');
   await inbox.locator('.offer button.accept').click();
   await inbox.locator('#messages .message', { hasText: 'Transcript line from Ada' }).waitFor();
   await inbox.locator('#message').fill('Reply from the agent');
