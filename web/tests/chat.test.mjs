@@ -66,6 +66,22 @@ test('1: visitor asks on /demo/, the inbox shows the offer with a countdown, acc
 
   await screenshot(inbox, 'inbox-chat');
   await screenshot(site, 'widget-chat');
+
+  // Score, and a colleague's calendar picked from list_agents.
+  await inbox.locator('#score').selectOption('3');
+  await inbox.locator('#calendar-agent option[value="demo-agent-2"]').waitFor({ state: 'attached' });
+  await inbox.locator('#calendar-agent').selectOption('demo-agent-2');
+  await inbox.locator('#share-calendar').click();
+  const booking = widget.locator('li.agent a', { hasText: 'Book a meeting with Second Agent' });
+  await booking.waitFor();
+  assert.equal(await booking.getAttribute('href'), 'https://calendar.example.com/demo-agent-2');
+
+  // A reload continues the same conversation: same messages, each once, no second chat.
+  await site.reload();
+  await widget.locator('.launcher').click();
+  await widget.locator('li.agent', { hasText: 'Hi there, how can I help?' }).waitFor();
+  assert.equal(await widget.locator('li.visitor', { hasText: 'Hello, I need a quote' }).count(), 1);
+  assert.equal(await inbox.locator('.offer').count(), 0);
   // Ending from the inbox: the visitor sees it.
   await inbox.keyboard.press('Alt+E');
   await widget.locator('li.note', { hasText: 'The chat has ended.' }).waitFor();

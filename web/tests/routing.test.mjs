@@ -4,7 +4,7 @@
 // meeting_booked.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startDaemon, launchBrowser, openInbox, openDemo, screenshot } from './support.mjs';
+import { startDaemon, launchBrowser, openInbox, openDemo, screenshot, agentClient, sleep } from './support.mjs';
 
 let daemon;
 let browser;
@@ -51,6 +51,15 @@ test('2: an offer nobody accepts moves to the second agent, then the visitor get
   const popup = context.waitForEvent('page');
   await link.click();
   await (await popup).close();
+  const agent = await agentClient(daemon, 'demo-agent');
+  const [missed] = (await agent.request('list_conversations', { filter: 'all' })).conversations;
+  let types = [];
+  for (let i = 0; i < 50 && !types.includes('meeting_booked'); i++) {
+    await sleep(100);
+    types = (await agent.request('get_activity', { visitor_id: missed.visitor.id })).activities.map((a) => a.type);
+  }
+  assert.ok(types.includes('meeting_booked'), types.join(', '));
+  agent.close();
   // The widget keeps its resume token, so a reload continues as the same visitor.
   assert.ok(await site.evaluate(() => JSON.parse(localStorage.getItem('parley:demo')).resumeToken));
   await context.close();
