@@ -82,6 +82,15 @@ TEST_CASE("the inbox, widget and demo page are served from the binary with valid
     }
 }
 
+TEST_CASE("with server.public_url, the CSP's connect-src names its WebSocket origin", "[web]") {
+    temp_dir dir;
+    daemon_process daemon(dir.path(), with_keys_in(test_config(dir.path()), "server",
+                                                   "public_url = \"https://chat.example.com/parley\"\n"));
+    auto inbox = http_request(daemon.port(), "GET", "/inbox/");
+    REQUIRE(inbox.status == 200);
+    CHECK_THAT(header(inbox, "Content-Security-Policy"), Catch::Contains("connect-src 'self' wss://chat.example.com;"));
+}
+
 TEST_CASE("[web] enabled = false serves nothing; directory serves an operator's files instead", "[web]") {
     SECTION("off") {
         chat_server server("[web]\nenabled = false\n");

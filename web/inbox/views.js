@@ -184,6 +184,7 @@ export function renderCalendarChoices() {
 
 export function renderVisitor(actions) {
   const c = store.conversations.get(store.selectedId);
+  $('visitor-pane-content').hidden = !c;
   const visitorId = c?.visitor.id;
   const card = (visitorId && store.visitorCards.get(visitorId)) || c?.visitor || {};
   const fields = ['name', 'job_title', 'email', 'phone', 'crm_status', 'company'];
