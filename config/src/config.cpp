@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -204,6 +205,19 @@ void parse_server(const toml::value* t, const std::string& file, std::vector<pro
         if (!valid_proxy_network(entry))
             r.report("trusted_proxies", "\"" + entry + "\" is neither an IPv4/IPv6 address nor a network such as "
                                         "10.0.0.0/8 or fd00::/8");
+}
+
+void parse_web(const toml::value* t, const std::string& file, std::vector<problem>& p, web_config& c) {
+    section_reader r(t, "web", file, p);
+    r.boolean("enabled", c.enabled);
+    r.string("directory", c.directory, 1024);
+    if (c.directory.empty()) return;
+    // Checked at start-up rather than on the first request: a typo must not show up as 404s.
+    std::error_code ec;
+    if (c.directory.front() != '/')
+        r.report("directory", "must be an absolute path, got \"" + c.directory + "\"");
+    else if (!std::filesystem::is_directory(c.directory, ec))
+        r.report("directory", "\"" + c.directory + "\" is not a directory that parleyd can read");
 }
 
 void parse_log(const toml::value* t, const std::string& file, std::vector<problem>& p, log_config& c) {
@@ -437,7 +451,7 @@ parse_result parse_text(const std::string& toml_text, const std::string& file_na
         return result;
     }
     config& c = result.value;
-    static const std::set<std::string> sections{"server", "log", "storage", "limits", "routing", "tenants"};
+    static const std::set<std::string> sections{"server", "log", "storage", "limits", "routing", "web", "tenants"};
     for (const auto& [key, value] : root.as_table())
         if (sections.count(key) == 0) problems.push_back({file_name, key, "unknown section or key"});
 
@@ -446,6 +460,7 @@ parse_result parse_text(const std::string& toml_text, const std::string& file_na
     parse_storage(sub_table(root, "storage", file_name, problems), file_name, problems, c.storage);
     parse_limits(sub_table(root, "limits", file_name, problems), file_name, problems, c.limits);
     parse_routing(sub_table(root, "routing", file_name, problems), file_name, problems, c.routing);
+    parse_web(sub_table(root, "web", file_name, problems), file_name, problems, c.web);
     parse_tenants(sub_table(root, "tenants", file_name, problems), file_name, problems, environment, c.tenants);
 
     std::string storage_url_source = "the file";

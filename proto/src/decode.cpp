@@ -129,6 +129,8 @@ client_request parse_resume(field_reader& reader, role, const limits&) {
     return resume;
 }
 
+client_request parse_list_agents(field_reader&, role, const limits&) { return requests::list_agents{}; }
+
 struct message_type {
     std::string_view name;
     bool visitor_may_send;
@@ -156,6 +158,7 @@ constexpr std::array message_types{
     message_type{"get_visitor", false, true, &parse_get_visitor},
     message_type{"get_activity", false, true, &parse_get_activity},
     message_type{"get_transcript", false, true, &parse_get_transcript},
+    message_type{"list_agents", false, true, &parse_list_agents},
 };
 
 // Wire names in client_request's alternative order.
@@ -163,7 +166,7 @@ constexpr std::array<std::string_view, std::variant_size_v<client_request>> requ
     "hello",        "hello",          "request_agent",  "send",          "typing",
     "end_chat",     "meeting_booked", "set_availability", "accept",      "decline",
     "share_calendar", "set_score",    "list_conversations", "get_visitor", "get_activity",
-    "get_transcript", "resume"};
+    "get_transcript", "resume",         "list_agents"};
 
 }  // namespace
 

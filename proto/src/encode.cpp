@@ -342,6 +342,18 @@ std::string encode_get_visitor_ok(std::string_view re, const visitor_card& visit
     return dump(frame);
 }
 
+std::string encode_list_agents_ok(std::string_view re, std::span<const agent_listing> agents) {
+    json frame = reply(re);
+    json array = json::array();
+    for (const auto& agent : agents)
+        array.push_back({{"id", agent.id},
+                         {"name", agent.name},
+                         {"avatar_url", string_or_null(agent.avatar_url)},
+                         {"has_calendar", agent.has_calendar}});
+    frame["agents"] = std::move(array);
+    return dump(frame);
+}
+
 std::string encode_get_activity_ok(std::string_view re, std::span<const activity> activities,
                                    std::optional<std::string_view> next_cursor) {
     json frame = reply(re);

@@ -21,6 +21,7 @@
 #include "reload.h"
 #include "parley/server/logging.h"
 #include "shared_state.h"
+#include "static_files.h"
 #include "tenant_hub.h"
 
 namespace parley::server {
@@ -45,17 +46,27 @@ storage::store_options store_options_from(const config::config& cfg) {
 
 namespace {
 
-// The quick start's demo tenant gets one agent and two routes when it has none.
+// The quick start's demo tenant gets two agents (so that an offer nobody
+// accepts moves on to the second) and two routes, each only when missing.
 void seed_demo(storage::store& store) {
     auto agents = wait_for<std::vector<storage::agent_record>>([&](auto done) { store.list_agents("demo", done); });
-    if (!agents || !agents->empty()) return;
-    storage::agent_record agent;
-    agent.tenant_id = "demo";
-    agent.id = "demo-agent";
-    agent.name = "Demo Agent";
-    agent.email = "agent@demo.example";
-    agent.calendar_url = "https://calendar.example.com/demo-agent";
-    wait_for<void>([&](auto done) { store.put_agent(agent, done); });
+    if (!agents) return;
+    const bool first_seeding = agents->empty();
+    auto seed_agent = [&](const std::string& id, const std::string& name) {
+        for (const auto& existing : agents.value())
+            if (existing.id == id) return;
+        storage::agent_record agent;
+        agent.tenant_id = "demo";
+        agent.id = id;
+        agent.name = name;
+        agent.email = id + "@demo.example";
+        agent.calendar_url = "https://calendar.example.com/" + id;
+        wait_for<void>([&](auto done) { store.put_agent(agent, done); });
+        logger("main")->info("demo tenant seeded: agent {}", id);
+    };
+    seed_agent("demo-agent", "Demo Agent");
+    seed_agent("demo-agent-2", "Second Agent");
+    if (!first_seeding) return;
     storage::route_record sales{"demo", "sales",
                                 {{"type", "round_robin"},
                                  {"fallback_message", "Nobody is free right now; book a call instead."},
@@ -63,7 +74,7 @@ void seed_demo(storage::store& store) {
     wait_for<void>([&](auto done) { store.put_route(sales, done); });
     storage::route_record support{"demo", "support", {{"type", "round_robin"}, {"queue_wait_s", 300}}};
     wait_for<void>([&](auto done) { store.put_route(support, done); });
-    logger("main")->info("demo tenant seeded: agent demo-agent, routes sales and support");
+    logger("main")->info("demo tenant seeded: routes sales and support");
 }
 
 // The retention job. store::prune() blocks until every batch of deletes is
@@ -365,6 +376,7 @@ int app::run() {
     }
     s.state->set_hubs(hubs);
     s.state->websocket_handler = std::make_shared<dispatcher>(s.state);
+    s.state->web_files = static_files::from_config(s.state->cfg);
     s.state->ready = true;
     retention_job retention(store, cfg.storage.prune_interval, static_cast<int>(cfg.storage.retention_days));
 

@@ -6,6 +6,7 @@
 #include "parley/proto/admin.h"
 #include "parley/proto/decode.h"
 #include "parley/server/auth.h"
+#include "static_files.h"
 #include "tenant_hub.h"
 
 namespace parley::server {
@@ -148,6 +149,9 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
         }
         return done(make_response(request, 200, std::move(body), "text/plain; version=0.0.4; charset=utf-8"));
     }
+
+    if (state->web_files)
+        if (auto answer = state->web_files->answer(request)) return done(std::move(*answer));
 
     auto parts = split_path(target);
     if (parts.size() < 3 || parts[0] != "v1" || parts[1] != "tenants")

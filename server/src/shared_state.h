@@ -24,6 +24,7 @@
 namespace parley::server {
 
 class frame_handler;
+class static_files;
 class tenant_hub;
 class websocket_session;
 using hub_map = std::unordered_map<std::string, std::shared_ptr<tenant_hub>>;
@@ -131,6 +132,8 @@ struct shared_state {
     // Receives every WebSocket frame; set once at start-up, before listening.
     std::shared_ptr<frame_handler> websocket_handler;
     std::shared_ptr<storage::store> store;
+    // The web clients ([web]); null when turned off. Set once at start-up, before listening.
+    std::shared_ptr<const static_files> web_files;
 
 private:
     static trusted_proxies parsed_proxies(const std::vector<std::string>& entries) {

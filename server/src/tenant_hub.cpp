@@ -1,6 +1,7 @@
 #include "tenant_hub.h"
 
 #include <algorithm>
+#include <tuple>
 #include <future>
 #include <limits>
 
@@ -1187,10 +1188,31 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
                     ->read_page();
             } else if constexpr (std::is_same_v<R, rq::resume>) {
                 handle_resume(sid, re, r);
+            } else if constexpr (std::is_same_v<R, rq::list_agents>) {
+                handle_list_agents(sid, re);
             }
         },
         frame.request);
     apply(actions);
+}
+
+// The tenant's agents as colleagues see them (the inbox's calendar picker):
+// no emails, schedules or teams, only what share_calendar needs. Sorted by name.
+void tenant_hub::handle_list_agents(std::uint64_t sid, const std::optional<std::string>& re) {
+    std::vector<proto::agent_listing> agents;
+    agents.reserve(agents_.size());
+    for (const auto& [id, agent] : agents_)
+        agents.push_back({id, agent.name, agent.avatar_url, agent.calendar_url.has_value()});
+    std::sort(agents.begin(), agents.end(),
+              [](const auto& a, const auto& b) { return std::tie(a.name, a.id) < std::tie(b.name, b.id); });
+    // Like every reply, within the reply budget (1,000 agents with 2 KiB avatar URLs would not
+    // fit): the agents past it are left out, shrinking in proportion until the frame fits.
+    auto text = proto::encode_list_agents_ok(re.value_or(""), agents);
+    while (text.size() > reply_budget() && !agents.empty()) {
+        agents.resize(agents.size() * reply_budget() / text.size());
+        text = proto::encode_list_agents_ok(re.value_or(""), agents);
+    }
+    send(sid, std::move(text));
 }
 
 void tenant_hub::handle_request_agent(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,

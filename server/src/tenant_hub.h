@@ -231,6 +231,7 @@ private:
                      std::optional<std::string> client_msg_id = std::nullopt);
     void handle_accept(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
                        const std::string& offer_id);
+    void handle_list_agents(std::uint64_t sid, const std::optional<std::string>& re);
     void handle_resume(std::uint64_t sid, const std::optional<std::string>& re, const proto::requests::resume& r);
     void submit_next_write(conversation& c);
     // Whether `c` holds, with the messages waiting in its outbox, limits.max_messages_per_conversation:

@@ -475,3 +475,27 @@ TEST_CASE("every config key the systemd unit's comments name is in the example c
     }
     CHECK(named >= 2);  // the shutdown timeout and the connection limit, at least
 }
+
+TEST_CASE("[web]: clients on by default; a directory must be an absolute, existing directory", "[config]") {
+    auto defaults = parse_text(tenant_block, "test.toml", {});
+    REQUIRE(defaults.ok());
+    CHECK(defaults.value.web.enabled);
+    CHECK(defaults.value.web.directory.empty());
+
+    auto off = parse_text("[web]\nenabled = false\n" + tenant_block, "test.toml", {});
+    REQUIRE(off.ok());
+    CHECK_FALSE(off.value.web.enabled);
+
+    const auto existing = parley::test::source_dir() / "web";
+    auto own = parse_text("[web]\ndirectory = \"" + existing.string() + "\"\n" + tenant_block, "test.toml", {});
+    REQUIRE(own.ok());
+    CHECK(own.value.web.directory == existing.string());
+
+    auto bad = parse_text("[web]\nenabled = \"yes\"\ndirectory = \"web\"\ncolour = 1\n" + tenant_block, "test.toml", {});
+    CHECK(has_problem(bad, "web.enabled", "true or false"));
+    CHECK(has_problem(bad, "web.directory", "absolute path"));
+    CHECK(has_problem(bad, "web.colour", "unknown key"));
+
+    auto missing = parse_text("[web]\ndirectory = \"/nonexistent/parley-web\"\n" + tenant_block, "test.toml", {});
+    CHECK(has_problem(missing, "web.directory", "not a directory"));
+}

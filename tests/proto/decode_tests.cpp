@@ -93,6 +93,8 @@ const std::vector<message_case>& message_cases() {
         {"get_transcript", role::agent, {{"conversation_id", "c_1"}, {"after_seq", 40}, {"limit", 1000}},
          {"conversation_id"}, {{"conversation_id", 12}, {"after_seq", "40"}, {"limit", 2.5}},
          {{"conversation_id", long_id}, {"after_seq", -1}, {"limit", 0}, {"limit", 1001}}},
+        // An addition to protocol v1 (proto/README.md): no fields, so nothing can be missing or mistyped.
+        {"list_agents", role::agent, json::object(), {}, {}, {}},
     };
     return cases;
 }
@@ -148,7 +150,7 @@ TEST_CASE("the table covers every client message type on every endpoint that may
         "end_chat/agent",  "meeting_booked/visitor", "resume/visitor",      "resume/agent",
         "set_availability/agent", "accept/agent",  "decline/agent",         "share_calendar/agent",
         "set_score/agent", "list_conversations/agent", "get_visitor/agent", "get_activity/agent",
-        "get_transcript/agent"};
+        "get_transcript/agent", "list_agents/agent"};
     for (const auto& name : expected) {
         INFO(name);
         CHECK(covered.count(name) == 1);
@@ -500,4 +502,13 @@ TEST_CASE("route names", "[proto][decode]") {
     CHECK_FALSE(is_valid_route_name(std::string(65, 'r')));
     CHECK_FALSE(is_valid_route_name("sales/eu"));
     CHECK_FALSE(is_valid_route_name("caf\xc3\xa9"));
+}
+
+TEST_CASE("list_agents: an agent request without fields; a visitor is told it is for agents", "[proto][decode]") {
+    auto ok = parse(R"({"type":"list_agents","id":"la","unknown":1})", role::agent);
+    REQUIRE(ok.ok());
+    CHECK(std::holds_alternative<requests::list_agents>(ok.value().request));
+    CHECK(type_name(ok.value().request) == "list_agents");
+    require_error(parse(R"({"type":"list_agents","id":"la"})", role::visitor), error_code::forbidden,
+                  "only for agents", "la");
 }

@@ -415,3 +415,14 @@ TEST_CASE("agent events", "[proto][encode]") {
     CHECK(decode(encode_availability_event(availability{true, availability_source::schedule, std::nullopt})) ==
           json{{"type", "availability"}, {"available", true}, {"source", "schedule"}, {"until_at", nullptr}});
 }
+
+TEST_CASE("list_agents reply: id, name, avatar_url (null when absent), has_calendar", "[proto][encode]") {
+    std::vector<agent_listing> agents{{"a_1", "Bo", "https://img.example/bo.png", true}, {"a_2", "Cy", std::nullopt, false}};
+    auto reply = decode(encode_list_agents_ok("la", agents));
+    CHECK(reply == json{{"type", "ok"},
+                        {"re", "la"},
+                        {"agents",
+                         {{{"id", "a_1"}, {"name", "Bo"}, {"avatar_url", "https://img.example/bo.png"}, {"has_calendar", true}},
+                          {{"id", "a_2"}, {"name", "Cy"}, {"avatar_url", nullptr}, {"has_calendar", false}}}}});
+    CHECK(decode(encode_list_agents_ok("e", {}))["agents"] == json::array());
+}

@@ -92,6 +92,14 @@ struct routing_config {
     std::chrono::seconds visitor_grace{30};
 };
 
+// The web clients (inbox at /inbox/, widget at /widget.js, demo at /demo/).
+struct web_config {
+    bool enabled = true;
+    // Empty: the files built into parleyd. Otherwise an absolute path to a directory laid out
+    // like web/ (inbox/, widget/, demo/), served instead, for an operator's own branding.
+    std::string directory;
+};
+
 struct tenant_config {
     std::string id;
     std::string name;
@@ -108,6 +116,7 @@ struct config {
     storage_config storage;
     limits_config limits;
     routing_config routing;
+    web_config web;
     std::map<std::string, tenant_config> tenants;
 };
 

@@ -107,6 +107,10 @@ struct get_transcript {
 // The largest `limit` of one get_transcript page.
 inline constexpr int max_transcript_page = 1000;
 
+// An addition to protocol v1 (proto/README.md): the tenant's agents, for
+// picking a colleague whose calendar to share. No fields.
+struct list_agents {};
+
 struct resume {
     std::string conversation_id;
     std::int64_t after_seq = 0;  // >= 0
@@ -119,7 +123,8 @@ using client_request = std::variant<requests::visitor_hello, requests::agent_hel
                                     requests::meeting_booked, requests::set_availability, requests::accept,
                                     requests::decline, requests::share_calendar, requests::set_score,
                                     requests::list_conversations, requests::get_visitor,
-                                    requests::get_activity, requests::get_transcript, requests::resume>;
+                                    requests::get_activity, requests::get_transcript, requests::resume,
+                                    requests::list_agents>;
 
 struct client_frame {
     // The envelope id (1..64 characters) when the client sent one: the

@@ -145,6 +145,17 @@ std::string encode_list_conversations_ok(std::string_view re, std::span<const co
 // The card's fields are spread into the ok: {"type":"ok","re":..,"id":..,"name":..}.
 std::string encode_get_visitor_ok(std::string_view re, const visitor_card& visitor);
 
+// One of the tenant's agents in the list_agents reply (an addition to protocol v1).
+struct agent_listing {
+    std::string id;
+    std::string name;
+    std::optional<std::string> avatar_url;  // null on the wire when absent
+    bool has_calendar = false;              // whether share_calendar with this agent_id can work
+};
+
+// {"type":"ok","re":..,"agents":[{id,name,avatar_url,has_calendar}]}, in the order given.
+std::string encode_list_agents_ok(std::string_view re, std::span<const agent_listing> agents);
+
 std::string encode_get_activity_ok(std::string_view re, std::span<const activity> activities,
                                    std::optional<std::string_view> next_cursor);
 
