@@ -499,3 +499,14 @@ TEST_CASE("[web]: clients on by default; a directory must be an absolute, existi
     auto missing = parse_text("[web]\ndirectory = \"/nonexistent/parley-web\"\n" + tenant_block, "test.toml", {});
     CHECK(has_problem(missing, "web.directory", "not a directory"));
 }
+
+TEST_CASE("limits.max_connections_per_ip has a safe default and can be lifted", "[config]") {
+    auto defaults = parse_text(tenant_block, "test.toml", {});
+    REQUIRE(defaults.ok());
+    // One address may not take every connection slot unless the operator says so.
+    CHECK(defaults.value.limits.max_connections_per_ip == 1000);
+    CHECK(defaults.value.limits.max_connections_per_ip < defaults.value.limits.max_connections);
+    auto lifted = parse_text("[limits]\nmax_connections_per_ip = 0\n" + tenant_block, "test.toml", {});
+    REQUIRE(lifted.ok());
+    CHECK(lifted.value.limits.max_connections_per_ip == 0);
+}

@@ -139,6 +139,7 @@ frames_per_second = 100000
 frame_burst = 1000000
 abuse_close_after = 1000000
 max_connections = 19000
+max_connections_per_ip = 0  # one loopback address plays every client
 [tenants.$tenant]
 admin_token = "$admin_token"
 agent_secret = "$agent_secret"

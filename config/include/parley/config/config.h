@@ -60,7 +60,9 @@ struct limits_config {
     unsigned max_connections = 19'000;
     // Per client address; 0 = no limit. Behind a reverse proxy, list it in
     // server.trusted_proxies, or every client counts as the proxy's address.
-    unsigned max_connections_per_ip = 0;
+    // The default keeps one address from taking every slot (19,000) while an
+    // office of hundreds of agents and visitors behind one NAT still fits.
+    unsigned max_connections_per_ip = 1000;
     std::size_t http_body_max_bytes = 1024 * 1024;
     // Objects one tenant may define through the admin API; a PUT that would
     // create one more is refused (each is kept in memory and in storage).
