@@ -1,6 +1,6 @@
-#include "dispatcher.h"
+#include "app/dispatcher.h"
 
-#include "metrics.h"
+#include "app/metrics.h"
 #include "parley/proto/encode.h"
 #include "parley/server/auth.h"
 #include "parley/server/logging.h"

@@ -6,7 +6,7 @@
 // whose completions are posted back to this strand.
 //
 // Invariants:
-//  - every router call happens on the strand, with now = current_time();
+//  - every router call happens on the strand, with now = the time source's wall();
 //  - a conversation has at most one message write in flight, so seq numbers
 //    are assigned in order, gap-free, and fan-out order equals seq order;
 //  - an `ok` to `send` goes out only after storage reported the message durable
@@ -22,22 +22,25 @@
 #include <unordered_set>
 #include <vector>
 
-#include "admin_queue.h"
-#include "body_stream.h"
-#include "model.h"
-#include "net.h"
+#include "tenant/admin_queue.h"
+#include "net/body_stream.h"
+#include "tenant/model.h"
+#include "tenant/time_source.h"
+#include "net/net.h"
 #include "parley/proto/decode.h"
+#include "parley/routing/route_graph.h"
 #include "parley/routing/tenant_router.h"
 #include "parley/storage/store.h"
-#include "shared_state.h"
-#include "websocket_session.h"
+#include "app/shared_state.h"
+#include "net/websocket_session.h"
 
 namespace parley::server {
 
 class tenant_hub : public std::enable_shared_from_this<tenant_hub> {
 public:
     tenant_hub(asio::io_context& ioc, std::shared_ptr<shared_state> state, config::tenant_config tenant,
-               std::shared_ptr<storage::store> store);
+               std::shared_ptr<storage::store> store,
+               std::shared_ptr<const time_source> time = std::make_shared<real_time_source>());
     ~tenant_hub();
 
     // Registers the tenant in storage and loads its hub (load() below); on
@@ -164,6 +167,10 @@ private:
         std::chrono::steady_clock::time_point offered_at;
     };
 
+    // The only clock reads of the hub: `now` for the router and every `*_at`, and durations.
+    routing::time_point wall_now() const { return time_->wall(); }
+    std::chrono::steady_clock::time_point monotonic_now() const { return time_->monotonic(); }
+
     // Strand helpers.
     template <typename F>
     void on_strand(F&& f) {
@@ -263,6 +270,7 @@ private:
     const std::string tenant_id_;
     std::atomic<std::shared_ptr<const config::tenant_config>> tenant_;
     std::shared_ptr<storage::store> store_;
+    std::shared_ptr<const time_source> time_;
     asio::strand<asio::io_context::executor_type> strand_;
     asio::steady_timer wakeup_timer_;
     asio::steady_timer stats_timer_;
@@ -280,7 +288,7 @@ private:
     std::unique_ptr<routing::tenant_router> router_;
     std::unordered_map<std::string, storage::agent_record> agents_;
     // Route name -> its fallback_route ("" for none); the router holds the rest.
-    std::unordered_map<std::string, std::string> routes_;
+    routing::route_links routes_;
     // Admin mutations, one at a time: each checks against what the previous one left.
     std::shared_ptr<admin_queue> admin_queue_;
     // Runs `m` with the tenant's admin turn (from any thread).

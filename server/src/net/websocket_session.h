@@ -13,9 +13,9 @@
 #include <memory>
 #include <string>
 
-#include "corking_socket.h"
-#include "net.h"
-#include "shared_state.h"
+#include "net/corking_socket.h"
+#include "net/net.h"
+#include "app/shared_state.h"
 
 namespace parley::server {
 

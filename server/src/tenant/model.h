@@ -18,7 +18,6 @@ namespace parley::server {
 
 routing::time_point to_time_point(storage::millis ms);
 storage::millis to_millis(routing::time_point t);
-routing::time_point current_time();  // system clock, millisecond precision
 
 // Agents: admin body -> stored row -> routing config. The stored schedule is
 // the wire form ({tz, blocks:[{day:"mon",start:"08:00",end:"12:00"}]}).

@@ -13,15 +13,15 @@
 #include <thread>
 #include <vector>
 
-#include "blocking.h"
-#include "dispatcher.h"
-#include "listener.h"
-#include "metrics.h"
-#include "net.h"
-#include "reload.h"
+#include "tenant/blocking.h"
+#include "app/dispatcher.h"
+#include "net/listener.h"
+#include "app/metrics.h"
+#include "net/net.h"
+#include "app/reload.h"
 #include "parley/server/logging.h"
-#include "shared_state.h"
-#include "tenant_hub.h"
+#include "app/shared_state.h"
+#include "tenant/tenant_hub.h"
 
 namespace parley::server {
 

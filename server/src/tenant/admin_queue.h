@@ -31,8 +31,8 @@
 #include <string>
 #include <utility>
 
-#include "body_stream.h"
-#include "net.h"
+#include "net/body_stream.h"
+#include "net/net.h"
 
 namespace parley::server {
 

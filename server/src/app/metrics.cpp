@@ -1,4 +1,4 @@
-#include "metrics.h"
+#include "app/metrics.h"
 
 #include <fmt/format.h>
 

@@ -16,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "net.h"
+#include "net/net.h"
 #include "parley/config/config.h"
 #include "parley/server/client_address.h"
 #include "parley/storage/store.h"

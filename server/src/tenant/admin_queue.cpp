@@ -1,4 +1,4 @@
-#include "admin_queue.h"
+#include "tenant/admin_queue.h"
 
 #include <fmt/format.h>
 

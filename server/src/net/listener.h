@@ -2,8 +2,8 @@
 // Accepts TCP connections and hands each to an http_session on its own strand.
 #include <memory>
 
-#include "net.h"
-#include "shared_state.h"
+#include "net/net.h"
+#include "app/shared_state.h"
 
 namespace parley::server {
 

@@ -1,4 +1,4 @@
-#include "reload.h"
+#include "app/reload.h"
 
 #include <systemd/sd-daemon.h>
 
@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "parley/server/logging.h"
-#include "tenant_hub.h"
+#include "tenant/tenant_hub.h"
 
 namespace parley::server {
 

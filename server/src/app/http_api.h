@@ -6,9 +6,9 @@
 #include <functional>
 #include <memory>
 
-#include "body_stream.h"
-#include "net.h"
-#include "shared_state.h"
+#include "net/body_stream.h"
+#include "net/net.h"
+#include "app/shared_state.h"
 
 namespace parley::server {
 

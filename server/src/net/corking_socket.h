@@ -12,7 +12,7 @@
 
 #include <utility>
 
-#include "net.h"
+#include "net/net.h"
 
 namespace parley::server {
 

@@ -1,4 +1,4 @@
-#include "tenant_hub.h"
+#include "tenant/tenant_hub.h"
 
 #include <algorithm>
 #include <future>
@@ -6,12 +6,13 @@
 
 #include <fmt/chrono.h>
 
-#include "blocking.h"
-#include "json_fields.h"
-#include "metrics.h"
+#include "tenant/blocking.h"
+#include "tenant/json_fields.h"
+#include "app/metrics.h"
 #include "parley/proto/encode.h"
 #include "parley/server/auth.h"
 #include "parley/server/logging.h"
+#include "parley/routing/route_graph.h"
 #include "parley/routing/schedule.h"
 #include "parley/storage/log_throttle.h"
 
@@ -120,29 +121,6 @@ std::string first_names(const std::vector<std::string>& names) {
     return text;
 }
 
-// Routes whose fallback_route names no route, or whose fallback_routes lead back
-// to them: what the admin API refuses to create, found in storage.
-std::vector<std::string> broken_fallbacks(const std::unordered_map<std::string, std::string>& routes) {
-    std::vector<std::string> problems;
-    for (const auto& [name, fallback] : routes) {
-        if (fallback.empty()) continue;
-        if (routes.count(fallback) == 0) {
-            problems.push_back(fmt::format("route {}: fallback_route {} does not exist", name, fallback));
-            continue;
-        }
-        std::unordered_set<std::string> seen;
-        for (std::string next = fallback; !next.empty() && routes.count(next) != 0 && seen.insert(next).second;
-             next = routes.at(next)) {
-            if (next == name) {
-                problems.push_back(fmt::format("route {}: its fallback_routes lead back to it", name));
-                break;
-            }
-        }
-    }
-    std::sort(problems.begin(), problems.end());
-    return problems;
-}
-
 admin_reply admin_storage_error(const storage::error& e) {
     if (e.kind != storage::error_kind::ok) global_metrics().storage_errors++;
     return admin_error(http_status(e.kind), to_proto_error(e.kind), storage_message(e));
@@ -152,11 +130,12 @@ admin_reply admin_storage_error(const storage::error& e) {
 }  // namespace
 
 tenant_hub::tenant_hub(asio::io_context& ioc, std::shared_ptr<shared_state> state, config::tenant_config tenant,
-                       std::shared_ptr<storage::store> store)
+                       std::shared_ptr<storage::store> store, std::shared_ptr<const time_source> time)
     : state_(std::move(state)),
       tenant_id_(tenant.id),
       tenant_(std::make_shared<const config::tenant_config>(std::move(tenant))),
       store_(std::move(store)),
+      time_(std::move(time)),
       strand_(asio::make_strand(ioc)),
       wakeup_timer_(strand_),
       stats_timer_(strand_),
@@ -186,7 +165,7 @@ std::shared_ptr<tenant_hub> tenant_hub::open(asio::io_context& ioc, std::shared_
 
 std::optional<std::string> tenant_hub::load() {
     auto log = logger("route");
-    const auto now = current_time();
+    const auto now = wall_now();
     routing::tenant_config config;
     config.settings = tenant_settings_from(state_->cfg.routing);
 
@@ -231,7 +210,7 @@ std::optional<std::string> tenant_hub::load() {
     if (!rewritten.empty())
         log->info("tenant {}: {} stored route(s) rewritten in normalised form, unknown fields dropped: {}", tenant_id_,
                   rewritten.size(), first_names(rewritten));
-    for (const auto& problem : broken_fallbacks(routes_))
+    for (const auto& problem : routing::broken_fallbacks(routes_))
         log->warn("tenant {}: {} (left by an older version; PUT the route again to repair it)", tenant_id_, problem);
     auto accounts = wait_for<std::vector<storage::account_record>>(
         [&](auto done) { store_->list_accounts(tenant_id_, std::move(done)); });
@@ -251,7 +230,7 @@ std::optional<std::string> tenant_hub::load() {
 }
 
 std::optional<routing::time_point> tenant_hub::restore_state(std::string& error) {
-    const auto now = current_time();
+    const auto now = wall_now();
     auto open = store_->load_open_state(tenant_id_, to_millis(now));
     if (!open) {
         error = "cannot load open conversations of tenant " + tenant_id_ + ": " + open.failure().message;
@@ -316,7 +295,7 @@ std::optional<routing::time_point> tenant_hub::restore_state(std::string& error)
     restore_timer_.async_wait([self = shared_from_this()](error_code ec) {
         if (ec || self->stopped_) return;
         routing::actions actions;
-        self->router_->finish_restore(current_time(), actions);
+        self->router_->finish_restore(self->wall_now(), actions);
         self->apply(actions);
     });
     asio::post(strand_, [self = shared_from_this()] { self->publish_stats(); });
@@ -520,14 +499,14 @@ void tenant_hub::end_replay(std::uint64_t session_id, const std::string& convers
 
 void tenant_hub::apply(routing::actions& actions) {
     auto& m = global_metrics();
-    const auto now_ms = to_millis(current_time());
+    const auto now_ms = to_millis(wall_now());
     for (auto& action : actions) {
         std::visit(
             [&](auto& a) {
                 using A = std::decay_t<decltype(a)>;
                 if constexpr (std::is_same_v<A, routing::send_offer>) {
                     m.chats_offered++;
-                    offers_[a.offer_id] = {a.conversation_id, a.agent_id, std::chrono::steady_clock::now()};
+                    offers_[a.offer_id] = {a.conversation_id, a.agent_id, monotonic_now()};
                     storage::offer_record offer;
                     offer.tenant_id = tenant_id_;
                     offer.id = a.offer_id;
@@ -641,7 +620,7 @@ void tenant_hub::apply(routing::actions& actions) {
 void tenant_hub::arm_wakeup(std::optional<routing::time_point> at) {
     wakeup_timer_.cancel();
     if (!at || stopped_) return;
-    auto delay = *at - current_time();
+    auto delay = *at - wall_now();
     wakeup_timer_.expires_after(std::max(routing::duration::zero(), delay));
     wakeup_timer_.async_wait([self = shared_from_this()](error_code ec) {
         if (!ec) self->on_wakeup();
@@ -651,7 +630,7 @@ void tenant_hub::arm_wakeup(std::optional<routing::time_point> at) {
 void tenant_hub::on_wakeup() {
     if (stopped_) return;
     routing::actions actions;
-    router_->timer_fired(current_time(), actions);
+    router_->timer_fired(wall_now(), actions);
     apply(actions);
     // The router says schedule_wakeup only when the earliest deadline changes; re-arm from its answer.
     arm_wakeup(router_->next_deadline());
@@ -679,7 +658,7 @@ void tenant_hub::persist_conversation(const conversation& c) {
 void tenant_hub::publish_stats() {
     if (stopped_) return;
     auto& m = global_metrics();
-    auto now = current_time();
+    auto now = wall_now();
     auto s = router_->stats();
     m.agents_available += static_cast<std::int64_t>(s.agents_available) -
                           static_cast<std::int64_t>(published_stats_.agents_available);
@@ -778,7 +757,7 @@ void tenant_hub::visitor_hello(std::shared_ptr<websocket_session> session, std::
         self->sessions_[sid] = {session, client_role::visitor, visitor_id, {}, false, {}};
         global_metrics().visitor_connections++;
         if (profile_given) {
-            self->store_->put_visitor(visitor_record_from(self->tenant_id_, visitor_id, profile, to_millis(current_time())), [](auto) {});
+            self->store_->put_visitor(visitor_record_from(self->tenant_id_, visitor_id, profile, to_millis(self->wall_now())), [](auto) {});
             self->visitor_profiles_[visitor_id] = profile;
             if (auto cid = self->router_->open_conversation_of_visitor(visitor_id))
                 if (auto* c = self->find_conversation(*cid)) c->profile = profile;
@@ -838,12 +817,12 @@ void tenant_hub::finish_visitor_hello(std::uint64_t sid, const std::optional<std
     if (auto cid = router_->open_conversation_of_visitor(visitor_id)) {
         if (auto* c = find_conversation(*cid)) open = proto::conversation_summary{c->id, to_proto(c->state), c->last_seq};
         // Back within the visitor grace: the chat keeps its place in the queue and its offer.
-        router_->visitor_session_opened(*cid, std::to_string(sid), current_time(), actions);
+        router_->visitor_session_opened(*cid, std::to_string(sid), wall_now(), actions);
     }
     // A tenant that requires visitor tokens decides how long a visitor stays signed in: the
     // resume token never outlives the credentials of this hello (the visitor token, or the
     // resume token it came back with), so resuming cannot stretch a short token into 30 days.
-    const auto now = std::chrono::system_clock::now();
+    const auto now = std::chrono::system_clock::time_point(wall_now());
     std::chrono::seconds ttl = std::chrono::hours(24 * 30);
     const auto tenant_config = tenant();
     if (!tenant_config->allow_anonymous)
@@ -893,7 +872,7 @@ void tenant_hub::agent_hello(std::shared_ptr<websocket_session> session, std::op
         self->sessions_[sid] = {session, client_role::agent, agent_id, {}, false, {}};
         self->agent_sessions_[agent_id].push_back(sid);
         global_metrics().agent_connections++;
-        const auto now = current_time();
+        const auto now = self->wall_now();
 
         // The hello's ok shows the state before this connection; what the connection changes
         // (offers it makes possible, agent_back...) follows as events, so nothing comes twice.
@@ -939,7 +918,7 @@ void tenant_hub::session_closed(std::shared_ptr<websocket_session> session) {
             global_metrics().agent_connections--;
             if (shutting_down) return;
             routing::actions actions;
-            self->router_->agent_session_closed(entry.principal, std::to_string(session->id()), current_time(), actions);
+            self->router_->agent_session_closed(entry.principal, std::to_string(session->id()), self->wall_now(), actions);
             self->apply(actions);
         } else {
             global_metrics().visitor_connections--;
@@ -948,7 +927,7 @@ void tenant_hub::session_closed(std::shared_ptr<websocket_session> session) {
                 if (auto cid = self->router_->open_conversation_of_visitor(entry.principal)) {
                     // The last tab closing starts the visitor grace of a waiting chat.
                     routing::actions actions;
-                    self->router_->visitor_session_closed(*cid, std::to_string(session->id()), current_time(),
+                    self->router_->visitor_session_closed(*cid, std::to_string(session->id()), self->wall_now(),
                                                           actions);
                     self->apply(actions);
                 }
@@ -980,7 +959,7 @@ void tenant_hub::request(std::shared_ptr<websocket_session> session, proto::clie
 void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::client_frame& frame) {
     namespace rq = proto::requests;
     const auto& re = frame.id;
-    const auto now = current_time();
+    const auto now = wall_now();
     routing::actions actions;
     std::visit(
         [&](auto& r) {
@@ -1208,7 +1187,7 @@ void tenant_hub::handle_request_agent(const session_entry& from, std::uint64_t s
     if (routes_.count(r.route) == 0)
         return reply_error(sid, re, proto::error_code::not_found, "no route named " + r.route);
 
-    const auto now = current_time();
+    const auto now = wall_now();
     routing::chat_request request;
     request.conversation_id = random_id("c_");
     request.visitor_id = from.principal;
@@ -1284,7 +1263,7 @@ void tenant_hub::handle_send(const session_entry& from, std::uint64_t sid, const
     w.message.body = std::move(body);
     w.origin_session = sid;
     w.re = re;
-    w.received_at = std::chrono::steady_clock::now();
+    w.received_at = monotonic_now();
     c->outbox.push_back(std::move(w));
     ++pending_writes_;
     submit_next_write(*c);
@@ -1312,7 +1291,7 @@ void tenant_hub::submit_next_write(conversation& c) {
             continue;
         }
         w.message.seq = c.last_seq + 1;
-        w.message.at = to_millis(current_time());
+        w.message.at = to_millis(wall_now());
         c.last_seq = w.message.seq;
         c.writing = true;
         auto record = w.message;
@@ -1374,7 +1353,7 @@ void tenant_hub::on_message_stored(const std::string& conversation_id, pending_w
     } else {
         if (w.message.client_msg_id) remember_client_id(*c, *w.message.client_msg_id, r->seq, r->at);
         auto& m = global_metrics();
-        m.send_ack_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - w.received_at).count());
+        m.send_ack_seconds.observe(std::chrono::duration<double>(monotonic_now() - w.received_at).count());
         if (w.re) send(w.origin_session, proto::encode_send_ok(*w.re, r->seq, r->at));
         auto message = chat_message_from(w.message);
         message.seq = r->seq;
@@ -1383,7 +1362,7 @@ void tenant_hub::on_message_stored(const std::string& conversation_id, pending_w
         c->last_message = std::move(message);
         deliver_message(*c, r->seq, event, w.origin_session);
         routing::actions actions;
-        router_->message_seen(c->id, current_time(), actions);
+        router_->message_seen(c->id, wall_now(), actions);
         apply(actions);
         c = find_conversation(conversation_id);
         if (c == nullptr) return;
@@ -1396,14 +1375,14 @@ void tenant_hub::on_message_stored(const std::string& conversation_id, pending_w
 
 void tenant_hub::handle_accept(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
                                const std::string& offer_id) {
-    const auto now = current_time();
+    const auto now = wall_now();
     routing::actions actions;
     auto result = router_->offer_accepted(offer_id, from.principal, now, actions);
     if (result.result != routing::outcome::ok)
         return reply_error(sid, re, proto::error_code::conflict, "the offer expired, was withdrawn or was taken");
     if (auto o = offers_.find(offer_id); o != offers_.end()) {
         global_metrics().offer_to_accept_seconds.observe(
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - o->second.offered_at).count());
+            std::chrono::duration<double>(monotonic_now() - o->second.offered_at).count());
         offers_.erase(o);
     }
     store_->resolve_offer(tenant_id_, offer_id, storage::offer_outcome::accepted, to_millis(now), [](auto) {});
@@ -1469,7 +1448,7 @@ struct tenant_hub::resume_replay : std::enable_shared_from_this<resume_replay> {
 
     void read_after(std::int64_t after_seq) {
         hub->store_->messages_after(
-            hub->tenant_id_, conversation_id, after_seq, resume_page, to_millis(current_time()),
+            hub->tenant_id_, conversation_id, after_seq, resume_page, to_millis(hub->wall_now()),
             [self = shared_from_this(), after_seq](storage::result<std::vector<storage::message_record>> page) {
                 if (!page) {
                     self->finish(after_seq, make_frame(proto::encode_error(
@@ -1663,7 +1642,7 @@ void tenant_hub::admin_put_agent(std::string id, proto::admin::agent_body body, 
             if (!s) return finish(admin_storage_error(s.failure()));
             routing::actions actions;
             try {
-                self->router_->upsert_agent(config, current_time(), actions);
+                self->router_->upsert_agent(config, self->wall_now(), actions);
             } catch (const std::exception& e) {
                 return finish(admin_error(400, proto::error_code::bad_request, e.what()));
             }
@@ -1681,7 +1660,7 @@ void tenant_hub::admin_delete_agent(std::string id, admin_done done) {
         self->store_->delete_agent(self->tenant_id_, id, self->back_on_strand<void>([self, id, finish](storage::status s) {
             if (!s) return finish(admin_storage_error(s.failure()));
             routing::actions actions;
-            self->router_->remove_agent(id, current_time(), actions);
+            self->router_->remove_agent(id, self->wall_now(), actions);
             self->agents_.erase(id);
             self->apply(actions);
             // Its sessions lose their standing: close them.
@@ -1699,7 +1678,7 @@ void tenant_hub::admin_list_agents(admin_done done) {
         std::vector<const storage::agent_record*> sorted;
         for (const auto& [id, a] : self->agents_) sorted.push_back(&a);
         std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->id < b->id; });
-        const auto now = current_time();
+        const auto now = self->wall_now();
         for (const auto* a : sorted) {
             auto json = agent_record_to_json(*a);
             if (auto availability = self->router_->availability_of(a->id, now))
@@ -1725,15 +1704,8 @@ void tenant_hub::admin_put_route(std::string name, proto::admin::route_body body
     mutate(std::move(done), [self = shared_from_this(), record = std::move(record),
                              config = std::move(config)](admin_done finish) {
         // A fallback_route must exist and must not lead back here.
-        std::string next = config.fallback_route;
-        for (int hops = 0; !next.empty(); ++hops) {
-            if (next == config.name || hops > 32)
-                return finish(admin_error(400, proto::error_code::bad_request, "fallback_route forms a cycle"));
-            auto it = self->routes_.find(next);
-            if (it == self->routes_.end())
-                return finish(admin_error(400, proto::error_code::bad_request, "fallback_route: no route named " + next));
-            next = it->second;
-        }
+        if (auto problem = routing::fallback_problem(self->routes_, config.name, config.fallback_route))
+            return finish(admin_error(400, proto::error_code::bad_request, *problem));
         const bool creating = self->routes_.count(record.name) == 0;
         if (creating) {
             const auto limit = self->state_->limits()->max_routes_per_tenant;
@@ -1744,7 +1716,7 @@ void tenant_hub::admin_put_route(std::string name, proto::admin::route_body body
             if (!s) return finish(admin_storage_error(s.failure()));
             routing::actions actions;
             try {
-                self->router_->upsert_route(config, current_time(), actions);
+                self->router_->upsert_route(config, self->wall_now(), actions);
             } catch (const std::exception& e) {
                 return finish(admin_error(400, proto::error_code::bad_request, e.what()));
             }
@@ -1762,11 +1734,8 @@ void tenant_hub::admin_delete_route(std::string name, admin_done done) {
     mutate(std::move(done), [self = shared_from_this(), name = std::move(name)](admin_done finish) {
         if (self->routes_.count(name) == 0) return finish(admin_error(404, proto::error_code::not_found, "no such route"));
         // A route another one falls back to stays: deleting it would leave that one pointing nowhere.
-        std::vector<std::string> users;
-        for (const auto& [other, fallback] : self->routes_)
-            if (fallback == name) users.push_back(other);
+        const auto users = routing::routes_falling_back_to(self->routes_, name);
         if (!users.empty()) {
-            std::sort(users.begin(), users.end());
             std::string list;
             for (const auto& user : users) list += (list.empty() ? "" : ", ") + user;
             return finish(admin_error(409, proto::error_code::conflict,
@@ -1776,7 +1745,7 @@ void tenant_hub::admin_delete_route(std::string name, admin_done done) {
         self->store_->delete_route(self->tenant_id_, name, self->back_on_strand<void>([self, name, finish](storage::status s) {
             if (!s) return finish(admin_storage_error(s.failure()));
             routing::actions actions;
-            self->router_->remove_route(name, current_time(), actions);
+            self->router_->remove_route(name, self->wall_now(), actions);
             self->routes_.erase(name);
             self->apply(actions);
             finish({204, ""});
@@ -1848,7 +1817,7 @@ void tenant_hub::admin_delete_account(std::string key, admin_done done) {
 
 void tenant_hub::admin_put_visitor(std::string id, proto::visitor_profile profile, admin_done done) {
     // The body is the whole card: a field left out is cleared.
-    store_->replace_visitor(visitor_record_from(tenant_id_, id, profile, to_millis(current_time())),
+    store_->replace_visitor(visitor_record_from(tenant_id_, id, profile, to_millis(wall_now())),
                             back_on_strand<void>([self = shared_from_this(), id, profile, done = std::move(done)](
                                                      storage::status s) {
                                 if (!s) return done(admin_storage_error(s.failure()));
@@ -1980,7 +1949,7 @@ void tenant_hub::transcript_text(std::string conversation_id, std::string agent_
         refused.retry_after_s = 1;
         return done(std::move(refused));
     }
-    const auto now = to_millis(current_time());
+    const auto now = to_millis(wall_now());
     // The first page decides the status: an unknown conversation is a 404, not a cut 200. A
     // transcript of one page is sent whole (with its Content-Length), a longer one in chunks.
     store_->get_transcript(

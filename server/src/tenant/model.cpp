@@ -1,6 +1,6 @@
-#include "model.h"
+#include "tenant/model.h"
 
-#include "json_fields.h"
+#include "tenant/json_fields.h"
 
 #include <cstdio>
 
@@ -8,10 +8,6 @@ namespace parley::server {
 
 routing::time_point to_time_point(storage::millis ms) { return routing::time_point{routing::duration{ms}}; }
 storage::millis to_millis(routing::time_point t) { return t.time_since_epoch().count(); }
-routing::time_point current_time() {
-    return std::chrono::time_point_cast<routing::duration>(std::chrono::system_clock::now());
-}
-
 namespace {
 
 std::string minutes_to_text(int minutes) {

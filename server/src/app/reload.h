@@ -11,10 +11,10 @@
 #include <mutex>
 #include <thread>
 
-#include "net.h"
+#include "net/net.h"
 #include "parley/config/config.h"
 #include "parley/storage/store.h"
-#include "shared_state.h"
+#include "app/shared_state.h"
 
 namespace parley::server {
 

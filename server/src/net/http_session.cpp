@@ -1,10 +1,10 @@
-#include "http_session.h"
+#include "net/http_session.h"
 
-#include "http_api.h"
-#include "metrics.h"
+#include "app/http_api.h"
+#include "app/metrics.h"
 #include "parley/proto/admin.h"
 #include "parley/server/logging.h"
-#include "websocket_session.h"
+#include "net/websocket_session.h"
 
 namespace parley::server {
 

@@ -9,9 +9,9 @@
 #include <unordered_map>
 
 #include "parley/storage/log_throttle.h"
-#include "shared_state.h"
-#include "tenant_hub.h"
-#include "websocket_session.h"
+#include "app/shared_state.h"
+#include "tenant/tenant_hub.h"
+#include "net/websocket_session.h"
 
 namespace parley::server {
 

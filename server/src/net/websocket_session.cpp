@@ -1,8 +1,8 @@
-#include "websocket_session.h"
+#include "net/websocket_session.h"
 
 #include <atomic>
 
-#include "metrics.h"
+#include "app/metrics.h"
 #include "parley/server/logging.h"
 
 namespace parley::server {

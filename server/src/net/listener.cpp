@@ -1,8 +1,8 @@
-#include "listener.h"
+#include "net/listener.h"
 
-#include "metrics.h"
+#include "app/metrics.h"
 
-#include "http_session.h"
+#include "net/http_session.h"
 #include "parley/server/logging.h"
 
 namespace parley::server {

@@ -5,10 +5,10 @@
 #include <optional>
 #include <string>
 
-#include "body_stream.h"
-#include "net.h"
+#include "net/body_stream.h"
+#include "net/net.h"
 #include "parley/proto/common.h"
-#include "shared_state.h"
+#include "app/shared_state.h"
 
 namespace parley::server {
 

@@ -1,12 +1,12 @@
-#include "http_api.h"
+#include "app/http_api.h"
 
 #include <openssl/crypto.h>
 
-#include "metrics.h"
+#include "app/metrics.h"
 #include "parley/proto/admin.h"
 #include "parley/proto/decode.h"
 #include "parley/server/auth.h"
-#include "tenant_hub.h"
+#include "tenant/tenant_hub.h"
 
 namespace parley::server {
 
