@@ -8,9 +8,6 @@
 namespace parley::server {
 
 namespace {
-std::shared_ptr<const std::string> make_frame(std::string text) {
-    return std::make_shared<const std::string>(std::move(text));
-}
 std::optional<std::string_view> re_of(const std::optional<std::string>& re) {
     return re ? std::optional<std::string_view>(*re) : std::nullopt;
 }

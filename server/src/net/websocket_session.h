@@ -13,13 +13,12 @@
 #include <memory>
 #include <string>
 
+#include "net/client_session.h"
 #include "net/corking_socket.h"
 #include "net/net.h"
 #include "app/shared_state.h"
 
 namespace parley::server {
-
-enum class client_role { visitor, agent };
 
 class websocket_session;
 class tenant_hub;
@@ -32,9 +31,7 @@ public:
     virtual void on_closed(const std::shared_ptr<websocket_session>& session) = 0;
 };
 
-using outbound_frame = std::shared_ptr<const std::string>;
-
-class websocket_session : public std::enable_shared_from_this<websocket_session> {
+class websocket_session final : public client_session, public std::enable_shared_from_this<websocket_session> {
 public:
     websocket_session(tcp::socket&& socket, connection_slot&& slot, std::shared_ptr<shared_state> state, client_role role,
                       std::shared_ptr<frame_handler> handler);
@@ -44,21 +41,21 @@ public:
     void run(http::request<http::string_body> upgrade_request);
 
     // Thread-safe: queue a frame for sending (posted to the session's strand).
-    void send(outbound_frame message);
+    void send(outbound_frame message) override;
     // Thread-safe: queue `frames` only while the outbound queue is below a
     // quarter of its bounds (a bulk replay must not trip the slow-consumer close), then
     // call `done` on the session's strand. Dropped, `done` uncalled, if the
     // session closes first.
-    void send_paced(std::vector<outbound_frame> frames, std::function<void()> done);
+    void send_paced(std::vector<outbound_frame> frames, std::function<void()> done) override;
     // Thread-safe: close unless a hello has been accepted (its hub decides when then).
     void close_unless_authenticated(websocket::close_code code, std::string reason);
     // Thread-safe: send what is queued, then close with `code` (1000, 1001, 1008, 4401...).
-    void close(websocket::close_code code, std::string reason = {});
+    void close(websocket::close_code code, std::string reason = {}) override;
     void close(std::uint16_t code, std::string reason = {}) {
         close(static_cast<websocket::close_code>(code), std::move(reason));
     }
 
-    std::uint64_t id() const { return id_; }
+    std::uint64_t id() const override { return id_; }
     client_role role() const { return role_; }
     asio::any_io_executor executor() { return executor_; }
 
@@ -70,6 +67,7 @@ public:
     std::string principal;  // visitor id or agent id
     // When the credentials of the hello expire (visitor token or resume token), if they do.
     std::optional<std::int64_t> credentials_expire_at_s;
+    std::optional<std::int64_t> credentials_expiry_s() const override { return credentials_expire_at_s; }
 
     // Rate limiting of client frames (token bucket). Returns false when the
     // frame must be refused with `rate_limited`; closes with 1008 on sustained abuse.

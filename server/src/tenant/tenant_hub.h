@@ -1,9 +1,19 @@
 #pragma once
-// One tenant's live state, owned by one strand: its routing core, the sessions
-// of its agents and visitors, and the open conversations with their message
-// counters. Sessions post requests here; the hub answers by queueing frames on
-// sessions (never writing sockets itself) and by submitting storage writes,
-// whose completions are posted back to this strand.
+// One tenant's live state, owned by one strand: the thin shell over the
+// tenant's parts. It owns the routing core, the agents and routes as stored, and
+// the open conversations with their message counters; the session directory
+// (session_directory.h) owns who is connected and the fan-out. Sessions post
+// requests here; the hub answers by queueing frames on sessions (never writing
+// sockets itself) and by submitting storage writes, whose completions are
+// posted back to this strand.
+//
+// Where things are (all in server/src/tenant/):
+//  - tenant_hub.cpp: start-up, restart recovery, shutdown, hellos, sessions closing;
+//  - requests.cpp: every protocol request, one function each, on_<request>;
+//  - message_pipeline.cpp: send (seq, outbox, dedupe, cap) and the ordering of `ended`;
+//  - router_effects.cpp: what the router's actions do (events, persistence, timers, stats);
+//  - transcripts.cpp: accept's history, resume, get_transcript, transcript.txt;
+//  - admin.cpp: the admin API; errors.h: how failures are told to clients.
 //
 // Invariants:
 //  - every router call happens on the strand, with now = the time source's wall();
@@ -32,7 +42,8 @@
 #include "parley/routing/tenant_router.h"
 #include "parley/storage/store.h"
 #include "app/shared_state.h"
-#include "net/websocket_session.h"
+#include "net/client_session.h"
+#include "tenant/session_directory.h"
 
 namespace parley::server {
 
@@ -48,7 +59,8 @@ public:
     // reloads only.
     static std::shared_ptr<tenant_hub> open(asio::io_context& ioc, std::shared_ptr<shared_state> state,
                                             const config::tenant_config& tenant, std::shared_ptr<storage::store> store,
-                                            std::string& error);
+                                            std::string& error,
+                                            std::shared_ptr<const time_source> time = std::make_shared<real_time_source>());
 
     // Start-up, before serving: loads agents, routes, accounts and the open
     // state (restart recovery) from storage. Blocks the calling thread, never
@@ -64,15 +76,18 @@ public:
     }
 
     // --- from sessions (any thread; work happens on the hub strand) ---
-    void visitor_hello(std::shared_ptr<websocket_session> session, std::optional<std::string> re,
+    void visitor_hello(std::shared_ptr<client_session> session, std::optional<std::string> re,
                        std::string visitor_id, proto::visitor_profile profile, bool profile_given);
-    void agent_hello(std::shared_ptr<websocket_session> session, std::optional<std::string> re, std::string agent_id);
-    void request(std::shared_ptr<websocket_session> session, proto::client_frame frame);
-    void session_closed(std::shared_ptr<websocket_session> session);
+    void agent_hello(std::shared_ptr<client_session> session, std::optional<std::string> re, std::string agent_id);
+    void request(std::shared_ptr<client_session> session, proto::client_frame frame);
+    void session_closed(std::shared_ptr<client_session> session);
     // Server shutting down, or the tenant removed by a reload: stop timers (so the io_context can
     // run out of work) and refuse new requests with `unavailable`; once the message writes in
     // flight have completed and their `ok`s are queued, close every session with `code`.
     void shutdown(websocket::close_code code, std::string reason);
+    // The time source moved by itself (manual time, in tests): the router's deadlines are
+    // checked at once instead of when the wake-up timer, armed on the real clock, fires.
+    void time_moved();
     // The drain took too long: close every session now (their queued frames still go first).
     void close_sessions_now();
     // Shut down, drained and without sessions: a hub removed by a reload can be let go.
@@ -109,27 +124,7 @@ private:
     // nullptr when the tenant already has as many as allowed: the caller refuses the request.
     transcript_ticket try_begin_transcript_read();
 
-    // Live events of a conversation that a `resume` is replaying to this
-    // session, or whose `accept` reply is being built: held back until the
-    // reply is sent, so the client sees every seq once and in order, and
-    // nothing about the chat (typing, ended) before the reply.
-    struct replay_hold {
-        int replays = 0;  // resumes of this conversation in progress on the session
-        std::vector<std::pair<std::int64_t, std::shared_ptr<const std::string>>> held;  // seq, frame
-        std::size_t held_bytes = 0;  // bounded by a quarter of the session's outbound queue
-    };
-
-    using session_index = std::unordered_map<std::string, std::vector<std::uint64_t>>;  // principal -> session ids
-    struct session_entry {
-        std::shared_ptr<websocket_session> session;
-        client_role role;
-        std::string principal;  // visitor id or agent id
-        std::unordered_map<std::string, replay_hold> replaying;  // by conversation id
-        // One replay reads and sends at a time (its pages are what the session
-        // buffers); the session's other resumes wait here, already holding.
-        bool replay_running = false;
-        std::vector<std::function<void()>> waiting_replays;  // a vector: this entry is copied per request, and an empty deque allocates
-    };
+    using session_entry = session_directory::session_entry;
 
     struct pending_write {
         storage::message_record message;  // seq assigned when submitted
@@ -184,43 +179,27 @@ private:
         };
     }
 
-    void send(const session_entry& to, const std::shared_ptr<const std::string>& frame);
-    void send(std::uint64_t session_id, std::string frame);
+    // Replies and events, addressed by session or participant (session_directory.h).
+    void send(std::uint64_t session_id, std::string frame) { directory_.send(session_id, std::move(frame)); }
     void reply_error(std::uint64_t session_id, const std::optional<std::string>& re, proto::error_code code,
-                     std::string message);
-    void reply_ok(std::uint64_t session_id, const std::optional<std::string>& re);
-    void to_agent(const std::string& agent_id, const std::shared_ptr<const std::string>& frame,
-                  std::uint64_t except_session = 0);
-    // A stored message's event to every session of both participants but its
-    // sender's, held for sessions replaying the conversation.
-    void deliver_message(const conversation& c, std::int64_t seq, const std::shared_ptr<const std::string>& event,
-                         std::uint64_t except_session);
-    // Another event of a conversation (typing, ended, agent_joined, …) to every session of one
-    // participant, behind that session's hold of the conversation if it has one.
-    void to_agent_about(const std::string& conversation_id, const std::string& agent_id,
-                        const std::shared_ptr<const std::string>& frame);
-    void to_visitor_about(const std::string& conversation_id, const std::string& visitor_id,
-                          const std::shared_ptr<const std::string>& frame);
+                     std::string message) {
+        directory_.reply_error(session_id, re, code, std::move(message));
+    }
+    void reply_ok(std::uint64_t session_id, const std::optional<std::string>& re) { directory_.reply_ok(session_id, re); }
+    void to_agent(const std::string& agent_id, const frame_ptr& frame, std::uint64_t except_session = 0) {
+        directory_.to_agent(agent_id, frame, except_session);
+    }
+    void to_agent_about(const std::string& conversation_id, const std::string& agent_id, const frame_ptr& frame) {
+        directory_.to_agent_about(conversation_id, agent_id, frame);
+    }
+    void to_visitor_about(const std::string& conversation_id, const std::string& visitor_id, const frame_ptr& frame) {
+        directory_.to_visitor_about(conversation_id, visitor_id, frame);
+    }
+    std::size_t reply_budget() const { return directory_.reply_budget(); }
     // An `ended` event to one participant (agent or visitor), sent after every message that was
     // accepted before the end: the peer sees the last words, then the end.
-    void send_ended(const std::string& conversation_id, bool to_agent, const std::string& principal,
-                    std::shared_ptr<const std::string> frame);
+    void send_ended(const std::string& conversation_id, bool to_agent, const std::string& principal, frame_ptr frame);
     void flush_ended_events(conversation& c);
-    // Sends, or holds while the session has a hold of the conversation. `seq` orders messages;
-    // other events pass no_seq and are released whatever the reply carried.
-    static constexpr std::int64_t no_seq = INT64_MAX;
-    void send_about(session_entry& entry, const std::string& conversation_id, std::int64_t seq,
-                    const std::shared_ptr<const std::string>& frame);
-    // Ends one hold of the session's live events of the conversation; when none is left,
-    // sends the held events past `sent_through` (the ones the replay or reply did not carry).
-    void release_hold(session_entry& entry, const std::string& conversation_id, std::int64_t sent_through);
-    // The largest reply frame built from stored data: half of what a session may queue.
-    std::size_t reply_budget() const;
-    // False when the session already has max_waiting_resumes waiting: the caller answers rate_limited.
-    bool begin_replay(std::uint64_t session_id, const std::string& conversation_id, std::function<void()> start);
-    // Sends the held events past `replayed_through`, then `final_frame` (the resume's ok or error).
-    void end_replay(std::uint64_t session_id, const std::string& conversation_id, std::int64_t replayed_through,
-                    std::shared_ptr<const std::string> final_frame);
 
     // Carries out what the router asked for, in order.
     void apply(routing::actions& actions);
@@ -229,22 +208,44 @@ private:
     void persist_conversation(const conversation& c);
     void publish_stats();
 
-    // Requests, on the strand.
+    // Requests, on the strand (requests.cpp): one function per protocol request.
+    struct request_context {
+        const session_entry& from;
+        std::uint64_t session_id;
+        const std::optional<std::string>& re;
+        routing::time_point now;
+        routing::actions& actions;  // applied once the request's function returns
+    };
     void handle(const session_entry& from, std::uint64_t session_id, proto::client_frame& frame);
-    void handle_request_agent(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
-                              const proto::requests::request_agent& r);
+    void on_hello_again(const request_context& cx);
+    void on_request_agent(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
+                          const proto::requests::request_agent& r);
+    void on_accept(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
+                   const std::string& offer_id);
+    void on_resume(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
+                   const proto::requests::resume& r);
+    void on_send(const request_context& cx, proto::requests::send& r);
+    void on_typing(const request_context& cx, proto::requests::typing& r);
+    void on_end_chat(const request_context& cx, proto::requests::end_chat& r);
+    void on_meeting_booked(const request_context& cx, proto::requests::meeting_booked& r);
+    void on_set_availability(const request_context& cx, proto::requests::set_availability& r);
+    void on_decline(const request_context& cx, proto::requests::decline& r);
+    void on_share_calendar(const request_context& cx, proto::requests::share_calendar& r);
+    void on_set_score(const request_context& cx, proto::requests::set_score& r);
+    void on_list_conversations(const request_context& cx, proto::requests::list_conversations& r);
+    void on_get_visitor(const request_context& cx, proto::requests::get_visitor& r);
+    void on_get_activity(const request_context& cx, proto::requests::get_activity& r);
+    void on_get_transcript(const request_context& cx, proto::requests::get_transcript& r);
+
+    // The message pipeline (message_pipeline.cpp).
     void handle_send(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
                      const std::string& conversation_id, storage::message_kind kind, std::string body,
                      std::optional<std::string> client_msg_id = std::nullopt);
-    void handle_accept(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
-                       const std::string& offer_id);
-    void handle_resume(std::uint64_t sid, const std::optional<std::string>& re, const proto::requests::resume& r);
     void submit_next_write(conversation& c);
     // Whether `c` holds, with the messages waiting in its outbox, limits.max_messages_per_conversation:
     // seq is gap-free from 1, so last_seq counts what is stored or being written, without asking storage.
     bool message_cap_reached(const conversation& c) const;
     void refuse_over_message_cap(conversation& c, std::uint64_t sid, const std::optional<std::string>& re);
-    static session_entry requester_of(const session_entry& entry);
     void reply_not_open(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
                         const std::string& conversation_id);
     void remember_client_id(conversation& c, const std::string& client_msg_id, std::int64_t seq, std::int64_t at);
@@ -259,8 +260,8 @@ private:
     void forget_if_done(const std::string& conversation_id);
     void forget_visitor_if_gone(const std::string& visitor_id);
     // Answers `capacity` and closes (1013) when `principal` already has the most sessions allowed.
-    bool refuse_over_session_limit(websocket_session& session, const std::optional<std::string>& re,
-                                   const session_index& index, const std::string& principal);
+    bool refuse_over_session_limit(client_session& session, const std::optional<std::string>& re,
+                                   client_role role, const std::string& principal);
     void finish_visitor_hello(std::uint64_t sid, const std::optional<std::string>& re, const std::string& visitor_id);
     void attach_visitor_sessions(const std::string& visitor_id, const std::string& conversation_id,
                                  routing::time_point now, routing::actions& actions);
@@ -282,7 +283,7 @@ private:
     std::atomic<bool> retired_{false};
     void close_sessions_if_drained();
     // After shutdown(): a new session is closed, a request refused, with its reason.
-    void close_while_stopped(websocket_session& session);
+    void close_while_stopped(client_session& session);
     void refuse_while_stopped(std::uint64_t session_id, const std::optional<std::string>& re);
 
     std::unique_ptr<routing::tenant_router> router_;
@@ -293,9 +294,7 @@ private:
     std::shared_ptr<admin_queue> admin_queue_;
     // Runs `m` with the tenant's admin turn (from any thread).
     void mutate(admin_done done, admin_queue::mutation m);
-    std::unordered_map<std::uint64_t, session_entry> sessions_;
-    session_index agent_sessions_;
-    session_index visitor_sessions_;
+    session_directory directory_;
     std::unordered_map<std::string, conversation> conversations_;
     // Visitor cards of visitors with a session or an open conversation: what routing rules see.
     std::unordered_map<std::string, proto::visitor_profile> visitor_profiles_;
