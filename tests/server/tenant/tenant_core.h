@@ -112,6 +112,8 @@ public:
     std::string request_agent(const connected& visitor, const std::string& route, const std::string& key = "k-1");
     json accept_next_offer(const connected& agent);
 
+    // The manual clock's wall time, in milliseconds since the epoch (what `*_at` fields carry).
+    std::int64_t now_ms() const { return time_->wall().time_since_epoch().count(); }
     // Moves the manual clock; the hub checks the router's deadlines at once.
     void advance(std::chrono::milliseconds step);
     // Runs ready work for a moment (storage completions, posted replies).

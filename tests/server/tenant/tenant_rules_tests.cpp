@@ -64,6 +64,7 @@ TEST_CASE("an offer expires on the clock, goes to the next agent, then fallback 
     auto& second = a1_first ? a2 : a1;
     auto first_offer = core.expect(first, "offer");
     CHECK(first_offer["conversation_id"] == conversation_id);
+    CHECK(first_offer["expires_at"].get<std::int64_t>() - core.now_ms() <= 1'000);
     CHECK_FALSE(core.received(second, "offer"));
 
     // Nothing happens before the offer's timeout, however long real time takes.
@@ -85,8 +86,20 @@ TEST_CASE("an offer expires on the clock, goes to the next agent, then fallback 
     CHECK(fallback["message"] == "Nobody is free; book a call.");
     REQUIRE(fallback["calendar"].is_object());
     CHECK(fallback["calendar"]["agent_id"] == first.principal);
+    CHECK(fallback["calendar"]["booking_url"] ==
+          "https://cal.example/" + std::string(first.principal == "a1" ? "ann" : "bo"));
     CHECK(core.expect(visitor, "ended")["reason"] == "no_agent");
+
+    // Neither agent saw a third offer; the visitor may ask again and gets a new conversation.
     CHECK_FALSE(core.received(first, "offer"));
+    auto again = core.request(visitor, {{"type", "request_agent"}, {"id", "q9"}, {"route", "sales"}, {"client_key", "k-9"}});
+    CHECK(again["conversation_id"] != conversation_id);
+
+    // Missed chats are in the visitor's activity history.
+    auto activity = core.request(a1, {{"type", "get_activity"}, {"id", "ac"}, {"visitor_id", "v1"}});
+    int missed = 0;
+    for (const auto& a : activity["activities"]) missed += a["type"] == "chat_missed";
+    CHECK(missed == 2);
 }
 
 TEST_CASE("no eligible agent: fallback_route, a decline, then fallback without calendar", "[tenant]") {
@@ -108,6 +121,7 @@ TEST_CASE("no eligible agent: fallback_route, a decline, then fallback without c
     CHECK(core.expect(visitor, "fallback")["calendar"].is_null());
     CHECK(core.expect(visitor, "ended")["reason"] == "no_agent");
     auto unknown = core.request(visitor, {{"type", "request_agent"}, {"id", "q"}, {"route", "nope"}});
+    CHECK(unknown["type"] == "error");
     CHECK(unknown["code"] == "not_found");
 }
 
@@ -125,6 +139,10 @@ TEST_CASE("the 10-chat cap: the 11th chat never goes to the full agent, who gets
         core.accept_next_offer(a1);
         core.expect(visitors.back(), "agent_joined");
     }
+    auto listed = core.request(a1, {{"type", "list_conversations"}, {"id", "l"}, {"filter", "active"}, {"limit", 100}});
+    CHECK(listed["conversations"].size() == 10);
+
+    // Nobody else online: the 11th falls back at once, and a1 sees no offer.
     visitors.push_back(core.connect_visitor("v10"));
     core.request_agent(visitors.back(), "sales");
     CHECK(core.expect(visitors.back(), "fallback")["message"] == "full");
@@ -155,33 +173,41 @@ TEST_CASE("two tabs of one agent race to accept: exactly one wins, the other see
     core.put_route("sales", {{"type", "round_robin"}});
     auto tab1 = core.connect_agent("a1");
     auto tab2 = core.connect_agent("a1");
-    auto visitor = core.connect_visitor("v1");
-    const auto conversation_id = core.request_agent(visitor, "sales");
-    auto offer1 = core.expect(tab1, "offer");
-    auto offer2 = core.expect(tab2, "offer");
-    REQUIRE(offer1["offer_id"] == offer2["offer_id"]);
-    // Both are queued on the strand before either is handled.
-    core.send(tab1, {{"type", "accept"}, {"id", "x1"}, {"offer_id", offer1["offer_id"]}});
-    core.send(tab2, {{"type", "accept"}, {"id", "x2"}, {"offer_id", offer2["offer_id"]}});
-    auto r1 = core.reply_to(tab1, "x1");
-    auto r2 = core.reply_to(tab2, "x2");
-    INFO(r1.dump() << " / " << r2.dump());
-    CHECK(((r1["type"] == "ok") != (r2["type"] == "ok")));
-    auto& loser = r1["type"] == "ok" ? tab2 : tab1;
-    CHECK((r1["type"] == "ok" ? r2 : r1)["code"] == "conflict");
-    auto taken = core.expect(loser, "offer_withdrawn");
-    CHECK(taken["offer_id"] == offer1["offer_id"]);
-    CHECK(taken["reason"] == "taken");
-    CHECK(core.expect(visitor, "agent_joined")["agent"]["id"] == "a1");
-    // Both tabs see the chat's messages.
-    REQUIRE(core.request(visitor, {{"type", "send"}, {"id", "m"}, {"conversation_id", conversation_id},
-                                   {"text", "hi"}})["type"] == "ok");
-    CHECK(core.expect(tab1, "message")["conversation_id"] == conversation_id);
-    CHECK(core.expect(tab2, "message")["conversation_id"] == conversation_id);
+    for (int round = 0; round < 5; ++round) {
+        auto visitor = core.connect_visitor("v" + std::to_string(round));
+        const auto conversation_id = core.request_agent(visitor, "sales", "k-" + std::to_string(round));
+        auto offer1 = core.expect(tab1, "offer");
+        auto offer2 = core.expect(tab2, "offer");
+        REQUIRE(offer1["offer_id"] == offer2["offer_id"]);
+        // Both are queued on the strand before either is handled.
+        core.send(tab1, {{"type", "accept"}, {"id", "x1"}, {"offer_id", offer1["offer_id"]}});
+        core.send(tab2, {{"type", "accept"}, {"id", "x2"}, {"offer_id", offer2["offer_id"]}});
+        auto r1 = core.reply_to(tab1, "x1");
+        auto r2 = core.reply_to(tab2, "x2");
+        INFO(r1.dump() << " / " << r2.dump());
+        CHECK(((r1["type"] == "ok") != (r2["type"] == "ok")));
+        auto& loser = r1["type"] == "ok" ? tab2 : tab1;
+        CHECK((r1["type"] == "ok" ? r2 : r1)["code"] == "conflict");
+        // The losing tab sees the offer gone (taken).
+        auto taken = core.expect(loser, "offer_withdrawn");
+        CHECK(taken["offer_id"] == offer1["offer_id"]);
+        CHECK(taken["reason"] == "taken");
+        CHECK(core.expect(visitor, "agent_joined")["agent"]["id"] == "a1");
+        // Both tabs see the chat's messages.
+        REQUIRE(core.request(visitor, {{"type", "send"}, {"id", "m"}, {"conversation_id", conversation_id},
+                                       {"text", "hi"}, {"client_msg_id", "m"}})["type"] == "ok");
+        CHECK(core.expect(tab1, "message")["conversation_id"] == conversation_id);
+        CHECK(core.expect(tab2, "message")["conversation_id"] == conversation_id);
+        REQUIRE(core.request(visitor, {{"type", "end_chat"}, {"id", "e"}, {"conversation_id", conversation_id}})["type"] ==
+                "ok");
+        core.expect(tab1, "ended");
+        core.expect(tab2, "ended");
+    }
 }
 
-TEST_CASE("agent grace: away when its last session closes, back within the grace, re-routed after it", "[tenant]") {
-    tenant_core core([](parley::config::config& c) { c.routing.grace_period = std::chrono::seconds(5); });
+TEST_CASE("agent disconnects: offers withdrawn and re-routed, chats kept for the grace period, then routed again",
+          "[tenant]") {
+    tenant_core core([](parley::config::config& c) { c.routing.grace_period = std::chrono::seconds(2); });
     core.put_agent("a1", {{"name", "Ann"}, {"teams", {"t"}}});
     core.put_agent("a2", {{"name", "Bo"}, {"teams", {"t"}}});
     core.put_route("sales", {{"type", "team"}, {"team", "t"}, {"offer_timeout_s", 30}});
@@ -191,27 +217,47 @@ TEST_CASE("agent grace: away when its last session closes, back within the grace
     core.accept_next_offer(a1);
     core.expect(visitor, "agent_joined");
 
-    core.disconnect(a1);
-    CHECK(core.expect(visitor, "agent_away")["conversation_id"] == conversation_id);
-    core.advance(4s);
-    auto again = core.connect_agent("a1");
-    REQUIRE(again.hello_reply["active"].size() == 1);
-    CHECK(again.hello_reply["active"][0]["id"] == conversation_id);
-    CHECK(core.expect(visitor, "agent_back")["conversation_id"] == conversation_id);
-
-    // Gone for longer than the grace: the chat is offered to another agent, never to a1.
+    // A second chat is only offered to a1 when a1 drops: it goes to a2 at once.
+    auto visitor2 = core.connect_visitor("v2");
+    const auto pending = core.request_agent(visitor2, "sales");
+    CHECK(core.expect(a1, "offer")["conversation_id"] == pending);
     auto a2 = core.connect_agent("a2");
-    core.disconnect(again);
-    core.expect(visitor, "agent_away");
-    core.advance(4s);
+    core.disconnect(a1);
+    CHECK(core.expect(a2, "offer")["conversation_id"] == pending);
+    CHECK(core.expect(visitor, "agent_away")["conversation_id"] == conversation_id);
+
+    // Grace runs out (2 s): the chat is routed again, never to a1.
+    core.advance(1999ms);
     CHECK_FALSE(core.received(a2, "offer"));
-    core.advance(1s);
+    core.advance(1ms);
     auto reoffer = core.expect(a2, "offer");
     CHECK(reoffer["conversation_id"] == conversation_id);
     REQUIRE(core.request(a2, {{"type", "accept"}, {"id", "a"}, {"offer_id", reoffer["offer_id"]}})["type"] == "ok");
     CHECK(core.expect(visitor, "agent_joined")["agent"]["id"] == "a2");
+    // a1 comes back: the chat is not its any more.
     auto back = core.connect_agent("a1");
     CHECK(back.hello_reply["active"] == json::array());
+}
+
+TEST_CASE("agent reconnects within the grace period: the visitor sees agent_back and the chat stays", "[tenant]") {
+    tenant_core core([](parley::config::config& c) { c.routing.grace_period = std::chrono::seconds(5); });
+    core.put_agent("a1", {{"name", "Ann"}});
+    core.put_route("sales", {{"type", "round_robin"}});
+    auto a1 = core.connect_agent("a1");
+    auto visitor = core.connect_visitor("v1");
+    const auto conversation_id = core.request_agent(visitor, "sales");
+    core.accept_next_offer(a1);
+    core.expect(visitor, "agent_joined");
+    core.disconnect(a1);
+    core.expect(visitor, "agent_away");
+    core.advance(4999ms);
+    auto again = core.connect_agent("a1");
+    REQUIRE(again.hello_reply["active"].size() == 1);
+    CHECK(again.hello_reply["active"][0]["id"] == conversation_id);
+    CHECK(core.expect(visitor, "agent_back")["conversation_id"] == conversation_id);
+    CHECK(core.request(again, {{"type", "send"}, {"id", "s"}, {"conversation_id", conversation_id},
+                               {"text", "sorry, network"}, {"client_msg_id", "a-1"}})["seq"] == 1);
+    CHECK(core.expect(visitor, "message")["text"] == "sorry, network");
 }
 
 TEST_CASE("visitor grace: a waiting visitor who goes away keeps its place, then gives it up", "[tenant]") {
