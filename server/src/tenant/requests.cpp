@@ -119,8 +119,9 @@ void tenant_hub::on_request_agent(const session_entry& from, std::uint64_t sid, 
     if (result.created) {
         // Every visitor with a conversation has a card, if only an empty one (an anonymous
         // visitor's): get_visitor answers with nulls, not not_found. Merging keeps what is stored.
+        // The conversation row itself is saved by its first action, conversation_state_changed
+        // (routing), which the router emits for every chat it creates (apply, below).
         store_->put_visitor(visitor_record_from(tenant_id_, from.principal, profile, to_millis(now)), [](auto) {});
-        persist_conversation(conversations_.at(result.conversation_id));
     }
     if (!key.empty()) {
         client_keys_[key] = result.conversation_id;
