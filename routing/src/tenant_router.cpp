@@ -19,6 +19,7 @@
 //    capacity (`drain_needed_`), never by polling.
 #include <parley/routing/tenant_router.h>
 #include <parley/routing/schedule.h>
+#include <parley/routing/route_graph.h>
 
 #include <algorithm>
 #include <charconv>
@@ -37,7 +38,6 @@ namespace {
 
 constexpr std::uint32_t none = std::numeric_limits<std::uint32_t>::max();
 constexpr std::uint32_t all_agents_pool = 0;
-constexpr int max_fallback_route_hops = 8;
 
 struct string_hash {
     using is_transparent = void;

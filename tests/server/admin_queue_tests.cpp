@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "admin_queue.h"
+#include "tenant/admin_queue.h"
 #include "parley/proto/admin.h"
 
 using namespace parley::server;

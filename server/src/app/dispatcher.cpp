@@ -1,0 +1,146 @@
+#include "app/dispatcher.h"
+
+#include "app/metrics.h"
+#include "parley/proto/encode.h"
+#include "parley/server/auth.h"
+#include "parley/server/logging.h"
+
+namespace parley::server {
+
+namespace {
+std::optional<std::string_view> re_of(const std::optional<std::string>& re) {
+    return re ? std::optional<std::string_view>(*re) : std::nullopt;
+}
+}  // namespace
+
+dispatcher::dispatcher(std::shared_ptr<shared_state> state) : state_(std::move(state)) {}
+
+proto::limits dispatcher::current_limits() const {
+    auto configured = state_->limits();
+    proto::limits limits;
+    limits.max_frame_bytes = configured->max_frame_bytes;
+    limits.max_text_chars = configured->max_text_chars;
+    return limits;
+}
+
+void dispatcher::on_text(const std::shared_ptr<websocket_session>& session, std::string&& text) {
+    auto& m = global_metrics();
+    m.frames_in++;
+    auto role = session->role() == client_role::agent ? proto::role::agent : proto::role::visitor;
+    auto parsed = proto::parse_client_frame(text, role, current_limits());
+    if (!session->admit_client_frame()) {
+        m.rate_limited_frames++;
+        std::optional<std::string> re = parsed ? parsed.value().id : parsed.error().re;
+        session->send(make_frame(proto::encode_error(re_of(re), proto::error_code::rate_limited,
+                                                     "too many frames; slow down")));
+        return;
+    }
+    if (!parsed) {
+        m.protocol_errors++;
+        session->send(make_frame(proto::encode_error(parsed.error())));
+        return;
+    }
+    auto& frame = parsed.value();
+    bool is_hello = std::holds_alternative<proto::requests::visitor_hello>(frame.request) ||
+                    std::holds_alternative<proto::requests::agent_hello>(frame.request);
+    if (!session->authenticated) {
+        if (!is_hello) {
+            m.protocol_errors++;
+            session->send(make_frame(
+                proto::encode_error(re_of(frame.id), proto::error_code::unauthorized, "the first frame must be hello")));
+            return;
+        }
+        return hello(session, frame);
+    }
+    // The hub of the hello, even when a reload has removed the tenant since: it answers until it closes.
+    if (auto hub = session->hub.lock()) hub->request(session, std::move(frame));
+}
+
+void dispatcher::refuse(const std::shared_ptr<websocket_session>& session, const std::optional<std::string>& re,
+                        const std::string& why) {
+    global_metrics().hello_refusals++;
+    auto log = logger("net");
+    if (refusal_log_.admit(*log)) log->info("[C{}] hello refused: {}", session->id(), why);
+    session->send(make_frame(proto::encode_error(re_of(re), proto::error_code::unauthorized, why)));
+    session->close(static_cast<std::uint16_t>(4401), "bad or expired credentials");
+}
+
+void dispatcher::hello(const std::shared_ptr<websocket_session>& session, proto::client_frame& frame) {
+    if (state_->draining.load()) {
+        session->send(make_frame(proto::encode_error(re_of(frame.id), proto::error_code::unavailable,
+                                                     "server shutting down; reconnect")));
+        return session->close(websocket::close_code::going_away, "server shutting down");
+    }
+    const auto now = std::chrono::system_clock::now();
+    if (auto* agent = std::get_if<proto::requests::agent_hello>(&frame.request)) {
+        // The tenant is read from the unverified token only to pick the key that verifies it.
+        auto tenant = unverified_claim(agent->token, "tenant");
+        auto hubs = state_->hubs();
+        auto hub = tenant ? hubs->find(*tenant) : hubs->end();
+        if (hub == hubs->end()) return refuse(session, frame.id, "token names no known tenant");
+        auto verified = verify_agent_token(hub->second->tenant()->agent_secret, agent->token, now, *tenant);
+        if (!verified.claims) return refuse(session, frame.id, to_string(verified.error));
+        session->authenticated = true;
+        session->tenant = *tenant;
+        session->hub = hub->second;
+        session->principal = verified.claims->agent_id;
+        hub->second->agent_hello(session, frame.id, verified.claims->agent_id);
+        return;
+    }
+    auto& visitor = std::get<proto::requests::visitor_hello>(frame.request);
+    auto hubs = state_->hubs();
+    auto hub = hubs->find(visitor.tenant);
+    if (hub == hubs->end()) return refuse(session, frame.id, "unknown tenant");
+    const auto tenant_snapshot = hub->second->tenant();
+    const auto& tenant = *tenant_snapshot;
+    std::string visitor_id;
+    auto profile = visitor.profile;
+    if (visitor.visitor_token) {
+        auto verified = verify_hs256(tenant.widget_secret, *visitor.visitor_token, now, false);
+        if (!verified.claims) return refuse(session, frame.id, std::string("visitor_token: ") + to_string(verified.error));
+        const auto& claims = *verified.claims;
+        auto sub = claims.find("sub");
+        if (sub == claims.end() || !sub->is_string() || sub->get_ref<const std::string&>().empty() ||
+            sub->get_ref<const std::string&>().size() > 128)
+            return refuse(session, frame.id, "visitor_token: sub must be the visitor id");
+        if (auto t = claims.find("tenant"); t != claims.end() && (!t->is_string() || *t != tenant.id))
+            return refuse(session, frame.id, "visitor_token: issued for another tenant");
+        visitor_id = *sub;
+        if (auto exp = claims.find("exp"); exp != claims.end() && exp->is_number_integer())
+            session->credentials_expire_at_s = exp->get<std::int64_t>();
+        // The tenant vouches for these: they win over what the widget says.
+        auto claim = [&](const char* name, std::optional<std::string>& field) {
+            if (auto c = claims.find(name); c != claims.end() && c->is_string() && c->get_ref<const std::string&>().size() <= 254)
+                field = c->get<std::string>();
+        };
+        claim("name", profile.name);
+        claim("job_title", profile.job_title);
+        claim("email", profile.email);
+        claim("phone", profile.phone);
+        claim("crm_status", profile.crm_status);
+        claim("company", profile.company);
+    } else if (visitor.resume_token) {
+        auto resumed = verify_resume_token(tenant.widget_secret, tenant.id, *visitor.resume_token, now);
+        if (!resumed) return refuse(session, frame.id, "resume_token is invalid or expired");
+        visitor_id = resumed->visitor_id;
+        session->credentials_expire_at_s = resumed->expires_at_s;
+    } else if (tenant.allow_anonymous) {
+        visitor_id = random_id("v_");
+    } else {
+        return refuse(session, frame.id, "this tenant requires a visitor_token");
+    }
+    bool profile_given = profile != proto::visitor_profile{};
+    session->authenticated = true;
+    session->tenant = tenant.id;
+    session->hub = hub->second;
+    session->principal = visitor_id;
+    hub->second->visitor_hello(session, frame.id, visitor_id, std::move(profile), profile_given);
+}
+
+void dispatcher::on_closed(const std::shared_ptr<websocket_session>& session) {
+    if (!session->authenticated) return;
+    // Through the hub of the hello: a tenant removed by a reload still releases its sessions.
+    if (auto hub = session->hub.lock()) hub->session_closed(session);
+}
+
+}  // namespace parley::server

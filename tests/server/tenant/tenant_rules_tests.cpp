@@ -1,0 +1,333 @@
+// The tenant core's rules, driven without sockets on manual time (tenant_core.h):
+// offers, expiry, re-offer and fallback, the 10-chat cap, two tabs racing, agent
+// and visitor grace, restore after a restart, the message cap. The e2e suites
+// cover the same rules over real sockets and the daemon's wiring.
+#include "tenant_core.h"
+
+using namespace parley::server::test;
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+
+TEST_CASE("offer, accept, messages in gap-free seq to both sides, end", "[tenant]") {
+    tenant_core core;
+    core.put_agent("a1", {{"name", "Ann"}});
+    core.put_route("sales", {{"type", "round_robin"}});
+    auto agent = core.connect_agent("a1");
+    CHECK(agent.hello_reply["agent"]["id"] == "a1");
+    CHECK(agent.hello_reply["active"] == json::array());
+    auto visitor = core.connect_visitor("v1", {{"name", "Ada"}});
+    const auto conversation_id = core.request_agent(visitor, "sales");
+
+    auto offer = core.expect(agent, "offer");
+    CHECK(offer["conversation_id"] == conversation_id);
+    CHECK(offer["visitor"]["name"] == "Ada");
+    auto accepted = core.request(agent, {{"type", "accept"}, {"id", "acc"}, {"offer_id", offer["offer_id"]}});
+    REQUIRE(accepted["type"] == "ok");
+    CHECK(core.expect(visitor, "agent_joined")["agent"]["id"] == "a1");
+
+    for (int i = 1; i <= 3; ++i) {
+        auto ok = core.request(visitor, {{"type", "send"}, {"id", "s" + std::to_string(i)},
+                                         {"conversation_id", conversation_id}, {"text", "hi " + std::to_string(i)}});
+        CHECK(ok["seq"] == i);
+        auto event = core.expect(agent, "message");
+        CHECK(event["seq"] == i);
+        CHECK(event["text"] == "hi " + std::to_string(i));
+    }
+    CHECK_FALSE(core.received(visitor, "message"));  // the sender's own session gets its ok, not the event
+
+    REQUIRE(core.request(agent, {{"type", "end_chat"}, {"id", "e"}, {"conversation_id", conversation_id}})["type"] ==
+            "ok");
+    CHECK(core.expect(visitor, "ended")["reason"] == "agent_ended");
+    auto again = core.request(visitor, {{"type", "send"}, {"id", "late"}, {"conversation_id", conversation_id},
+                                        {"text", "still there?"}});
+    CHECK(again["code"] == "conflict");
+}
+
+TEST_CASE("an offer expires on the clock, goes to the next agent, then fallback with the first agent's calendar",
+          "[tenant]") {
+    tenant_core core;
+    core.put_agent("a1", {{"name", "Ann"}, {"calendar_url", "https://cal.example/ann"}});
+    core.put_agent("a2", {{"name", "Bo"}, {"calendar_url", "https://cal.example/bo"}});
+    core.put_route("sales", {{"type", "round_robin"},
+                             {"offer_timeout_s", 1},
+                             {"max_attempts", 2},
+                             {"fallback_message", "Nobody is free; book a call."},
+                             {"fallback_calendar", true}});
+    auto a1 = core.connect_agent("a1");
+    auto a2 = core.connect_agent("a2");
+    auto visitor = core.connect_visitor("v1");
+    const auto conversation_id = core.request_agent(visitor, "sales");
+
+    core.settle();
+    const bool a1_first = a1->count("offer") == 1;
+    auto& first = a1_first ? a1 : a2;
+    auto& second = a1_first ? a2 : a1;
+    auto first_offer = core.expect(first, "offer");
+    CHECK(first_offer["conversation_id"] == conversation_id);
+    CHECK(first_offer["expires_at"].get<std::int64_t>() - core.now_ms() <= 1'000);
+    CHECK_FALSE(core.received(second, "offer"));
+
+    // Nothing happens before the offer's timeout, however long real time takes.
+    core.advance(999ms);
+    CHECK_FALSE(core.received(first, "offer_withdrawn"));
+    core.advance(1ms);
+    auto withdrawn = core.expect(first, "offer_withdrawn");
+    CHECK(withdrawn["offer_id"] == first_offer["offer_id"]);
+    CHECK(withdrawn["reason"] == "expired");
+
+    auto second_offer = core.expect(second, "offer");
+    CHECK(second_offer["conversation_id"] == conversation_id);
+    CHECK(second_offer["offer_id"] != first_offer["offer_id"]);
+    core.advance(1s);
+    CHECK(core.expect(second, "offer_withdrawn")["reason"] == "expired");
+
+    auto fallback = core.expect(visitor, "fallback");
+    CHECK(fallback["conversation_id"] == conversation_id);
+    CHECK(fallback["message"] == "Nobody is free; book a call.");
+    REQUIRE(fallback["calendar"].is_object());
+    CHECK(fallback["calendar"]["agent_id"] == first.principal);
+    CHECK(fallback["calendar"]["booking_url"] ==
+          "https://cal.example/" + std::string(first.principal == "a1" ? "ann" : "bo"));
+    CHECK(core.expect(visitor, "ended")["reason"] == "no_agent");
+
+    // Neither agent saw a third offer; the visitor may ask again and gets a new conversation.
+    CHECK_FALSE(core.received(first, "offer"));
+    auto again = core.request(visitor, {{"type", "request_agent"}, {"id", "q9"}, {"route", "sales"}, {"client_key", "k-9"}});
+    CHECK(again["conversation_id"] != conversation_id);
+
+    // Missed chats are in the visitor's activity history.
+    auto activity = core.request(a1, {{"type", "get_activity"}, {"id", "ac"}, {"visitor_id", "v1"}});
+    int missed = 0;
+    for (const auto& a : activity["activities"]) missed += a["type"] == "chat_missed";
+    CHECK(missed == 2);
+}
+
+TEST_CASE("no eligible agent: fallback_route, a decline, then fallback without calendar", "[tenant]") {
+    tenant_core core;
+    core.put_agent("a1", {{"name", "Ann"}, {"teams", {"support"}}});
+    core.put_agent("a2", {{"name", "Bo"}, {"teams", {"billing"}}});
+    core.put_route("support", {{"type", "team"}, {"team", "support"}, {"offer_timeout_s", 1}});
+    core.put_route("billing", {{"type", "team"}, {"team", "billing"}, {"fallback_route", "support"},
+                               {"fallback_message", "Try later"}});
+    auto a1 = core.connect_agent("a1");
+    auto visitor = core.connect_visitor("v1");
+    const auto conversation_id = core.request_agent(visitor, "billing");
+    auto offer = core.expect(a1, "offer");
+    CHECK(offer["conversation_id"] == conversation_id);
+    CHECK(offer["route"] == "support");
+    REQUIRE(core.request(a1, {{"type", "decline"}, {"id", "d"}, {"offer_id", offer["offer_id"]}})["type"] == "ok");
+    CHECK(core.request(a1, {{"type", "decline"}, {"id", "d2"}, {"offer_id", offer["offer_id"]}})["code"] ==
+          "conflict");
+    CHECK(core.expect(visitor, "fallback")["calendar"].is_null());
+    CHECK(core.expect(visitor, "ended")["reason"] == "no_agent");
+    auto unknown = core.request(visitor, {{"type", "request_agent"}, {"id", "q"}, {"route", "nope"}});
+    CHECK(unknown["type"] == "error");
+    CHECK(unknown["code"] == "not_found");
+}
+
+TEST_CASE("the 10-chat cap: the 11th chat never goes to the full agent, who gets chats again once one ends", "[tenant]") {
+    tenant_core core;
+    core.put_agent("a1", {{"name", "Ann"}});
+    core.put_agent("a2", {{"name", "Bo"}});
+    core.put_route("sales", {{"type", "round_robin"}, {"offer_timeout_s", 30}, {"fallback_message", "full"}});
+    auto a1 = core.connect_agent("a1");
+    std::vector<connected> visitors;
+    std::vector<std::string> conversations;
+    for (int i = 0; i < 10; ++i) {
+        visitors.push_back(core.connect_visitor("v" + std::to_string(i)));
+        conversations.push_back(core.request_agent(visitors.back(), "sales"));
+        core.accept_next_offer(a1);
+        core.expect(visitors.back(), "agent_joined");
+    }
+    auto listed = core.request(a1, {{"type", "list_conversations"}, {"id", "l"}, {"filter", "active"}, {"limit", 100}});
+    CHECK(listed["conversations"].size() == 10);
+
+    // Nobody else online: the 11th falls back at once, and a1 sees no offer.
+    visitors.push_back(core.connect_visitor("v10"));
+    core.request_agent(visitors.back(), "sales");
+    CHECK(core.expect(visitors.back(), "fallback")["message"] == "full");
+    CHECK_FALSE(core.received(a1, "offer"));
+
+    // With a2 online, the 12th goes to a2.
+    auto a2 = core.connect_agent("a2");
+    visitors.push_back(core.connect_visitor("v11"));
+    const auto twelfth = core.request_agent(visitors.back(), "sales");
+    auto offer = core.expect(a2, "offer");
+    CHECK(offer["conversation_id"] == twelfth);
+    CHECK_FALSE(core.received(a1, "offer"));
+
+    // a1 ends one chat: it has room again and gets the next one.
+    REQUIRE(core.request(a1, {{"type", "end_chat"}, {"id", "e"}, {"conversation_id", conversations[0]}})["type"] ==
+            "ok");
+    CHECK(core.expect(visitors[0], "ended")["reason"] == "agent_ended");
+    REQUIRE(core.request(a2, {{"type", "accept"}, {"id", "acc"}, {"offer_id", offer["offer_id"]}})["type"] == "ok");
+    REQUIRE(core.request(a2, {{"type", "set_availability"}, {"id", "off"}, {"available", false}})["type"] == "ok");
+    visitors.push_back(core.connect_visitor("v12"));
+    const auto thirteenth = core.request_agent(visitors.back(), "sales");
+    CHECK(core.expect(a1, "offer")["conversation_id"] == thirteenth);
+}
+
+TEST_CASE("two tabs of one agent race to accept: exactly one wins, the other sees it taken", "[tenant]") {
+    tenant_core core;
+    core.put_agent("a1", {{"name", "Ann"}});
+    core.put_route("sales", {{"type", "round_robin"}});
+    auto tab1 = core.connect_agent("a1");
+    auto tab2 = core.connect_agent("a1");
+    for (int round = 0; round < 5; ++round) {
+        auto visitor = core.connect_visitor("v" + std::to_string(round));
+        const auto conversation_id = core.request_agent(visitor, "sales", "k-" + std::to_string(round));
+        auto offer1 = core.expect(tab1, "offer");
+        auto offer2 = core.expect(tab2, "offer");
+        REQUIRE(offer1["offer_id"] == offer2["offer_id"]);
+        // Both are queued on the strand before either is handled.
+        core.send(tab1, {{"type", "accept"}, {"id", "x1"}, {"offer_id", offer1["offer_id"]}});
+        core.send(tab2, {{"type", "accept"}, {"id", "x2"}, {"offer_id", offer2["offer_id"]}});
+        auto r1 = core.reply_to(tab1, "x1");
+        auto r2 = core.reply_to(tab2, "x2");
+        INFO(r1.dump() << " / " << r2.dump());
+        CHECK(((r1["type"] == "ok") != (r2["type"] == "ok")));
+        auto& loser = r1["type"] == "ok" ? tab2 : tab1;
+        CHECK((r1["type"] == "ok" ? r2 : r1)["code"] == "conflict");
+        // The losing tab sees the offer gone (taken).
+        auto taken = core.expect(loser, "offer_withdrawn");
+        CHECK(taken["offer_id"] == offer1["offer_id"]);
+        CHECK(taken["reason"] == "taken");
+        CHECK(core.expect(visitor, "agent_joined")["agent"]["id"] == "a1");
+        // Both tabs see the chat's messages.
+        REQUIRE(core.request(visitor, {{"type", "send"}, {"id", "m"}, {"conversation_id", conversation_id},
+                                       {"text", "hi"}, {"client_msg_id", "m"}})["type"] == "ok");
+        CHECK(core.expect(tab1, "message")["conversation_id"] == conversation_id);
+        CHECK(core.expect(tab2, "message")["conversation_id"] == conversation_id);
+        REQUIRE(core.request(visitor, {{"type", "end_chat"}, {"id", "e"}, {"conversation_id", conversation_id}})["type"] ==
+                "ok");
+        core.expect(tab1, "ended");
+        core.expect(tab2, "ended");
+    }
+}
+
+TEST_CASE("agent disconnects: offers withdrawn and re-routed, chats kept for the grace period, then routed again",
+          "[tenant]") {
+    tenant_core core([](parley::config::config& c) { c.routing.grace_period = std::chrono::seconds(2); });
+    core.put_agent("a1", {{"name", "Ann"}, {"teams", {"t"}}});
+    core.put_agent("a2", {{"name", "Bo"}, {"teams", {"t"}}});
+    core.put_route("sales", {{"type", "team"}, {"team", "t"}, {"offer_timeout_s", 30}});
+    auto a1 = core.connect_agent("a1");
+    auto visitor = core.connect_visitor("v1");
+    const auto conversation_id = core.request_agent(visitor, "sales");
+    core.accept_next_offer(a1);
+    core.expect(visitor, "agent_joined");
+
+    // A second chat is only offered to a1 when a1 drops: it goes to a2 at once.
+    auto visitor2 = core.connect_visitor("v2");
+    const auto pending = core.request_agent(visitor2, "sales");
+    CHECK(core.expect(a1, "offer")["conversation_id"] == pending);
+    auto a2 = core.connect_agent("a2");
+    core.disconnect(a1);
+    CHECK(core.expect(a2, "offer")["conversation_id"] == pending);
+    CHECK(core.expect(visitor, "agent_away")["conversation_id"] == conversation_id);
+
+    // Grace runs out (2 s): the chat is routed again, never to a1.
+    core.advance(1999ms);
+    CHECK_FALSE(core.received(a2, "offer"));
+    core.advance(1ms);
+    auto reoffer = core.expect(a2, "offer");
+    CHECK(reoffer["conversation_id"] == conversation_id);
+    REQUIRE(core.request(a2, {{"type", "accept"}, {"id", "a"}, {"offer_id", reoffer["offer_id"]}})["type"] == "ok");
+    CHECK(core.expect(visitor, "agent_joined")["agent"]["id"] == "a2");
+    // a1 comes back: the chat is not its any more.
+    auto back = core.connect_agent("a1");
+    CHECK(back.hello_reply["active"] == json::array());
+}
+
+TEST_CASE("agent reconnects within the grace period: the visitor sees agent_back and the chat stays", "[tenant]") {
+    tenant_core core([](parley::config::config& c) { c.routing.grace_period = std::chrono::seconds(5); });
+    core.put_agent("a1", {{"name", "Ann"}});
+    core.put_route("sales", {{"type", "round_robin"}});
+    auto a1 = core.connect_agent("a1");
+    auto visitor = core.connect_visitor("v1");
+    const auto conversation_id = core.request_agent(visitor, "sales");
+    core.accept_next_offer(a1);
+    core.expect(visitor, "agent_joined");
+    core.disconnect(a1);
+    core.expect(visitor, "agent_away");
+    core.advance(4999ms);
+    auto again = core.connect_agent("a1");
+    REQUIRE(again.hello_reply["active"].size() == 1);
+    CHECK(again.hello_reply["active"][0]["id"] == conversation_id);
+    CHECK(core.expect(visitor, "agent_back")["conversation_id"] == conversation_id);
+    CHECK(core.request(again, {{"type", "send"}, {"id", "s"}, {"conversation_id", conversation_id},
+                               {"text", "sorry, network"}, {"client_msg_id", "a-1"}})["seq"] == 1);
+    CHECK(core.expect(visitor, "message")["text"] == "sorry, network");
+}
+
+TEST_CASE("visitor grace: a waiting visitor who goes away keeps its place, then gives it up", "[tenant]") {
+    tenant_core core([](parley::config::config& c) { c.routing.visitor_grace = std::chrono::seconds(3); });
+    core.put_agent("a1", {{"name", "Ann"}});
+    core.put_route("sales", {{"type", "round_robin"}, {"offer_timeout_s", 60}});
+    auto a1 = core.connect_agent("a1");
+    auto visitor = core.connect_visitor("v1");
+    const auto conversation_id = core.request_agent(visitor, "sales");
+    auto offer = core.expect(a1, "offer");
+
+    // Back within the grace, in another tab: the chat keeps its offer.
+    core.disconnect(visitor);
+    core.advance(2s);
+    auto tab = core.connect_visitor("v1");
+    REQUIRE(tab.hello_reply["conversation"].is_object());
+    CHECK(tab.hello_reply["conversation"]["id"] == conversation_id);
+    core.advance(2s);
+    CHECK_FALSE(core.received(a1, "offer_withdrawn"));
+
+    // Gone past the grace: the offer is withdrawn and the chat ends.
+    core.disconnect(tab);
+    core.advance(2s);
+    CHECK_FALSE(core.received(a1, "offer_withdrawn"));
+    core.advance(1s);
+    auto withdrawn = core.expect(a1, "offer_withdrawn");
+    CHECK(withdrawn["offer_id"] == offer["offer_id"]);
+}
+
+TEST_CASE("the message cap refuses the next message with capacity; a resend of a stored one still gets its seq",
+          "[tenant]") {
+    tenant_core core([](parley::config::config& c) { c.limits.max_messages_per_conversation = 3; });
+    core.put_agent("a1", {{"name", "Ann"}});
+    core.put_route("sales", {{"type", "round_robin"}});
+    auto a1 = core.connect_agent("a1");
+    auto visitor = core.connect_visitor("v1");
+    const auto conversation_id = core.request_agent(visitor, "sales");
+    core.accept_next_offer(a1);
+    for (int i = 1; i <= 3; ++i)
+        CHECK(core.request(visitor, {{"type", "send"}, {"id", "s" + std::to_string(i)},
+                                     {"conversation_id", conversation_id}, {"text", "m"},
+                                     {"client_msg_id", "c" + std::to_string(i)}})["seq"] == i);
+    auto refused = core.request(visitor, {{"type", "send"}, {"id", "s4"}, {"conversation_id", conversation_id},
+                                          {"text", "one too many"}, {"client_msg_id", "c4"}});
+    CHECK(refused["code"] == "capacity");
+    auto resent = core.request(visitor, {{"type", "send"}, {"id", "s2again"}, {"conversation_id", conversation_id},
+                                         {"text", "m"}, {"client_msg_id", "c2"}});
+    CHECK(resent["type"] == "ok");
+    CHECK(resent["seq"] == 2);
+}
+
+TEST_CASE("after a restart, open chats come back with their agent and their seq", "[tenant]") {
+    tenant_core core;
+    core.put_agent("a1", {{"name", "Ann"}});
+    core.put_route("sales", {{"type", "round_robin"}});
+    auto a1 = core.connect_agent("a1");
+    auto visitor = core.connect_visitor("v1");
+    const auto conversation_id = core.request_agent(visitor, "sales");
+    core.accept_next_offer(a1);
+    REQUIRE(core.request(visitor, {{"type", "send"}, {"id", "s"}, {"conversation_id", conversation_id},
+                                   {"text", "before"}})["seq"] == 1);
+
+    core.restart();
+    auto again = core.connect_agent("a1");
+    REQUIRE(again.hello_reply["active"].size() == 1);
+    CHECK(again.hello_reply["active"][0]["id"] == conversation_id);
+    auto back = core.connect_visitor("v1");
+    CHECK(back.hello_reply["conversation"]["id"] == conversation_id);
+    CHECK(back.hello_reply["conversation"]["last_seq"] == 1);
+    CHECK(core.request(back, {{"type", "send"}, {"id", "s2"}, {"conversation_id", conversation_id},
+                              {"text", "after"}})["seq"] == 2);
+    CHECK(core.expect(again, "message")["text"] == "after");
+}
