@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include "app/shared_state.h"
 #include "parley/server/client_address.h"
 
 using namespace parley::server;
@@ -65,4 +66,28 @@ TEST_CASE("client_address believes only what trusted proxies appended", "[client
     CHECK(client("10.0.0.2", "[2001:db8::5", trusted) == "10.0.0.2");
     CHECK(client("10.0.0.2", "[2001:db8::5]x", trusted) == "10.0.0.2");
     CHECK(client("10.0.0.2", "1.2.3.4:5:6", trusted) == "10.0.0.2");
+}
+
+TEST_CASE("connection limits count IPv4 per address and IPv6 per /64", "[client_address]") {
+    auto key = [](const char* address) { return connection_limit_key(ip::make_address(address)).to_string(); };
+    CHECK(key("192.0.2.7") == "192.0.2.7");
+    CHECK(key("::ffff:192.0.2.7") == "192.0.2.7");  // a v4 client on a dual-stack socket
+    CHECK(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd") == "2001:db8:1:2::");
+    CHECK(key("2001:db8:1:2::1") == key("2001:db8:1:2:ffff::9"));  // one /64: one count
+    CHECK(key("2001:db8:1:2::1") != key("2001:db8:1:3::1"));      // the next /64: another
+    CHECK(key("::1") == "::");
+}
+
+TEST_CASE("max_connections_per_ip: a host cannot walk its /64 past the limit", "[client_address]") {
+    address_counts counts;
+    CHECK(counts.try_add(ip::make_address("2001:db8:1:2::1"), 2));
+    CHECK(counts.try_add(ip::make_address("2001:db8:1:2::2"), 2));
+    CHECK_FALSE(counts.try_add(ip::make_address("2001:db8:1:2:dead:beef::3"), 2));
+    CHECK(counts.try_add(ip::make_address("2001:db8:1:3::1"), 2));  // another subscriber
+    CHECK(counts.count(ip::make_address("2001:db8:1:2::99")) == 2);
+    counts.remove(ip::make_address("2001:db8:1:2::1"));
+    CHECK(counts.try_add(ip::make_address("2001:db8:1:2::7"), 2));  // a slot of the /64 came free
+    CHECK(counts.try_add(ip::make_address("192.0.2.1"), 1));
+    CHECK_FALSE(counts.try_add(ip::make_address("::ffff:192.0.2.1"), 1));  // the same v4 client
+    CHECK(counts.try_add(ip::make_address("192.0.2.2"), 1));
 }

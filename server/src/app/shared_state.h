@@ -45,20 +45,24 @@ inline outbound_share paced_share(const config::limits_config& limits) {
 }
 inline outbound_share held_share(const config::limits_config& limits) { return paced_share(limits); }
 
-// Open connections per client address, for limits.max_connections_per_ip.
+// Open connections per client address, for limits.max_connections_per_ip:
+// per IPv4 address, per IPv6 /64 (connection_limit_key).
 class address_counts {
 public:
-    std::size_t count(const asio::ip::address& address) const {
+    std::size_t count(const asio::ip::address& client) const {
+        const auto address = connection_limit_key(client);
         std::lock_guard lock(mutex_);
         auto it = counts_.find(address);
         return it == counts_.end() ? 0 : it->second;
     }
-    void add(const asio::ip::address& address) {
+    void add(const asio::ip::address& client) {
+        const auto address = connection_limit_key(client);
         std::lock_guard lock(mutex_);
         ++counts_[address];
     }
     // Adds one unless the address already has `limit` (0: no limit).
-    bool try_add(const asio::ip::address& address, std::size_t limit) {
+    bool try_add(const asio::ip::address& client, std::size_t limit) {
+        const auto address = connection_limit_key(client);
         std::lock_guard lock(mutex_);
         auto& count = counts_[address];
         if (limit != 0 && count >= limit) {
@@ -68,7 +72,8 @@ public:
         ++count;
         return true;
     }
-    void remove(const asio::ip::address& address) {
+    void remove(const asio::ip::address& client) {
+        const auto address = connection_limit_key(client);
         std::lock_guard lock(mutex_);
         if (auto it = counts_.find(address); it != counts_.end() && --it->second == 0) counts_.erase(it);
     }

@@ -58,6 +58,14 @@ ip::address unmapped(const ip::address& address) {
     return address;
 }
 
+ip::address connection_limit_key(const ip::address& address) {
+    const auto a = unmapped(address);
+    if (a.is_v4()) return a;
+    auto bytes = a.to_v6().to_bytes();
+    std::fill(bytes.begin() + 8, bytes.end(), 0);  // keep the network, drop the interface id
+    return ip::address_v6(bytes);
+}
+
 std::optional<trusted_proxies> trusted_proxies::parse(const std::vector<std::string>& entries,
                                                       std::string* bad_entry) {
     trusted_proxies proxies;

@@ -34,6 +34,11 @@ private:
 // IPv4 peers of a dual-stack socket arrive as ::ffff:a.b.c.d; they are IPv4 clients.
 boost::asio::ip::address unmapped(const boost::asio::ip::address& address);
 
+// What limits.max_connections_per_ip counts by: an IPv4 address, or the /64
+// network of an IPv6 address. A /64 is one subscriber's allocation, whose host
+// may take any of its 2^64 addresses: counting per /128 would not limit it.
+boost::asio::ip::address connection_limit_key(const boost::asio::ip::address& address);
+
 // The client's address: `peer` itself unless it is a trusted proxy; then the
 // rightmost address of `x_forwarded_for` (all header lines joined by commas)
 // that is not a trusted proxy, or its leftmost address when all are. An entry
