@@ -1,28 +1,15 @@
 // Scenarios 1, 3 and 6 of issue 15: a chat both ways with typing and a
 // countdown; two inbox tabs of one agent; the French interface and an XSS
 // payload that stays text.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startDaemon, launchBrowser, openInbox, openDemo, screenshot } from './support.mjs';
+import { openInbox, openDemo, screenshot, withSalesOfferedToDemoAgent } from './support.mjs';
 
-let daemon;
-let browser;
-
-before(async () => {
-  daemon = await startDaemon();
-  // Only demo-agent on the route, so the offer goes to the inbox under test.
-  await daemon.admin('PUT', '/routes/sales', { type: 'agent', agent_id: 'demo-agent' });
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await daemon?.stop();
-});
+const fx = withSalesOfferedToDemoAgent();
 
 test('1: visitor asks on /demo/, the inbox shows the offer with a countdown, accepts, both chat and see typing', async () => {
-  const inbox = await openInbox(browser, daemon, 'demo-agent');
-  const { page: site, widget, context } = await openDemo(browser, daemon);
+  const inbox = await openInbox(fx.browser, fx.daemon, 'demo-agent');
+  const { page: site, widget, context } = await openDemo(fx.browser, fx.daemon);
 
   await widget.locator('textarea').fill('Hello, I need a quote');
   await widget.locator('form button').click();
@@ -52,9 +39,9 @@ test('1: visitor asks on /demo/, the inbox shows the offer with a countdown, acc
   await inbox.locator('#messages .message.from-visitor', { hasText: 'I would like 40 seats' }).waitFor();
 
   // The site's script cannot reach into the widget (closed shadow root), and its CSS does not style it.
-  const isolated = await browser.newContext().then(async (plain) => {
+  const isolated = await fx.browser.newContext().then(async (plain) => {
     const page = await plain.newPage();
-    await page.goto(`${daemon.base}/demo/`);
+    await page.goto(`${fx.daemon.base}/demo/`);
     await page.locator('parley-chat').waitFor({ state: 'attached' });
     const result = await page.evaluate(() => document.querySelector('parley-chat').shadowRoot === null);
     await plain.close();
@@ -90,10 +77,10 @@ test('1: visitor asks on /demo/, the inbox shows the offer with a countdown, acc
 });
 
 test('3: two inbox tabs of one agent: accepting in one removes the offer from the other', async () => {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  const tabA = await openInbox(browser, daemon, 'demo-agent', { context });
-  const tabB = await openInbox(browser, daemon, 'demo-agent', { context });
-  const { widget, context: siteContext } = await openDemo(browser, daemon);
+  const context = await fx.browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const tabA = await openInbox(fx.browser, fx.daemon, 'demo-agent', { context });
+  const tabB = await openInbox(fx.browser, fx.daemon, 'demo-agent', { context });
+  const { widget, context: siteContext } = await openDemo(fx.browser, fx.daemon);
   await widget.locator('textarea').fill('Two tabs?');
   await widget.locator('textarea').press('Enter');
   await tabA.locator('.offer button.accept').waitFor();
@@ -116,12 +103,12 @@ test('3: two inbox tabs of one agent: accepting in one removes the offer from th
 
 test('6: the French interface; an XSS payload stays text on both sides', async () => {
   const payload = '<img src=x onerror=alert(1)>';
-  const inbox = await openInbox(browser, daemon, 'demo-agent', { locale: 'fr-FR' });
+  const inbox = await openInbox(fx.browser, fx.daemon, 'demo-agent', { locale: 'fr-FR' });
   assert.equal(await inbox.locator('#tab-all').textContent(), 'Toutes');
   assert.equal(await inbox.locator('#availability-label').textContent(), 'Disponible');
   let dialogs = 0;
   inbox.on('dialog', (d) => { dialogs += 1; d.dismiss(); });
-  const { page: site, widget, context } = await openDemo(browser, daemon, { locale: 'fr-FR' });
+  const { page: site, widget, context } = await openDemo(fx.browser, fx.daemon, { locale: 'fr-FR' });
   site.on('dialog', (d) => { dialogs += 1; d.dismiss(); });
   assert.equal(await widget.locator('.launcher').count(), 1);
   await widget.locator('textarea').fill(payload);
@@ -153,11 +140,11 @@ test('6: the French interface; an XSS payload stays text on both sides', async (
 });
 
 test('served: HEAD gives the length without a body; a public_url-less CSP names this host\'s WebSocket origins', async () => {
-  const head = await fetch(`${daemon.base}/inbox/app.js`, { method: 'HEAD' });
+  const head = await fetch(`${fx.daemon.base}/inbox/app.js`, { method: 'HEAD' });
   assert.equal(head.status, 200);
   assert.equal(head.headers.get('content-type'), 'text/javascript; charset=utf-8');
   assert.ok(Number(head.headers.get('content-length')) > 1000);
   assert.equal((await head.arrayBuffer()).byteLength, 0);
-  const page = await fetch(`${daemon.base}/inbox/`);
-  assert.match(page.headers.get('content-security-policy'), new RegExp(`connect-src 'self' ws://127\\.0\\.0\\.1:${daemon.port} `));
+  const page = await fetch(`${fx.daemon.base}/inbox/`);
+  assert.match(page.headers.get('content-security-policy'), new RegExp(`connect-src 'self' ws://127\\.0\\.0\\.1:${fx.daemon.port} `));
 });

@@ -2,29 +2,17 @@
 // offline the agent sends three messages; back online, the widget shows each
 // exactly once, in order. The same for the inbox, and a message typed while
 // offline is sent once, when back.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startDaemon, launchBrowser, openInbox, openDemo, visitorClient, agentClient, sleep } from './support.mjs';
+import { openInbox, openDemo, visitorClient, agentClient, sleep, withSalesOfferedToDemoAgent } from './support.mjs';
 
-let daemon;
-let browser;
-
-before(async () => {
-  daemon = await startDaemon();
-  await daemon.admin('PUT', '/routes/sales', { type: 'agent', agent_id: 'demo-agent' });
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await daemon?.stop();
-});
+const fx = withSalesOfferedToDemoAgent();
 
 const texts = (locator) => locator.evaluateAll((nodes) => nodes.map((n) => n.textContent));
 
 test('4a: the widget offline while the agent sends three messages: each shown once, in order', async () => {
-  const agent = await agentClient(daemon, 'demo-agent');
-  const { widget, context } = await openDemo(browser, daemon);
+  const agent = await agentClient(fx.daemon, 'demo-agent');
+  const { widget, context } = await openDemo(fx.browser, fx.daemon);
   await widget.locator('textarea').fill('Before the tunnel');
   await widget.locator('textarea').press('Enter');
   const offer = await agent.next('offer');
@@ -54,8 +42,8 @@ test('4a: the widget offline while the agent sends three messages: each shown on
 });
 
 test('4b: the inbox offline while the visitor sends three messages: each shown once, in order', async () => {
-  const inbox = await openInbox(browser, daemon, 'demo-agent');
-  const visitor = await visitorClient(daemon, { name: 'Tunnel Visitor' });
+  const inbox = await openInbox(fx.browser, fx.daemon, 'demo-agent');
+  const visitor = await visitorClient(fx.daemon, { name: 'Tunnel Visitor' });
   const { conversation_id: conversationId } = await visitor.request('request_agent', { route: 'sales', client_key: 'k-4b' });
   await inbox.locator('.offer button.accept').click();
   await inbox.locator('#conversation-title', { hasText: 'Tunnel Visitor' }).waitFor();

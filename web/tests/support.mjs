@@ -1,6 +1,7 @@
 // Shared by the browser tests: a real parleyd on SQLite in a temp dir on a
 // free port, a protocol client for seeding data, and Debian's Chromium
 // driven by playwright-core (never a browser download).
+import { before, after } from 'node:test';
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -136,6 +137,23 @@ export function browserAvailable() {
 export async function launchBrowser() {
   const args = process.getuid?.() === 0 ? ['--no-sandbox'] : [];
   return chromium.launch({ executablePath: '/usr/bin/chromium', args });
+}
+
+// For one test file: a daemon whose `sales` route offers only to demo-agent (so
+// offers go to the inbox or client under test) and a browser, both stopped after.
+// Their fields are set when the file's tests run.
+export function withSalesOfferedToDemoAgent() {
+  const fixture = { daemon: undefined, browser: undefined };
+  before(async () => {
+    fixture.daemon = await startDaemon();
+    await fixture.daemon.admin('PUT', '/routes/sales', { type: 'agent', agent_id: 'demo-agent' });
+    fixture.browser = await launchBrowser();
+  });
+  after(async () => {
+    await fixture.browser?.close();
+    await fixture.daemon?.stop();
+  });
+  return fixture;
 }
 
 // A page of the inbox signed in as `agent` (token in the fragment, as quickstart prints it).

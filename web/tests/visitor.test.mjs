@@ -1,33 +1,21 @@
 // Scenario 5 of issue 15: the visitor card shows "-" for what nobody
 // supplied; the activity history pages; a transcript downloads as .txt with
 // the messages in it (the token goes in a header, never in the URL).
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { startDaemon, launchBrowser, openInbox, visitorClient } from './support.mjs';
+import { openInbox, visitorClient, withSalesOfferedToDemoAgent } from './support.mjs';
 
-let daemon;
-let browser;
-
-before(async () => {
-  daemon = await startDaemon();
-  await daemon.admin('PUT', '/routes/sales', { type: 'agent', agent_id: 'demo-agent' });
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await daemon?.stop();
-});
+const fx = withSalesOfferedToDemoAgent();
 
 test('5: visitor card dashes, activity history in pages, transcript download', async () => {
-  const visitor = await visitorClient(daemon, { name: 'Ada Lovelace', email: 'ada@example.org' });
+  const visitor = await visitorClient(fx.daemon, { name: 'Ada Lovelace', email: 'ada@example.org' });
   const visitorId = visitor.hello.visitor_id;
   const now = Date.now();
   for (let i = 0; i < 45; i++) {
-    await daemon.admin('POST', `/visitors/${visitorId}/activities`, { type: 'visited_webpage', at: now - (i + 1) * 60_000, details: { url: `https://example.org/page-${i}` } });
+    await fx.daemon.admin('POST', `/visitors/${visitorId}/activities`, { type: 'visited_webpage', at: now - (i + 1) * 60_000, details: { url: `https://example.org/page-${i}` } });
   }
-  const inbox = await openInbox(browser, daemon, 'demo-agent');
+  const inbox = await openInbox(fx.browser, fx.daemon, 'demo-agent');
   const { conversation_id: conversationId } = await visitor.request('request_agent', { route: 'sales', client_key: 'k-5' });
   await visitor.request('send', { conversation_id: conversationId, text: 'Transcript line from Ada', client_msg_id: 'v1' });
   await inbox.locator('.offer button.accept').click();
