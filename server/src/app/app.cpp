@@ -15,8 +15,9 @@
 
 #include "tenant/blocking.h"
 #include "app/dispatcher.h"
+#include "app/http_api.h"
 #include "net/listener.h"
-#include "app/metrics.h"
+#include "base/metrics.h"
 #include "net/net.h"
 #include "app/reload.h"
 #include "parley/server/logging.h"
@@ -367,7 +368,7 @@ int app::run() {
     auto hubs = std::make_shared<hub_map>();
     for (const auto& [id, tenant] : cfg.tenants) {
         std::string error;
-        auto hub = tenant_hub::open(s.ioc, s.state, tenant, store, error);
+        auto hub = tenant_hub::open(s.ioc, {s.state, s.state->cfg.routing}, tenant, store, error);
         if (!hub) {
             log->critical("{}", error);
             return 1;
@@ -375,7 +376,8 @@ int app::run() {
         (*hubs)[id] = std::move(hub);
     }
     s.state->set_hubs(hubs);
-    s.state->websocket_handler = std::make_shared<dispatcher>(s.state);
+    s.state->websocket_handler = std::make_shared<dispatcher>(*s.state);
+    s.state->http = std::make_shared<http_api>(*s.state);
     s.state->web_files = static_files::from_config(s.state->cfg);
     s.state->ready = true;
     retention_job retention(store, cfg.storage.prune_interval, static_cast<int>(cfg.storage.retention_days));
@@ -450,7 +452,6 @@ int app::run() {
     for (auto& hub : s.retiring) hub->release_sessions();
     s.retiring.clear();
     s.state->retiring_hubs.clear();
-    s.state->websocket_handler.reset();
     s.state->set_hubs(std::make_shared<hub_map>());
     log->info("stopped");
     return 0;

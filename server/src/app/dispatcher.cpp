@@ -1,6 +1,6 @@
 #include "app/dispatcher.h"
 
-#include "app/metrics.h"
+#include "base/metrics.h"
 #include "parley/proto/encode.h"
 #include "parley/server/auth.h"
 #include "parley/server/logging.h"
@@ -13,47 +13,69 @@ std::optional<std::string_view> re_of(const std::optional<std::string>& re) {
 }
 }  // namespace
 
-dispatcher::dispatcher(std::shared_ptr<shared_state> state) : state_(std::move(state)) {}
+namespace {
+// The frames of an authenticated session, for the hub of its hello.
+class hub_binding final : public frame_handler {
+public:
+    hub_binding(const dispatcher& decoder, std::weak_ptr<tenant_hub> hub) : decoder_(decoder), hub_(std::move(hub)) {}
+    void on_text(const std::shared_ptr<websocket_session>& session, std::string&& text) override {
+        auto frame = decoder_.decode(*session, text);
+        if (!frame) return;
+        if (auto hub = hub_.lock()) hub->request(session, std::move(*frame));
+    }
+    void on_closed(const std::shared_ptr<websocket_session>& session) override {
+        if (auto hub = hub_.lock()) hub->session_closed(session);
+    }
+
+private:
+    const dispatcher& decoder_;  // owned by the net_context, which the session owns
+    std::weak_ptr<tenant_hub> hub_;
+};
+}  // namespace
+
+dispatcher::dispatcher(shared_state& state) : state_(state) {}
 
 proto::limits dispatcher::current_limits() const {
-    auto configured = state_->limits();
+    auto configured = state_.limits();
     proto::limits limits;
     limits.max_frame_bytes = configured->max_frame_bytes;
     limits.max_text_chars = configured->max_text_chars;
     return limits;
 }
 
-void dispatcher::on_text(const std::shared_ptr<websocket_session>& session, std::string&& text) {
+std::optional<proto::client_frame> dispatcher::decode(websocket_session& session, const std::string& text) const {
     auto& m = global_metrics();
     m.frames_in++;
-    auto role = session->role() == client_role::agent ? proto::role::agent : proto::role::visitor;
+    auto role = session.role() == client_role::agent ? proto::role::agent : proto::role::visitor;
     auto parsed = proto::parse_client_frame(text, role, current_limits());
-    if (!session->admit_client_frame()) {
+    if (!session.admit_client_frame()) {
         m.rate_limited_frames++;
         std::optional<std::string> re = parsed ? parsed.value().id : parsed.error().re;
-        session->send(make_frame(proto::encode_error(re_of(re), proto::error_code::rate_limited,
-                                                     "too many frames; slow down")));
-        return;
+        session.send(make_frame(proto::encode_error(re_of(re), proto::error_code::rate_limited,
+                                                    "too many frames; slow down")));
+        return std::nullopt;
     }
     if (!parsed) {
         m.protocol_errors++;
-        session->send(make_frame(proto::encode_error(parsed.error())));
+        session.send(make_frame(proto::encode_error(parsed.error())));
+        return std::nullopt;
+    }
+    return std::move(parsed.value());
+}
+
+// Frames before the hello's success.
+void dispatcher::on_text(const std::shared_ptr<websocket_session>& session, std::string&& text) {
+    auto frame = decode(*session, text);
+    if (!frame) return;
+    bool is_hello = std::holds_alternative<proto::requests::visitor_hello>(frame->request) ||
+                    std::holds_alternative<proto::requests::agent_hello>(frame->request);
+    if (!is_hello) {
+        global_metrics().protocol_errors++;
+        session->send(make_frame(
+            proto::encode_error(re_of(frame->id), proto::error_code::unauthorized, "the first frame must be hello")));
         return;
     }
-    auto& frame = parsed.value();
-    bool is_hello = std::holds_alternative<proto::requests::visitor_hello>(frame.request) ||
-                    std::holds_alternative<proto::requests::agent_hello>(frame.request);
-    if (!session->authenticated) {
-        if (!is_hello) {
-            m.protocol_errors++;
-            session->send(make_frame(
-                proto::encode_error(re_of(frame.id), proto::error_code::unauthorized, "the first frame must be hello")));
-            return;
-        }
-        return hello(session, frame);
-    }
-    // The hub of the hello, even when a reload has removed the tenant since: it answers until it closes.
-    if (auto hub = session->hub.lock()) hub->request(session, std::move(frame));
+    hello(session, *frame);
 }
 
 void dispatcher::refuse(const std::shared_ptr<websocket_session>& session, const std::optional<std::string>& re,
@@ -66,7 +88,7 @@ void dispatcher::refuse(const std::shared_ptr<websocket_session>& session, const
 }
 
 void dispatcher::hello(const std::shared_ptr<websocket_session>& session, proto::client_frame& frame) {
-    if (state_->draining.load()) {
+    if (state_.draining.load()) {
         session->send(make_frame(proto::encode_error(re_of(frame.id), proto::error_code::unavailable,
                                                      "server shutting down; reconnect")));
         return session->close(websocket::close_code::going_away, "server shutting down");
@@ -75,25 +97,24 @@ void dispatcher::hello(const std::shared_ptr<websocket_session>& session, proto:
     if (auto* agent = std::get_if<proto::requests::agent_hello>(&frame.request)) {
         // The tenant is read from the unverified token only to pick the key that verifies it.
         auto tenant = unverified_claim(agent->token, "tenant");
-        auto hubs = state_->hubs();
+        auto hubs = state_.hubs();
         auto hub = tenant ? hubs->find(*tenant) : hubs->end();
         if (hub == hubs->end()) return refuse(session, frame.id, "token names no known tenant");
         auto verified = verify_agent_token(hub->second->tenant()->agent_secret, agent->token, now, *tenant);
         if (!verified.claims) return refuse(session, frame.id, to_string(verified.error));
-        session->authenticated = true;
-        session->tenant = *tenant;
-        session->hub = hub->second;
-        session->principal = verified.claims->agent_id;
+        session->authenticate({*tenant, verified.claims->agent_id, std::nullopt},
+                              std::make_shared<hub_binding>(*this, hub->second));
         hub->second->agent_hello(session, frame.id, verified.claims->agent_id);
         return;
     }
     auto& visitor = std::get<proto::requests::visitor_hello>(frame.request);
-    auto hubs = state_->hubs();
+    auto hubs = state_.hubs();
     auto hub = hubs->find(visitor.tenant);
     if (hub == hubs->end()) return refuse(session, frame.id, "unknown tenant");
     const auto tenant_snapshot = hub->second->tenant();
     const auto& tenant = *tenant_snapshot;
     std::string visitor_id;
+    std::optional<std::int64_t> expires_at_s;
     auto profile = visitor.profile;
     if (visitor.visitor_token) {
         auto verified = verify_hs256(tenant.widget_secret, *visitor.visitor_token, now, false);
@@ -107,7 +128,7 @@ void dispatcher::hello(const std::shared_ptr<websocket_session>& session, proto:
             return refuse(session, frame.id, "visitor_token: issued for another tenant");
         visitor_id = *sub;
         if (auto exp = claims.find("exp"); exp != claims.end() && exp->is_number_integer())
-            session->credentials_expire_at_s = exp->get<std::int64_t>();
+            expires_at_s = exp->get<std::int64_t>();
         // The tenant vouches for these: they win over what the widget says.
         auto claim = [&](const char* name, std::optional<std::string>& field) {
             if (auto c = claims.find(name); c != claims.end() && c->is_string() && c->get_ref<const std::string&>().size() <= 254)
@@ -123,24 +144,18 @@ void dispatcher::hello(const std::shared_ptr<websocket_session>& session, proto:
         auto resumed = verify_resume_token(tenant.widget_secret, tenant.id, *visitor.resume_token, now);
         if (!resumed) return refuse(session, frame.id, "resume_token is invalid or expired");
         visitor_id = resumed->visitor_id;
-        session->credentials_expire_at_s = resumed->expires_at_s;
+        expires_at_s = resumed->expires_at_s;
     } else if (tenant.allow_anonymous) {
         visitor_id = random_id("v_");
     } else {
         return refuse(session, frame.id, "this tenant requires a visitor_token");
     }
     bool profile_given = profile != proto::visitor_profile{};
-    session->authenticated = true;
-    session->tenant = tenant.id;
-    session->hub = hub->second;
-    session->principal = visitor_id;
+    session->authenticate({tenant.id, visitor_id, expires_at_s}, std::make_shared<hub_binding>(*this, hub->second));
     hub->second->visitor_hello(session, frame.id, visitor_id, std::move(profile), profile_given);
 }
 
-void dispatcher::on_closed(const std::shared_ptr<websocket_session>& session) {
-    if (!session->authenticated) return;
-    // Through the hub of the hello: a tenant removed by a reload still releases its sessions.
-    if (auto hub = session->hub.lock()) hub->session_closed(session);
-}
+// A session that never passed its hello: no hub knows it.
+void dispatcher::on_closed(const std::shared_ptr<websocket_session>&) {}
 
 }  // namespace parley::server

@@ -1,7 +1,10 @@
 #pragma once
 // Reads every WebSocket frame on its session's strand: rate limit, decode and
-// validate (proto), authenticate the hello, then hand the request to the
-// tenant's hub. Nothing here blocks or touches another session.
+// validate (proto), authenticate the hello. A session that passes its hello is
+// handed to a binding to the tenant's hub (the hub of the hello, even when a
+// reload removes the tenant later: it answers until it closes), which decodes
+// the same way and passes each request on. Nothing here blocks or touches
+// another session.
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -17,10 +20,14 @@ namespace parley::server {
 
 class dispatcher : public frame_handler {
 public:
-    explicit dispatcher(std::shared_ptr<shared_state> state);
+    // `state` owns this handler (net_context::websocket_handler), so it outlives it.
+    explicit dispatcher(shared_state& state);
 
     void on_text(const std::shared_ptr<websocket_session>& session, std::string&& text) override;
     void on_closed(const std::shared_ptr<websocket_session>& session) override;
+
+    // Rate limit and decode: the frame, or nullopt when it was refused (answered here).
+    std::optional<proto::client_frame> decode(websocket_session& session, const std::string& text) const;
 
 private:
     void hello(const std::shared_ptr<websocket_session>& session, proto::client_frame& frame);
@@ -29,7 +36,7 @@ private:
 
     proto::limits current_limits() const;
 
-    std::shared_ptr<shared_state> state_;
+    shared_state& state_;
     // A flood of bad credentials must not become a flood of log lines.
     storage::log_throttle refusal_log_{10, "hello(s) refused", spdlog::level::info};
 };

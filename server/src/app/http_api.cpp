@@ -2,7 +2,7 @@
 
 #include <openssl/crypto.h>
 
-#include "app/metrics.h"
+#include "base/metrics.h"
 #include "parley/proto/admin.h"
 #include "parley/proto/decode.h"
 #include "parley/server/auth.h"
@@ -86,8 +86,7 @@ caller identify(const shared_state& state, const std::string& tenant_id, const h
 
 }  // namespace
 
-void handle_http(const std::shared_ptr<shared_state>& state, const http_request& request,
-                 std::function<void(http_answer)> done) {
+void http_api::handle(const http_request& request, std::function<void(http_answer)> done) {
     std::string_view target = request.target();
     if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
     const auto method = request.method();
@@ -95,7 +94,7 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
 
     // The WebSocket endpoints reach here only when the upgrade was not taken.
     if (target == "/v1/visitor" || target == "/v1/agent") {
-        if (state->draining.load()) {
+        if (state_.draining.load()) {
             auto response = error_response(request, 503, proto::error_code::unavailable,
                                            "server shutting down; reconnect in a moment");
             response.set(http::field::retry_after, "1");
@@ -111,12 +110,12 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
         return done(make_response(request, 200, "ok\n", "text/plain; charset=utf-8"));
     }
     if (target == "/readyz") {
-        if (state->draining.load()) return done(make_response(request, 503, "draining\n", "text/plain; charset=utf-8"));
-        bool ready = state->ready.load() && state->store && state->store->ready();
+        if (state_.draining.load()) return done(make_response(request, 503, "draining\n", "text/plain; charset=utf-8"));
+        bool ready = state_.ready.load() && state_.store && state_.store->ready();
         std::string body = ready ? "ready\n" : "storage not ready\n";
         // In an outage, state writes (chat ends, scores, activities) wait for the database: say how many.
-        if (state->store)
-            if (auto waiting = state->store->stats().state_writes_waiting; waiting > 0 && !ready)
+        if (state_.store)
+            if (auto waiting = state_.store->stats().state_writes_waiting; waiting > 0 && !ready)
                 body += std::to_string(waiting) + " state writes waiting for storage\n";
         return done(make_response(request, ready ? 200 : 503, std::move(body), "text/plain; charset=utf-8"));
     }
@@ -124,9 +123,9 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
         std::string body = global_metrics().render();
         body += "# HELP parley_open_connections Open TCP connections of every kind (HTTP, WebSocket before and "
                 "after hello): what limits.max_connections bounds.\n# TYPE parley_open_connections gauge\n"
-                "parley_open_connections " + std::to_string(state->open_connections.load()) + "\n";
-        if (state->store) {
-            auto s = state->store->stats();
+                "parley_open_connections " + std::to_string(state_.open_connections.load()) + "\n";
+        if (state_.store) {
+            auto s = state_.store->stats();
             body += "# HELP parley_storage_queue_depth Writes queued for the storage thread.\n"
                     "# TYPE parley_storage_queue_depth gauge\nparley_storage_queue_depth " +
                     std::to_string(s.queue_depth) + "\n";
@@ -145,13 +144,13 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
                     std::to_string(s.rejected_queue_full + s.expired_unavailable) + "\n";
             body += "# HELP parley_storage_ready Storage reachable and migrated (1) or not (0).\n"
                     "# TYPE parley_storage_ready gauge\nparley_storage_ready " +
-                    std::string(state->store->ready() ? "1" : "0") + "\n";
+                    std::string(state_.store->ready() ? "1" : "0") + "\n";
         }
         return done(make_response(request, 200, std::move(body), "text/plain; version=0.0.4; charset=utf-8"));
     }
 
-    if (state->web_files)
-        if (auto answer = state->web_files->answer(request)) return done(std::move(*answer));
+    if (state_.web_files)
+        if (auto answer = state_.web_files->answer(request)) return done(std::move(*answer));
 
     auto parts = split_path(target);
     if (parts.size() < 3 || parts[0] != "v1" || parts[1] != "tenants")
@@ -167,12 +166,12 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
         p = std::move(*decoded);
     }
     const std::string& tenant_id = parts[2];
-    auto who = identify(*state, tenant_id, request);
+    auto who = identify(state_, tenant_id, request);
     if (who.kind == caller_kind::none)
         return done(error_response(request, 401, proto::error_code::unauthorized, "missing or invalid bearer token"));
     if (who.kind == caller_kind::other_tenant)
         return done(error_response(request, 403, proto::error_code::forbidden, "this token is for another tenant"));
-    auto hubs = state->hubs();
+    auto hubs = state_.hubs();
     auto hub_it = hubs->find(tenant_id);
     if (hub_it == hubs->end())
         return done(error_response(request, 404, proto::error_code::not_found, "no such tenant"));
@@ -208,7 +207,7 @@ void handle_http(const std::shared_ptr<shared_state>& state, const http_request&
     if (who.kind != caller_kind::admin)
         return done(error_response(request, 403, proto::error_code::forbidden, "the admin API needs the tenant's admin token"));
 
-    const auto& limits = *state->limits();
+    const auto& limits = *state_.limits();
     proto::limits proto_limits;
     proto_limits.max_frame_bytes = limits.http_body_max_bytes;
     proto_limits.max_text_chars = limits.max_text_chars;

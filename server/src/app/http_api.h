@@ -1,32 +1,20 @@
 #pragma once
 // Plain HTTP on the WebSocket port: health, readiness, metrics, the admin API
-// (protocol.md section 6) and transcript download. Requests that need storage
-// or a tenant's hub answer asynchronously through `done`, which may run on any
-// thread (the http_session posts the write back to its own strand).
-#include <functional>
-#include <memory>
-
-#include "net/body_stream.h"
-#include "net/net.h"
+// (protocol.md section 6), transcript download and the web clients. Requests
+// that need storage or a tenant's hub answer asynchronously through `done`.
 #include "app/shared_state.h"
+#include "net/http_handler.h"
 
 namespace parley::server {
 
-using http_request = http::request<http::string_body>;
-using http_response = http::response<http::string_body>;
+class http_api final : public http_handler {
+public:
+    // `state` owns this handler (net_context::http), so it outlives it.
+    explicit http_api(shared_state& state) : state_(state) {}
+    void handle(const http_request& request, std::function<void(http_answer)> done) override;
 
-// What answers a request: a whole response, or (with `body`) the head of one
-// whose body follows in chunks (Transfer-Encoding: chunked).
-struct http_answer {
-    http_response response;  // with `body`: status and headers only
-    std::shared_ptr<body_stream> body;
-
-    http_answer(http_response whole) : response(std::move(whole)) {}  // NOLINT: most answers are whole
-    http_answer(http_response head, std::shared_ptr<body_stream> rest)
-        : response(std::move(head)), body(std::move(rest)) {}
+private:
+    shared_state& state_;
 };
-
-void handle_http(const std::shared_ptr<shared_state>& state, const http_request& request,
-                 std::function<void(http_answer)> done);
 
 }  // namespace parley::server

@@ -181,7 +181,7 @@ void config_reloader::reload_once() {
         auto existing = hubs->find(id);
         if (existing == hubs->end()) {
             std::string error;
-            auto hub = tenant_hub::open(ioc_, state_, tenant, store_, error);
+            auto hub = tenant_hub::open(ioc_, {state_, state_->cfg.routing}, tenant, store_, error);
             if (!hub) {
                 log->error("reload: tenant {} not added: {}", id, error);
                 tenants_ok = false;

@@ -14,7 +14,7 @@
 #include <optional>
 #include <string>
 
-#include "http_api.h"
+#include "net/http_handler.h"
 #include "parley/config/config.h"
 
 namespace parley::server {

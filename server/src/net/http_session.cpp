@@ -1,15 +1,15 @@
 #include "net/http_session.h"
 
-#include "app/http_api.h"
-#include "app/metrics.h"
+#include "base/metrics.h"
 #include "parley/proto/admin.h"
 #include "parley/server/logging.h"
+#include "net/http_handler.h"
 #include "net/websocket_session.h"
 
 namespace parley::server {
 
-http_session::http_session(tcp::socket&& socket, std::shared_ptr<shared_state> state)
-    : stream_(std::move(socket)), state_(std::move(state)), slot_(*state_, stream_.socket()) {}
+http_session::http_session(tcp::socket&& socket, std::shared_ptr<net_context> context)
+    : stream_(std::move(socket)), context_(std::move(context)), slot_(*context_, stream_.socket()) {}
 
 http_session::~http_session() = default;
 
@@ -19,9 +19,9 @@ void http_session::run() {
 
 void http_session::do_read() {
     parser_.emplace();
-    parser_->body_limit(state_->limits()->http_body_max_bytes);
+    parser_->body_limit(context_->limits()->http_body_max_bytes);
     parser_->header_limit(16 * 1024);
-    stream_.expires_after(state_->limits()->handshake_timeout);
+    stream_.expires_after(context_->limits()->handshake_timeout);
     http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&http_session::on_read, shared_from_this()));
 }
 
@@ -41,15 +41,14 @@ void http_session::on_read(error_code ec, std::size_t) {
         std::optional<client_role> role;
         if (target == "/v1/visitor") role = client_role::visitor;
         if (target == "/v1/agent") role = client_role::agent;
-        if (role && state_->websocket_handler && !state_->draining.load()) {
+        if (role && context_->websocket_handler && !context_->draining.load()) {
             if (!count_under_client_address(request)) {
                 global_metrics().connections_refused++;
                 return reply_and_close(http::status::too_many_requests, proto::error_code::capacity,
                                        "too many connections from this address (limits.max_connections_per_ip)");
             }
             // The WebSocket session takes the socket over; this http_session ends here.
-            std::make_shared<websocket_session>(stream_.release_socket(), std::move(slot_), state_, *role,
-                                                state_->websocket_handler)
+            std::make_shared<websocket_session>(stream_.release_socket(), std::move(slot_), context_, *role)
                 ->run(std::move(request));
             return;
         }
@@ -57,13 +56,13 @@ void http_session::on_read(error_code ec, std::size_t) {
     // No timeout while the answer is computed (storage may take a moment); the write gets one.
     stream_.expires_never();
     head_request_ = request.method() == http::verb::head;
-    handle_http(state_, request, [self = shared_from_this()](http_answer answer) {
+    context_->http->handle(request, [self = shared_from_this()](http_answer answer) {
         asio::post(self->stream_.get_executor(), [self, answer = std::move(answer)]() mutable {
-            bool keep_alive = answer.response.keep_alive() && !self->state_->draining.load();
+            bool keep_alive = answer.response.keep_alive() && !self->context_->draining.load();
             if (answer.body) return self->write_streamed(std::move(answer.response), std::move(answer.body), keep_alive);
             self->response_ = std::make_shared<http::response<http::string_body>>(std::move(answer.response));
             self->response_->keep_alive(keep_alive);
-            self->stream_.expires_after(self->state_->limits()->handshake_timeout);
+            self->stream_.expires_after(self->context_->limits()->handshake_timeout);
             http::async_write(self->stream_, *self->response_,
                               beast::bind_front_handler(&http_session::on_write, self, keep_alive));
         });
@@ -74,15 +73,15 @@ void http_session::on_read(error_code ec, std::size_t) {
 // client's address (limits.max_connections_per_ip), not the proxy's.
 bool http_session::count_under_client_address(const http::request<http::string_body>& request) {
     const auto& peer = slot_.address();
-    if (!peer || !state_->proxies.contains(*peer)) return true;
+    if (!peer || !context_->proxies.contains(*peer)) return true;
     std::string forwarded;
     for (auto [it, end] = request.equal_range("X-Forwarded-For"); it != end; ++it)
         forwarded.append(forwarded.empty() ? "" : ",").append(it->value());
-    return slot_.readdress(client_address(*peer, forwarded, state_->proxies), state_->limits()->max_connections_per_ip);
+    return slot_.readdress(client_address(*peer, forwarded, context_->proxies), context_->limits()->max_connections_per_ip);
 }
 
 void http_session::reply_and_close(http::status status, proto::error_code code, const std::string& message) {
-    stream_.expires_after(state_->limits()->handshake_timeout);
+    stream_.expires_after(context_->limits()->handshake_timeout);
     response_ = std::make_shared<http::response<http::string_body>>(status, 11);
     response_->set(http::field::content_type, "application/json");
     response_->body() = proto::admin::encode_admin_error(code, message);
@@ -99,7 +98,7 @@ void http_session::write_streamed(http::response<http::string_body>&& head, std:
     stream_head_->keep_alive(keep_alive);
     stream_head_->chunked(true);
     stream_head_writer_.emplace(*stream_head_);
-    stream_.expires_after(state_->limits()->handshake_timeout);
+    stream_.expires_after(context_->limits()->handshake_timeout);
     http::async_write_header(stream_, *stream_head_writer_,
                              beast::bind_front_handler(&http_session::on_stream_head, shared_from_this()));
 }
@@ -123,7 +122,7 @@ void http_session::next_piece() {
 }
 
 void http_session::on_piece(body_stream::piece piece) {
-    stream_.expires_after(state_->limits()->handshake_timeout);
+    stream_.expires_after(context_->limits()->handshake_timeout);
     if (piece.failed) {
         // No last chunk: the client sees the transfer cut off, not a body that looks complete.
         body_.reset();

@@ -8,13 +8,13 @@
 #include "net/body_stream.h"
 #include "net/net.h"
 #include "parley/proto/common.h"
-#include "app/shared_state.h"
+#include "net/net_context.h"
 
 namespace parley::server {
 
 class http_session : public std::enable_shared_from_this<http_session> {
 public:
-    http_session(tcp::socket&& socket, std::shared_ptr<shared_state> state);
+    http_session(tcp::socket&& socket, std::shared_ptr<net_context> context);
     ~http_session();
 
     void run();
@@ -37,7 +37,7 @@ private:
 
     beast::tcp_stream stream_;
     beast::flat_buffer buffer_;
-    std::shared_ptr<shared_state> state_;
+    std::shared_ptr<net_context> context_;
     connection_slot slot_;
     std::optional<http::request_parser<http::string_body>> parser_;
     std::shared_ptr<http::response<http::string_body>> response_;

@@ -1,14 +1,14 @@
 #include "net/listener.h"
 
-#include "app/metrics.h"
+#include "base/metrics.h"
 
 #include "net/http_session.h"
 #include "parley/server/logging.h"
 
 namespace parley::server {
 
-listener::listener(asio::io_context& ioc, tcp::endpoint endpoint, std::shared_ptr<shared_state> state)
-    : ioc_(ioc), acceptor_(asio::make_strand(ioc)), retry_timer_(acceptor_.get_executor()), state_(std::move(state)) {
+listener::listener(asio::io_context& ioc, tcp::endpoint endpoint, std::shared_ptr<net_context> context)
+    : ioc_(ioc), acceptor_(asio::make_strand(ioc)), retry_timer_(acceptor_.get_executor()), context_(std::move(context)) {
     acceptor_.open(endpoint.protocol());
     acceptor_.set_option(asio::socket_base::reuse_address(true));
     acceptor_.bind(endpoint);
@@ -32,15 +32,15 @@ void listener::do_accept() {
 }
 
 bool listener::over_limits(const tcp::socket& socket) const {
-    const auto limits = state_->limits();
-    if (state_->open_connections.load() >= static_cast<std::int64_t>(limits->max_connections)) return true;
+    const auto limits = context_->limits();
+    if (context_->open_connections.load() >= static_cast<std::int64_t>(limits->max_connections)) return true;
     if (limits->max_connections_per_ip == 0) return false;
     error_code ec;
     auto peer = socket.remote_endpoint(ec);
     if (ec) return false;
     // A trusted proxy carries many clients: they are counted by their own address at the upgrade.
-    if (state_->proxies.contains(peer.address())) return false;
-    return state_->connections_by_address.count(unmapped(peer.address())) >= limits->max_connections_per_ip;
+    if (context_->proxies.contains(peer.address())) return false;
+    return context_->connections_by_address.count(unmapped(peer.address())) >= limits->max_connections_per_ip;
 }
 
 void listener::on_accept(error_code ec, tcp::socket socket) {
@@ -63,7 +63,7 @@ void listener::on_accept(error_code ec, tcp::socket socket) {
         // second waits for the peer's delayed ACK (~40 ms).
         error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
-        std::make_shared<http_session>(std::move(socket), state_)->run();
+        std::make_shared<http_session>(std::move(socket), context_)->run();
     }
     do_accept();
 }

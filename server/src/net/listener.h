@@ -3,13 +3,13 @@
 #include <memory>
 
 #include "net/net.h"
-#include "app/shared_state.h"
+#include "net/net_context.h"
 
 namespace parley::server {
 
 class listener : public std::enable_shared_from_this<listener> {
 public:
-    listener(asio::io_context& ioc, tcp::endpoint endpoint, std::shared_ptr<shared_state> state);
+    listener(asio::io_context& ioc, tcp::endpoint endpoint, std::shared_ptr<net_context> context);
 
     void run();
     void stop();  // closes the acceptor; open sessions are not touched
@@ -23,7 +23,7 @@ private:
     asio::io_context& ioc_;
     tcp::acceptor acceptor_;
     asio::steady_timer retry_timer_;  // after a failed accept (EMFILE...): pause instead of spinning
-    std::shared_ptr<shared_state> state_;
+    std::shared_ptr<net_context> context_;
     std::uint16_t port_ = 0;
 };
 

@@ -2,7 +2,7 @@
 
 #include <atomic>
 
-#include "app/metrics.h"
+#include "base/metrics.h"
 #include "parley/server/logging.h"
 
 namespace parley::server {
@@ -12,21 +12,20 @@ std::atomic<std::uint64_t> next_session_id{1};
 constexpr auto close_grace = std::chrono::seconds(5);  // a close that cannot be sent in time becomes a TCP close
 }  // namespace
 
-websocket_session::websocket_session(tcp::socket&& socket, connection_slot&& slot, std::shared_ptr<shared_state> state,
-                                     client_role role,
-                                     std::shared_ptr<frame_handler> handler)
-    : state_(std::move(state)),
+websocket_session::websocket_session(tcp::socket&& socket, connection_slot&& slot, std::shared_ptr<net_context> context,
+                                     client_role role)
+    : context_(std::move(context)),
       executor_(socket.get_executor()),
       ws_(std::in_place, std::move(socket)),
       slot_(std::move(slot)),
       role_(role),
-      handler_(std::move(handler)),
+      handler_(context_->websocket_handler),
       id_(next_session_id++),
       hello_timer_(executor_),
       ping_timer_(executor_),
       close_deadline_(executor_),
-      last_heard_(std::chrono::steady_clock::now()),
-      rate_tokens_(state_->limits()->frame_burst),
+      last_heard_(context_->time->monotonic()),
+      rate_tokens_(context_->limits()->frame_burst),
       rate_refilled_at_(last_heard_) {
     global_metrics().websocket_session_objects++;
 }
@@ -34,7 +33,7 @@ websocket_session::websocket_session(tcp::socket&& socket, connection_slot&& slo
 websocket_session::~websocket_session() { global_metrics().websocket_session_objects--; }
 
 void websocket_session::run(http::request<http::string_body> upgrade_request) {
-    const auto limits_snapshot = state_->limits();
+    const auto limits_snapshot = context_->limits();
     const auto& limits = *limits_snapshot;
     websocket::stream_base::timeout timeouts{};
     timeouts.handshake_timeout = limits.handshake_timeout;  // upgrade and close handshakes
@@ -47,7 +46,7 @@ void websocket_session::run(http::request<http::string_body> upgrade_request) {
         res.set(http::field::server, "parleyd");
     }));
     ws_->control_callback([this](websocket::frame_type, beast::string_view) {
-        last_heard_ = std::chrono::steady_clock::now();
+        last_heard_ = context_->time->monotonic();
         ping_in_flight_ = false;
     });
     ws_->async_accept(upgrade_request, beast::bind_front_handler(&websocket_session::on_accept, shared_from_this()));
@@ -57,32 +56,32 @@ void websocket_session::on_accept(error_code ec) {
     if (finished_) return;
     if (ec) return fail(ec, "accept");
     // Registered before draining is checked: a shutdown either finds this session or is seen here.
-    state_->websockets.add(id_, weak_from_this());
+    context_->websockets.add(id_, weak_from_this());
     registered_ = true;
-    if (state_->draining.load()) {
+    if (context_->draining.load()) {
         do_read();
         return begin_close({websocket::close_code::going_away, "server shutting down"});
     }
-    hello_timer_.expires_after(state_->limits()->hello_timeout);
+    hello_timer_.expires_after(context_->limits()->hello_timeout);
     hello_timer_.async_wait(beast::bind_front_handler(&websocket_session::on_hello_deadline, shared_from_this()));
     schedule_ping();
     do_read();
 }
 
 void websocket_session::on_hello_deadline(error_code ec) {
-    if (ec || authenticated || closing_) return;
+    if (ec || authenticated_ || closing_) return;
     begin_close({static_cast<websocket::close_code>(4408), "no hello in time"});
 }
 
 void websocket_session::schedule_ping() {
-    ping_timer_.expires_after(state_->limits()->ping_interval);
+    ping_timer_.expires_after(context_->limits()->ping_interval);
     ping_timer_.async_wait(beast::bind_front_handler(&websocket_session::on_ping_timer, shared_from_this()));
 }
 
 void websocket_session::on_ping_timer(error_code ec) {
     if (ec || finished_) return;
-    auto silent_for = std::chrono::steady_clock::now() - last_heard_;
-    if (silent_for >= state_->limits()->peer_silence_timeout) {
+    auto silent_for = context_->time->monotonic() - last_heard_;
+    if (silent_for >= context_->limits()->peer_silence_timeout) {
         logger("net")->info("[C{}] peer silent for {}s: dropped", id_,
                             std::chrono::duration_cast<std::chrono::seconds>(silent_for).count());
         return finish();  // not waiting for Beast's operations to notice (see begin_close)
@@ -104,7 +103,7 @@ void websocket_session::do_read() {
 void websocket_session::on_read(error_code ec, std::size_t) {
     if (ec) return fail(ec, "read");
     if (finished_) return;
-    last_heard_ = std::chrono::steady_clock::now();
+    last_heard_ = context_->time->monotonic();
     if (closing_) {
         buffer_.consume(buffer_.size());
         return do_read();  // keep reading so the peer's close reply is seen
@@ -120,10 +119,18 @@ void websocket_session::on_read(error_code ec, std::size_t) {
     do_read();
 }
 
+bool websocket_session::authenticate(identity who, std::shared_ptr<frame_handler> handler) {
+    if (authenticated_) return false;
+    authenticated_ = true;
+    identity_ = std::move(who);
+    handler_ = std::move(handler);
+    return true;
+}
+
 bool websocket_session::admit_client_frame() {
-    const auto limits_snapshot = state_->limits();
+    const auto limits_snapshot = context_->limits();
     const auto& limits = *limits_snapshot;
-    auto now = std::chrono::steady_clock::now();
+    auto now = context_->time->monotonic();
     std::chrono::duration<double> elapsed = now - rate_refilled_at_;
     rate_refilled_at_ = now;
     rate_tokens_ = std::min<double>(limits.frame_burst, rate_tokens_ + elapsed.count() * limits.frames_per_second);
@@ -140,7 +147,7 @@ bool websocket_session::admit_client_frame() {
 void websocket_session::send(outbound_frame message) {
     asio::post(executor_, [self = shared_from_this(), message = std::move(message)]() mutable {
         if (self->closing_ || self->finished_) return;
-        const auto limits_snapshot = self->state_->limits();
+        const auto limits_snapshot = self->context_->limits();
         const auto& limits = *limits_snapshot;
         self->outbound_bytes_ += message->size();
         self->outbound_.push_back(std::move(message));
@@ -174,7 +181,7 @@ void websocket_session::send_paced(std::vector<outbound_frame> frames, std::func
 
 void websocket_session::feed_paced() {
     // A replay leaves room for a reply and held live events beside it (paced_share).
-    const auto share = paced_share(*state_->limits());
+    const auto share = paced_share(*context_->limits());
     while (!paced_.empty()) {
         auto& batch = paced_.front();
         while (!batch.frames.empty() && outbound_.size() < share.frames && outbound_bytes_ < share.bytes) {
@@ -223,7 +230,7 @@ void websocket_session::on_write(error_code ec, std::size_t) {
 
 void websocket_session::close_unless_authenticated(websocket::close_code code, std::string reason) {
     asio::post(executor_, [self = shared_from_this(), code, reason = std::move(reason)] {
-        if (!self->authenticated) self->begin_close({code, reason});
+        if (!self->authenticated_) self->begin_close({code, reason});
     });
 }
 
@@ -264,7 +271,7 @@ void websocket_session::fail(error_code ec, const char* what) {
 void websocket_session::finish() {
     if (finished_) return;
     finished_ = true;
-    if (registered_) state_->websockets.remove(id_);
+    if (registered_) context_->websockets.remove(id_);
     hello_timer_.cancel();
     ping_timer_.cancel();
     close_deadline_.cancel();

@@ -16,14 +16,15 @@
 #include "net/client_session.h"
 #include "net/corking_socket.h"
 #include "net/net.h"
-#include "app/shared_state.h"
+#include "net/net_context.h"
 
 namespace parley::server {
 
 class websocket_session;
-class tenant_hub;
 
-// Receives what a session reads. Called on the session's strand.
+// Receives what a session reads. Called on the session's strand. A session
+// starts with net_context::websocket_handler (which checks the hello) and is
+// handed to another handler once it has authenticated.
 class frame_handler {
 public:
     virtual ~frame_handler() = default;
@@ -33,8 +34,9 @@ public:
 
 class websocket_session final : public client_session, public std::enable_shared_from_this<websocket_session> {
 public:
-    websocket_session(tcp::socket&& socket, connection_slot&& slot, std::shared_ptr<shared_state> state, client_role role,
-                      std::shared_ptr<frame_handler> handler);
+    // Frames go to `context->websocket_handler` until the session authenticates.
+    websocket_session(tcp::socket&& socket, connection_slot&& slot, std::shared_ptr<net_context> context,
+                      client_role role);
     ~websocket_session();
 
     // Accepts the upgrade request already read by the http_session.
@@ -59,15 +61,20 @@ public:
     client_role role() const { return role_; }
     asio::any_io_executor executor() { return executor_; }
 
-    // Set by the handler after a successful hello, before it hands the session to a hub;
-    // read on the session strand, and by the hub, which is posted to after the writes.
-    bool authenticated = false;
-    std::string tenant;
-    std::weak_ptr<tenant_hub> hub;  // the tenant's hub at the hello; a reload may remove it from the map
-    std::string principal;  // visitor id or agent id
-    // When the credentials of the hello expire (visitor token or resume token), if they do.
-    std::optional<std::int64_t> credentials_expire_at_s;
-    std::optional<std::int64_t> credentials_expiry_s() const override { return credentials_expire_at_s; }
+    // Who the client proved to be at its hello.
+    struct identity {
+        std::string tenant;
+        std::string principal;  // visitor id or agent id
+        // When the credentials of the hello expire (visitor token or resume token), if they do.
+        std::optional<std::int64_t> credentials_expire_at_s;
+    };
+    // On the session's strand, once, after a successful hello: from now on `handler`
+    // receives the session's frames and its end. A second call is ignored (returns false).
+    bool authenticate(identity who, std::shared_ptr<frame_handler> handler);
+    // Read on the session's strand; after authenticate() also by whoever it was posted to.
+    bool authenticated() const { return authenticated_; }
+    const identity& who() const { return identity_; }
+    std::optional<std::int64_t> credentials_expiry_s() const override { return identity_.credentials_expire_at_s; }
 
     // Rate limiting of client frames (token bucket). Returns false when the
     // frame must be refused with `rate_limited`; closes with 1008 on sustained abuse.
@@ -88,7 +95,7 @@ private:
     void finish();
     void release_stream();
 
-    std::shared_ptr<shared_state> state_;
+    std::shared_ptr<net_context> context_;
     asio::any_io_executor executor_;  // the session's strand; outlives ws_
     // Emptied a moment after finish(): see release_stream().
     std::optional<websocket::stream<corking_socket>> ws_;
@@ -110,7 +117,9 @@ private:
     bool writing_ = false;
     bool closing_ = false;  // close requested: no more reads dispatched, no new frames queued
     bool finished_ = false;
-    bool registered_ = false;  // in state_->websockets
+    bool registered_ = false;  // in context_->websockets
+    bool authenticated_ = false;
+    identity identity_;
     std::optional<websocket::close_reason> pending_close_;
 
     asio::steady_timer hello_timer_;

@@ -10,7 +10,7 @@
 #include "parley/routing/schedule.h"
 #include "parley/server/logging.h"
 #include "tenant/errors.h"
-#include "tenant/json_fields.h"
+#include "base/json_fields.h"
 
 namespace parley::server {
 
@@ -33,7 +33,7 @@ void tenant_hub::admin_put_agent(std::string id, proto::admin::agent_body body, 
                              config = std::move(config)](admin_done finish) {
         const bool creating = self->agents_.count(record.id) == 0;
         if (creating) {
-            const auto limit = self->state_->limits()->max_agents_per_tenant;
+            const auto limit = self->net_->limits()->max_agents_per_tenant;
             if (self->agents_.size() >= limit) return finish(over_limit("agents", limit, "limits.max_agents_per_tenant"));
         }
         self->store_->put_agent(record, self->back_on_strand<void>([self, record, config, creating,
@@ -96,7 +96,7 @@ void tenant_hub::admin_put_route(std::string name, proto::admin::route_body body
     // Only the normalised route is kept and stored: unknown fields of the body go no further.
     auto route_json = route_json_from_body(body);
     // Parsed back as on load, with the configured defaults: what is accepted here loads again.
-    auto parsed = route_config_from_json(name, route_json, state_->cfg.routing);
+    auto parsed = route_config_from_json(name, route_json, routing_settings_);
     if (!parsed) return done({400, proto::admin::encode_admin_error(parsed.error())});
     auto config = std::move(parsed.value());
     storage::route_record record{tenant_id_, name, std::move(route_json)};
@@ -107,7 +107,7 @@ void tenant_hub::admin_put_route(std::string name, proto::admin::route_body body
             return finish(admin_error(400, proto::error_code::bad_request, *problem));
         const bool creating = self->routes_.count(record.name) == 0;
         if (creating) {
-            const auto limit = self->state_->limits()->max_routes_per_tenant;
+            const auto limit = self->net_->limits()->max_routes_per_tenant;
             if (self->routes_.size() >= limit) return finish(over_limit("routes", limit, "limits.max_routes_per_tenant"));
         }
         self->store_->put_route(record, self->back_on_strand<void>([self, record, config, creating,
@@ -188,7 +188,7 @@ void tenant_hub::admin_put_account(std::string key, std::string agent_id, admin_
         if (self->agents_.count(agent_id) == 0)
             return finish(admin_error(400, proto::error_code::bad_request, "agent_id: no such agent"));
         if (!self->router_->has_account(domain)) {
-            const auto limit = self->state_->limits()->max_accounts_per_tenant;
+            const auto limit = self->net_->limits()->max_accounts_per_tenant;
             if (self->router_->account_count() >= limit)
                 return finish(over_limit("accounts", limit, "limits.max_accounts_per_tenant"));
         }

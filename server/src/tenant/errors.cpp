@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "app/metrics.h"
+#include "base/metrics.h"
 #include "parley/proto/admin.h"
 #include "parley/server/logging.h"
 #include "parley/storage/log_throttle.h"

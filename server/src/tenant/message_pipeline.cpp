@@ -6,7 +6,7 @@
 
 #include <fmt/format.h>
 
-#include "app/metrics.h"
+#include "base/metrics.h"
 #include "parley/proto/encode.h"
 #include "parley/server/logging.h"
 #include "tenant/errors.h"
@@ -72,7 +72,7 @@ void tenant_hub::submit_next_write(conversation& c) {
             }
         }
         // Admitted under the cap, but a reload may have lowered it since.
-        if (c.last_seq >= static_cast<std::int64_t>(state_->limits()->max_messages_per_conversation)) {
+        if (c.last_seq >= static_cast<std::int64_t>(net_->limits()->max_messages_per_conversation)) {
             if (pending_writes_ > 0) --pending_writes_;
             refuse_over_message_cap(c, w.origin_session, w.re);
             continue;
@@ -103,12 +103,12 @@ void tenant_hub::remember_client_id(conversation& c, const std::string& client_m
 }
 
 bool tenant_hub::message_cap_reached(const conversation& c) const {
-    const auto limit = state_->limits()->max_messages_per_conversation;
+    const auto limit = net_->limits()->max_messages_per_conversation;
     return c.last_seq + static_cast<std::int64_t>(c.outbox.size()) >= static_cast<std::int64_t>(limit);
 }
 
 void tenant_hub::refuse_over_message_cap(conversation& c, std::uint64_t sid, const std::optional<std::string>& re) {
-    const auto limit = state_->limits()->max_messages_per_conversation;
+    const auto limit = net_->limits()->max_messages_per_conversation;
     global_metrics().message_cap_refusals++;
     if (!c.message_cap_logged) {
         c.message_cap_logged = true;

@@ -1,6 +1,6 @@
 #include "tenant/model.h"
 
-#include "tenant/json_fields.h"
+#include "base/json_fields.h"
 
 #include <cstdio>
 

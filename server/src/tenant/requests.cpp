@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <tuple>
 
-#include "app/metrics.h"
+#include "base/metrics.h"
 #include "parley/proto/encode.h"
 #include "parley/server/auth.h"
 #include "tenant/errors.h"

@@ -5,7 +5,7 @@
 
 #include <algorithm>
 
-#include "app/metrics.h"
+#include "base/metrics.h"
 #include "parley/proto/encode.h"
 
 namespace parley::server {

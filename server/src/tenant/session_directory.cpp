@@ -1,6 +1,6 @@
 #include "tenant/session_directory.h"
 
-#include "app/metrics.h"
+#include "base/metrics.h"
 #include "parley/proto/encode.h"
 
 namespace parley::server {
@@ -95,7 +95,7 @@ void session_directory::send_about(session_entry& entry, const std::string& conv
     if (hold == entry.replaying.end()) return send(entry, frame);
     // Released at once behind a replay's last page or an accept's reply, they must still fit
     // the session's queue beside them (held_share).
-    const auto share = held_share(*state_->limits());
+    const auto share = held_share(*net_->limits());
     if (hold->second.held.size() >= share.frames || hold->second.held_bytes + frame->size() > share.bytes) {
         // As for any slow consumer: closed, and everything stays in storage for the next resume.
         global_metrics().slow_consumer_closes++;
@@ -132,7 +132,7 @@ void session_directory::to_visitor_about(const std::string& conversation_id, con
         for (auto sid : it->second) send_about(sessions_.at(sid), conversation_id, no_seq, frame);
 }
 
-std::size_t session_directory::reply_budget() const { return reply_share_bytes(*state_->limits()); }
+std::size_t session_directory::reply_budget() const { return reply_share_bytes(*net_->limits()); }
 
 // ---------------------------------------------------------------------------
 // Replay holds

@@ -19,7 +19,7 @@
 #include <utility>
 #include <vector>
 
-#include "app/shared_state.h"
+#include "net/net_context.h"
 #include "net/client_session.h"
 #include "parley/proto/common.h"
 
@@ -54,7 +54,7 @@ public:
     // Passed for events that are not messages: released whatever the reply carried.
     static constexpr std::int64_t no_seq = INT64_MAX;
 
-    explicit session_directory(std::shared_ptr<shared_state> state) : state_(std::move(state)) {}
+    explicit session_directory(std::shared_ptr<const net_context> net) : net_(std::move(net)) {}
 
     // --- who is connected ---
     // A session past its hello's checks; not yet reached by events (see index).
@@ -119,7 +119,7 @@ private:
     void send_about(session_entry& entry, const std::string& conversation_id, std::int64_t seq, const frame_ptr& frame);
     void release_hold(session_entry& entry, const std::string& conversation_id, std::int64_t sent_through);
 
-    std::shared_ptr<shared_state> state_;
+    std::shared_ptr<const net_context> net_;
     std::unordered_map<std::uint64_t, session_entry> sessions_;
     session_index agent_sessions_;
     session_index visitor_sessions_;

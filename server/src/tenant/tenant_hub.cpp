@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <fmt/format.h>
 
-#include "app/metrics.h"
+#include "base/metrics.h"
 #include "parley/proto/encode.h"
 #include "parley/routing/route_graph.h"
 #include "parley/server/auth.h"
@@ -32,35 +32,35 @@ std::string first_names(const std::vector<std::string>& names) {
 
 }  // namespace
 
-tenant_hub::tenant_hub(asio::io_context& ioc, std::shared_ptr<shared_state> state, config::tenant_config tenant,
-                       std::shared_ptr<storage::store> store, std::shared_ptr<const time_source> time)
-    : state_(std::move(state)),
+tenant_hub::tenant_hub(asio::io_context& ioc, hub_environment environment, config::tenant_config tenant,
+                       std::shared_ptr<storage::store> store)
+    : net_(std::move(environment.net)),
+      routing_settings_(std::move(environment.routing)),
       tenant_id_(tenant.id),
       tenant_(std::make_shared<const config::tenant_config>(std::move(tenant))),
       store_(std::move(store)),
-      time_(std::move(time)),
+      time_(std::move(environment.time)),
       strand_(asio::make_strand(ioc)),
       wakeup_timer_(strand_),
       stats_timer_(strand_),
       restore_timer_(strand_),
       admin_queue_(std::make_shared<admin_queue>(strand_, max_waiting_admin_changes, max_admin_change_wait)),
-      directory_(state_) {}
+      directory_(net_) {}
 
 tenant_hub::~tenant_hub() = default;
 
 // ---------------------------------------------------------------------------
 // Start-up and restart recovery
 
-std::shared_ptr<tenant_hub> tenant_hub::open(asio::io_context& ioc, std::shared_ptr<shared_state> state,
+std::shared_ptr<tenant_hub> tenant_hub::open(asio::io_context& ioc, hub_environment environment,
                                              const config::tenant_config& tenant,
-                                             std::shared_ptr<storage::store> store, std::string& error,
-                                             std::shared_ptr<const time_source> time) {
+                                             std::shared_ptr<storage::store> store, std::string& error) {
     auto stored = wait_for<void>([&](auto done) { store->put_tenant({tenant.id, {{"name", tenant.name}}}, done); });
     if (!stored) {
         error = "cannot store tenant " + tenant.id + ": " + stored.failure().message;
         return nullptr;
     }
-    auto hub = std::make_shared<tenant_hub>(ioc, std::move(state), tenant, std::move(store), std::move(time));
+    auto hub = std::make_shared<tenant_hub>(ioc, std::move(environment), tenant, std::move(store));
     if (auto failed = hub->load()) {
         error = *failed;
         return nullptr;
@@ -72,7 +72,7 @@ std::optional<std::string> tenant_hub::load() {
     auto log = logger("route");
     const auto now = wall_now();
     routing::tenant_config config;
-    config.settings = tenant_settings_from(state_->cfg.routing);
+    config.settings = tenant_settings_from(routing_settings_);
 
     auto agents = wait_for<std::vector<storage::agent_record>>(
         [&](auto done) { store_->list_agents(tenant_id_, std::move(done)); });
@@ -87,7 +87,7 @@ std::optional<std::string> tenant_hub::load() {
     std::vector<std::string> rewritten;
     for (auto& r : routes.value()) {
         auto normalised = normalised_route_json(r.config);
-        auto parsed = normalised ? route_config_from_json(r.name, normalised.value(), state_->cfg.routing)
+        auto parsed = normalised ? route_config_from_json(r.name, normalised.value(), routing_settings_)
                                  : proto::parse_result<routing::route_config>(normalised.error());
         if (!parsed) {
             log->error("tenant {}: stored route {} is invalid and skipped: {}", tenant_id_, r.name,
@@ -196,7 +196,7 @@ std::optional<routing::time_point> tenant_hub::restore_state(std::string& error)
                               tenant_id_, restored, open->overrides.size(), open->pending_offers.size());
     // Agents need a moment to reconnect after a restart; routing waiting chats at once would send
     // them all to fallback. Active chats keep their agent meanwhile.
-    restore_timer_.expires_after(restored > 0 ? state_->cfg.routing.restore_window : std::chrono::seconds(0));
+    restore_timer_.expires_after(restored > 0 ? routing_settings_.restore_window : std::chrono::seconds(0));
     restore_timer_.async_wait([self = shared_from_this()](error_code ec) {
         if (ec || self->stopped_) return;
         routing::actions actions;
@@ -368,7 +368,7 @@ void tenant_hub::visitor_hello(std::shared_ptr<client_session> session, std::opt
 // event to it and a scan at each hello and close, so their number is bounded.
 bool tenant_hub::refuse_over_session_limit(client_session& session, const std::optional<std::string>& re,
                                            client_role role, const std::string& principal) {
-    const auto limit = state_->limits()->max_sessions_per_identity;
+    const auto limit = net_->limits()->max_sessions_per_identity;
     if (directory_.count(role, principal) < limit) return false;
     session.send(make_frame(proto::encode_error(re ? std::optional<std::string_view>(*re) : std::nullopt,
                                                 proto::error_code::capacity,
@@ -478,7 +478,7 @@ void tenant_hub::session_closed(std::shared_ptr<client_session> session) {
         if (self->close_when_drained_ && self->directory_.empty() && self->pending_writes_ == 0) self->retired_ = true;
         // Shutting down (or the tenant removed): chats stay as they are for the restart. `draining`
         // too: a close handled after SIGTERM but before this hub's shutdown() reached the strand.
-        const bool shutting_down = self->stopped_ || self->state_->draining.load();
+        const bool shutting_down = self->stopped_ || self->net_->draining.load();
         if (entry.role == client_role::agent) {
             global_metrics().agent_connections--;
             if (shutting_down) return;

@@ -35,32 +35,37 @@
 #include "tenant/admin_queue.h"
 #include "net/body_stream.h"
 #include "tenant/model.h"
-#include "tenant/time_source.h"
+#include "base/time_source.h"
 #include "net/net.h"
 #include "parley/proto/decode.h"
 #include "parley/routing/route_graph.h"
 #include "parley/routing/tenant_router.h"
 #include "parley/storage/store.h"
-#include "app/shared_state.h"
+#include "net/net_context.h"
 #include "net/client_session.h"
 #include "tenant/session_directory.h"
 
 namespace parley::server {
 
+// What a hub takes from the process.
+struct hub_environment {
+    std::shared_ptr<const net_context> net;  // the live limits, and whether the server is draining
+    config::routing_config routing;          // fixed at start-up
+    std::shared_ptr<const time_source> time = std::make_shared<real_time_source>();
+};
+
 class tenant_hub : public std::enable_shared_from_this<tenant_hub> {
 public:
-    tenant_hub(asio::io_context& ioc, std::shared_ptr<shared_state> state, config::tenant_config tenant,
-               std::shared_ptr<storage::store> store,
-               std::shared_ptr<const time_source> time = std::make_shared<real_time_source>());
+    tenant_hub(asio::io_context& ioc, hub_environment environment, config::tenant_config tenant,
+               std::shared_ptr<storage::store> store);
     ~tenant_hub();
 
     // Registers the tenant in storage and loads its hub (load() below); on
     // failure returns nullptr and says why in `error`. Blocks: start-up and
     // reloads only.
-    static std::shared_ptr<tenant_hub> open(asio::io_context& ioc, std::shared_ptr<shared_state> state,
+    static std::shared_ptr<tenant_hub> open(asio::io_context& ioc, hub_environment environment,
                                             const config::tenant_config& tenant, std::shared_ptr<storage::store> store,
-                                            std::string& error,
-                                            std::shared_ptr<const time_source> time = std::make_shared<real_time_source>());
+                                            std::string& error);
 
     // Start-up, before serving: loads agents, routes, accounts and the open
     // state (restart recovery) from storage. Blocks the calling thread, never
@@ -268,7 +273,8 @@ private:
                                  routing::time_point now, routing::actions& actions);
     std::optional<routing::time_point> restore_state(std::string& error);
 
-    std::shared_ptr<shared_state> state_;
+    std::shared_ptr<const net_context> net_;
+    const config::routing_config routing_settings_;
     const std::string tenant_id_;
     std::atomic<std::shared_ptr<const config::tenant_config>> tenant_;
     std::shared_ptr<storage::store> store_;

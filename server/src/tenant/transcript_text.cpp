@@ -9,7 +9,7 @@
 
 #include "parley/server/logging.h"
 #include "tenant/errors.h"
-#include "tenant/json_fields.h"
+#include "base/json_fields.h"
 
 namespace parley::server {
 

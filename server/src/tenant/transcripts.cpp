@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <limits>
 
-#include "app/metrics.h"
+#include "base/metrics.h"
 #include "parley/proto/encode.h"
 #include "parley/server/logging.h"
 #include "tenant/errors.h"
@@ -213,7 +213,7 @@ void tenant_hub::on_get_transcript(const request_context& cx, proto::requests::g
 }
 
 tenant_hub::transcript_ticket tenant_hub::try_begin_transcript_read() {
-    const auto limit = state_->limits()->max_transcript_reads_per_tenant;
+    const auto limit = net_->limits()->max_transcript_reads_per_tenant;
     if (transcript_reads_->fetch_add(1) >= limit) {
         transcript_reads_->fetch_sub(1);
         global_metrics().transcript_reads_refused++;

@@ -19,11 +19,10 @@ tenant_core::tenant_core(const std::function<void(config::config&)>& configure)
     tenant_.agent_secret = "agent-secret-for-tests-0123456789";
     tenant_.widget_secret = "widget-secret-for-tests-0123456789";
     config_.tenants[tenant_.id] = tenant_;
-    state_ = std::make_shared<shared_state>(config_);
+    net_ = std::make_shared<net_context>(trusted_proxies{}, config_.limits);
     auto opened = storage::open_store("sqlite://" + (directory_ / "parley.db").string());
     REQUIRE(opened);
     store_ = std::shared_ptr<storage::store>(std::move(opened.value()));
-    state_->store = store_;
     open_hub();
 }
 
@@ -43,7 +42,7 @@ tenant_core::~tenant_core() {
 
 void tenant_core::open_hub() {
     std::string error;
-    hub_ = tenant_hub::open(ioc_, state_, tenant_, store_, error, time_);
+    hub_ = tenant_hub::open(ioc_, {net_, config_.routing, time_}, tenant_, store_, error);
     INFO(error);
     REQUIRE(hub_);
     settle();

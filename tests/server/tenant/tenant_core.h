@@ -18,12 +18,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "app/shared_state.h"
+#include "net/net_context.h"
 #include "net/client_session.h"
 #include "parley/proto/admin.h"
 #include "parley/proto/decode.h"
 #include "tenant/tenant_hub.h"
-#include "tenant/time_source.h"
+#include "base/time_source.h"
 
 namespace parley::server::test {
 
@@ -132,7 +132,7 @@ private:
     config::config config_;
     config::tenant_config tenant_;
     std::shared_ptr<manual_time_source> time_;
-    std::shared_ptr<shared_state> state_;
+    std::shared_ptr<net_context> net_;
     std::shared_ptr<storage::store> store_;
     std::shared_ptr<tenant_hub> hub_;
     std::uint64_t next_session_id_ = 1;

@@ -11,7 +11,7 @@
 #include <memory>
 #include <vector>
 
-#include "tenant/json_fields.h"
+#include "base/json_fields.h"
 
 namespace parley::server {
 namespace {

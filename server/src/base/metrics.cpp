@@ -1,4 +1,4 @@
-#include "app/metrics.h"
+#include "base/metrics.h"
 
 #include <fmt/format.h>
 
