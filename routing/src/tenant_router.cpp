@@ -449,6 +449,12 @@ struct tenant_router::impl {
     // Every public mutator ends here: drain queues, then report the wakeup.
     void finish(time_point now, actions& out) {
         drain_queues(now, out);
+        // State changes carry the tried agents as this call leaves them: offers made after the
+        // change (in the same call) count too.
+        for (auto& item : out)
+            if (auto* change = std::get_if<conversation_state_changed>(&item))
+                if (auto found = conversation_index.find(change->conversation_id); found != conversation_index.end())
+                    change->tried_agents = tried_agent_ids(conversations.items[found->second]);
         announce_positions(out);
         drop_dead_timer_tops();
         std::optional<time_point> next;
@@ -619,7 +625,14 @@ struct tenant_router::impl {
         std::optional<end_reason> reason = std::nullopt, std::string agent_id = {}) {
         conversation.state = state;
         out.push_back(conversation_state_changed{conversation.id, conversation.visitor_id, conversation.route, state,
-            std::move(agent_id), reason});
+            std::move(agent_id), reason, tried_agent_ids(conversation)});
+    }
+
+    std::vector<std::string> tried_agent_ids(const conversation_record& conversation) const {
+        std::vector<std::string> ids;
+        ids.reserve(conversation.tried.size());
+        for (const auto agent : conversation.tried) ids.push_back(agents[agent].config.id);
+        return ids;
     }
 
     bool already_tried(const conversation_record& conversation, std::uint32_t agent) const {

@@ -908,3 +908,23 @@ TEST_CASE("restart recovery: a restored chat that ended before finish_restore is
     CHECK(h.router.conversation("c2")->offer_id == offer.offer_id);
     CHECK(h.accept(offer.offer_id, "a1") == outcome::ok);
 }
+
+TEST_CASE("a state change carries the agents tried so far, as the router call leaves them") {
+    router_harness h{three_agents_round_robin()};
+    for (const auto* agent : {"a1", "a2", "a3"}) h.connect(agent);
+    h.request("c1", "v1", "sales");
+    // The chat's first change (to routing) comes before its first offer, in the same call:
+    // persisting it must already name the agent offered.
+    auto states = h.all<conversation_state_changed>();
+    REQUIRE(states.size() == 1);
+    const auto first = h.only_offer();
+    CHECK(states[0].tried_agents == std::vector<std::string>{first.agent_id});
+    CHECK(h.decline(first.offer_id, first.agent_id) == outcome::ok);
+    const auto second = h.only_offer();
+    CHECK(h.accept(second.offer_id, second.agent_id) == outcome::ok);
+    states = h.all<conversation_state_changed>();
+    REQUIRE(states.size() == 1);
+    CHECK(states[0].state == conversation_state::active);
+    CHECK(states[0].tried_agents == std::vector<std::string>{first.agent_id, second.agent_id});
+    CHECK(h.router.conversation("c1")->tried_agents == states[0].tried_agents);
+}

@@ -90,6 +90,7 @@ void tenant_hub::apply(routing::actions& actions) {
                     auto it = conversations_.find(a.conversation_id);
                     if (it == conversations_.end()) return;
                     auto& c = it->second;
+                    c.tried_agents = a.tried_agents;
                     const std::string previous_agent = c.agent_id;
                     c.state = a.state;
                     c.route = a.route;
@@ -161,7 +162,7 @@ void tenant_hub::persist_conversation(const conversation& c) {
     record.ended_at = c.ended_at;
     record.end_reason = c.end_reason;
     record.score = c.score;
-    if (auto snapshot = router_->conversation(c.id)) record.tried_agents = snapshot->tried_agents;
+    record.tried_agents = c.tried_agents;
     store_->save_conversation(std::move(record), [](storage::status s) {
         if (!s) global_metrics().storage_errors++;
     });

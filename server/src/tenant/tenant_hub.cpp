@@ -177,6 +177,7 @@ std::optional<routing::time_point> tenant_hub::restore_state(std::string& error)
         r.tried_agents = c.tried_agents;
         if (auto voided = voided_offers.find(c.id); voided != voided_offers.end())
             for (const auto& agent : voided->second) std::erase(r.tried_agents, agent);
+        entry.tried_agents = r.tried_agents;
         r.requested_at = to_time_point(c.started_at);
         r.last_activity_at = now;  // idle timers restart: the outage was not the visitor's silence
         if (router_->restore_conversation(r, now) != routing::outcome::ok) {

@@ -148,6 +148,7 @@ private:
         std::optional<storage::millis> ended_at;
         std::optional<std::string> end_reason;
         std::optional<int> score;
+        std::vector<std::string> tried_agents;  // as the router's last state change of it said
         std::int64_t last_seq = 0;  // highest seq stored or in flight
         proto::visitor_profile profile;
         std::optional<proto::chat_message> last_message;
@@ -191,6 +192,9 @@ private:
         directory_.reply_error(session_id, re, code, std::move(message));
     }
     void reply_ok(std::uint64_t session_id, const std::optional<std::string>& re) { directory_.reply_ok(session_id, re); }
+    struct request_context;
+    void reply_error(const request_context& cx, proto::error_code code, std::string message);
+    void reply_ok(const request_context& cx);
     void to_agent(const std::string& agent_id, const frame_ptr& frame, std::uint64_t except_session = 0) {
         directory_.to_agent(agent_id, frame, except_session);
     }
@@ -223,12 +227,9 @@ private:
     };
     void handle(const session_entry& from, std::uint64_t session_id, proto::client_frame& frame);
     void on_hello_again(const request_context& cx);
-    void on_request_agent(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
-                          const proto::requests::request_agent& r);
-    void on_accept(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
-                   const std::string& offer_id);
-    void on_resume(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
-                   const proto::requests::resume& r);
+    void on_request_agent(const request_context& cx, const proto::requests::request_agent& r);
+    void on_accept(const request_context& cx, const std::string& offer_id);
+    void on_resume(const request_context& cx, const proto::requests::resume& r);
     void on_send(const request_context& cx, proto::requests::send& r);
     void on_typing(const request_context& cx, proto::requests::typing& r);
     void on_end_chat(const request_context& cx, proto::requests::end_chat& r);

@@ -23,13 +23,12 @@ constexpr std::size_t max_waiting_resumes = 64;  // per session, behind the one 
 
 }  // namespace
 
-void tenant_hub::on_accept(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
-                               const std::string& offer_id) {
-    const auto now = wall_now();
+void tenant_hub::on_accept(const request_context& cx, const std::string& offer_id) {
+    const auto now = cx.now;
     routing::actions actions;
-    auto result = router_->offer_accepted(offer_id, from.principal, now, actions);
+    auto result = router_->offer_accepted(offer_id, cx.from.principal, now, actions);
     if (result.result != routing::outcome::ok)
-        return reply_error(sid, re, proto::error_code::conflict, "the offer expired, was withdrawn or was taken");
+        return reply_error(cx, proto::error_code::conflict, "the offer expired, was withdrawn or was taken");
     if (auto o = offers_.find(offer_id); o != offers_.end()) {
         global_metrics().offer_to_accept_seconds.observe(
             std::chrono::duration<double>(monotonic_now() - o->second.offered_at).count());
@@ -38,19 +37,19 @@ void tenant_hub::on_accept(const session_entry& from, std::uint64_t sid, const s
     store_->resolve_offer(tenant_id_, offer_id, storage::offer_outcome::accepted, to_millis(now), [](auto) {});
     apply(actions);
     // The agent's other tabs see the offer gone.
-    to_agent(from.principal, make_frame(proto::encode_offer_withdrawn_event(offer_id, proto::withdraw_reason::taken)), sid);
+    to_agent(cx.from.principal, make_frame(proto::encode_offer_withdrawn_event(offer_id, proto::withdraw_reason::taken)), cx.session_id);
     auto* c = find_conversation(result.conversation_id);
-    if (c == nullptr) return reply_error(sid, re, proto::error_code::conflict, "the conversation ended");
+    if (c == nullptr) return reply_error(cx, proto::error_code::conflict, "the conversation ended");
     auto entry = entry_of(*c);
     // Messages the visitor sent while waiting; the ok carries them so the agent starts with the
     // context. Until it is sent, this session's live messages of the chat are held, then those
     // past the ok's last message follow it: none comes before the ok, none twice.
-    directory_.hold(sid, c->id);
+    directory_.hold(cx.session_id, c->id);
     // The latest accept_history messages at most: seq is gap-free, so they start after last_seq minus that.
     const std::int64_t after_seq = std::max<std::int64_t>(0, c->last_seq - accept_history);
     store_->get_transcript(
         tenant_id_, c->id, after_seq, accept_history, to_millis(now),
-        [self = shared_from_this(), sid, re, entry = std::move(entry),
+        [self = shared_from_this(), sid = cx.session_id, re = cx.re, entry = std::move(entry),
          budget = reply_budget()](storage::result<storage::message_page> page) {
             std::vector<proto::chat_message> list;
             if (page)
@@ -226,21 +225,20 @@ tenant_hub::transcript_ticket tenant_hub::try_begin_transcript_read() {
             }};
 }
 
-void tenant_hub::on_resume(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
-                           const proto::requests::resume& r) {
-    auto replay = [self = shared_from_this(), session = from.session, re, conversation_id = r.conversation_id,
+void tenant_hub::on_resume(const request_context& cx, const proto::requests::resume& r) {
+    auto replay = [self = shared_from_this(), session = cx.from.session, re = cx.re, conversation_id = r.conversation_id,
                    after = r.after_seq] {
         std::make_shared<resume_replay>(self, session, re, conversation_id)->read_after(after);
     };
     std::function<void()> start = replay;
     if (auto* c = find_conversation(r.conversation_id)) {
-        bool allowed = from.role == client_role::visitor ? c->visitor_id == from.principal : c->agent_id == from.principal;
-        if (!allowed) return reply_error(sid, re, proto::error_code::not_found, "no such conversation of yours");
+        bool allowed = cx.from.role == client_role::visitor ? c->visitor_id == cx.from.principal : c->agent_id == cx.from.principal;
+        if (!allowed) return reply_error(cx, proto::error_code::not_found, "no such conversation of yours");
     } else {
         // Not open any more: ownership is checked in storage, as the first step of this replay's
         // turn, so that the session's resumes still run and answer in the order they came.
-        start = [self = shared_from_this(), sid, re, replay, conversation_id = r.conversation_id, role = from.role,
-                 principal = from.principal] {
+        start = [self = shared_from_this(), sid = cx.session_id, re = cx.re, replay, conversation_id = r.conversation_id, role = cx.from.role,
+                 principal = cx.from.principal] {
             auto refuse = [self, sid, re, conversation_id](proto::error_code code, const std::string& message) {
                 global_metrics().protocol_errors++;
                 self->directory_.end_replay(sid, conversation_id, 0,
@@ -263,8 +261,8 @@ void tenant_hub::on_resume(const session_entry& from, std::uint64_t sid, const s
     }
     // From here on, live events of the conversation for this session wait for the replay
     // to end; those it did not contain follow it, so nothing falls in between or comes twice.
-    if (!directory_.begin_replay(sid, r.conversation_id, max_waiting_resumes, std::move(start)))
-        reply_error(sid, re, proto::error_code::rate_limited, "too many resumes waiting");
+    if (!directory_.begin_replay(cx.session_id, r.conversation_id, max_waiting_resumes, std::move(start)))
+        reply_error(cx, proto::error_code::rate_limited, "too many resumes waiting");
 }
 
 

@@ -98,6 +98,9 @@ struct conversation_state_changed {
     conversation_state state = conversation_state::routing;
     std::string agent_id;
     std::optional<end_reason> reason;
+    // Agents already offered this chat, in order, as they stand when the router call returns
+    // (what persistence stores, so that a restart does not offer it to them again).
+    std::vector<std::string> tried_agents;
 };
 
 // An activity the server records itself (protocol section 4).
