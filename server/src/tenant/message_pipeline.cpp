@@ -1,7 +1,7 @@
-// The message pipeline of the open conversations: one write in flight per
-// conversation (seq assigned at submit, gap-free), the outbox, resend dedupe by
-// client_msg_id, the message cap, and `ended` events ordered after the messages
-// accepted before the end.
+// The shell of the open conversations' message pipelines: accepting a `send`,
+// submitting what the conversation's pipeline (conversation_pipeline.h, which
+// owns seq, outbox, dedupe, cap and the held `ended` events) hands out,
+// answering the sender and fanning the stored message out.
 #include "tenant/tenant_hub.h"
 
 #include <fmt/format.h>
@@ -13,23 +13,13 @@
 
 namespace parley::server {
 
-namespace {
-
-constexpr std::size_t max_outbox_per_conversation = 256;
-// Per conversation, to answer resends without a storage round trip. Under durability
-// commit, storage catches older ones; under relaxed (ok before the write) a resend
-// of an id older than this is acknowledged with a new seq that storage then drops.
-constexpr std::size_t max_remembered_client_ids = 1024;
-
-}  // namespace
-
 void tenant_hub::handle_send(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
                              const std::string& conversation_id, storage::message_kind kind, std::string body,
                              std::optional<std::string> client_msg_id) {
     auto* c = participant_conversation(from, conversation_id, true);
     if (c == nullptr || c->state == routing::conversation_state::ended)
         return reply_not_open(from, sid, re, conversation_id);
-    if (c->outbox.size() >= max_outbox_per_conversation)
+    if (c->messages.outbox_full())
         return reply_error(sid, re, proto::error_code::rate_limited, "too many messages waiting to be stored");
     pending_write w;
     // Each sender has its own client_msg_id space: stored scoped by who sent it.
@@ -40,7 +30,7 @@ void tenant_hub::handle_send(const session_entry& from, std::uint64_t sid, const
                  : std::string("v:")) +
             *client_msg_id;
     // A resend of a message already stored is still answered with its seq (submit_next_write).
-    const bool known_resend = w.message.client_msg_id && c->stored_client_ids.count(*w.message.client_msg_id) > 0;
+    const bool known_resend = w.message.client_msg_id && c->messages.stored(*w.message.client_msg_id);
     if (!known_resend && message_cap_reached(*c)) return refuse_over_message_cap(*c, sid, re);
     w.message.tenant_id = tenant_id_;
     w.message.conversation_id = c->id;
@@ -51,7 +41,7 @@ void tenant_hub::handle_send(const session_entry& from, std::uint64_t sid, const
     w.origin_session = sid;
     w.re = re;
     w.received_at = monotonic_now();
-    c->outbox.push_back(std::move(w));
+    c->messages.enqueue(std::move(w));
     ++pending_writes_;
     submit_next_write(*c);
 }
@@ -60,58 +50,37 @@ void tenant_hub::handle_send(const session_entry& from, std::uint64_t sid, const
 // write is submitted, so a failed write gives its seq back and seq stays
 // gap-free; group commit still batches across conversations.
 void tenant_hub::submit_next_write(conversation& c) {
-    while (!c.writing && !c.outbox.empty()) {
-        auto w = std::move(c.outbox.front());
-        c.outbox.pop_front();
-        if (w.message.client_msg_id) {
-            auto known = c.stored_client_ids.find(*w.message.client_msg_id);
-            if (known != c.stored_client_ids.end()) {
-                if (w.re) send(w.origin_session, proto::encode_send_ok(*w.re, known->second.first, known->second.second));
-                if (pending_writes_ > 0) --pending_writes_;
-                continue;
-            }
-        }
-        // Admitted under the cap, but a reload may have lowered it since.
-        if (c.last_seq >= static_cast<std::int64_t>(net_->limits()->max_messages_per_conversation)) {
+    for (;;) {
+        auto step = c.messages.next(net_->limits()->max_messages_per_conversation, to_millis(wall_now()));
+        using kind = conversation_pipeline::step::kind;
+        if (step.what == kind::none) return;
+        if (step.what != kind::submit) {
             if (pending_writes_ > 0) --pending_writes_;
-            refuse_over_message_cap(c, w.origin_session, w.re);
+            // Admitted under the cap, but a reload may have lowered it since.
+            if (step.what == kind::over_cap) refuse_over_message_cap(c, step.write.origin_session, step.write.re);
+            else if (step.write.re) send(step.write.origin_session, proto::encode_send_ok(*step.write.re, step.seq, step.at));
             continue;
         }
-        w.message.seq = c.last_seq + 1;
-        w.message.at = to_millis(wall_now());
-        c.last_seq = w.message.seq;
-        c.writing = true;
-        auto record = w.message;
+        auto record = step.write.message;
         store_->append_message(
             std::move(record),
-            [self = shared_from_this(), id = c.id, w = std::move(w)](storage::result<storage::append_outcome> r) mutable {
+            [self = shared_from_this(), id = c.id, w = std::move(step.write)](storage::result<storage::append_outcome> r) mutable {
                 asio::post(self->strand_, [self, id = std::move(id), w = std::move(w), r = std::move(r)]() mutable {
                     self->on_message_stored(id, std::move(w), std::move(r));
                 });
             });
-    }
-}
-
-void tenant_hub::remember_client_id(conversation& c, const std::string& client_msg_id, std::int64_t seq,
-                                    std::int64_t at) {
-    if (!c.stored_client_ids.try_emplace(client_msg_id, seq, at).second) return;
-    c.stored_client_id_order.push_back(client_msg_id);
-    if (c.stored_client_id_order.size() > max_remembered_client_ids) {
-        c.stored_client_ids.erase(c.stored_client_id_order.front());
-        c.stored_client_id_order.pop_front();
+        return;
     }
 }
 
 bool tenant_hub::message_cap_reached(const conversation& c) const {
-    const auto limit = net_->limits()->max_messages_per_conversation;
-    return c.last_seq + static_cast<std::int64_t>(c.outbox.size()) >= static_cast<std::int64_t>(limit);
+    return c.messages.cap_reached(net_->limits()->max_messages_per_conversation);
 }
 
 void tenant_hub::refuse_over_message_cap(conversation& c, std::uint64_t sid, const std::optional<std::string>& re) {
     const auto limit = net_->limits()->max_messages_per_conversation;
     global_metrics().message_cap_refusals++;
-    if (!c.message_cap_logged) {
-        c.message_cap_logged = true;
+    if (c.messages.first_cap_refusal()) {
         logger("route")->info("tenant {}: conversation {} reached {} messages (limits.max_messages_per_conversation); "
                               "further messages are refused",
                               tenant_id_, c.id, limit);
@@ -127,18 +96,13 @@ void tenant_hub::on_message_stored(const std::string& conversation_id, pending_w
     if (pending_writes_ > 0) --pending_writes_;
     auto* c = find_conversation(conversation_id);
     if (c == nullptr) return close_sessions_if_drained();
-    c->writing = false;
+    const bool stored_now = c->messages.settle(w, !r, r && r->duplicate, r ? r->seq : 0, r ? r->at : 0);
     if (!r) {
-        c->last_seq = w.message.seq - 1;  // give the seq back: nothing was stored under it
         global_metrics().storage_errors++;
-        reply_error(w.origin_session, w.re, to_proto_error(r.kind()),
-                    storage_message(r.failure()));
-    } else if (r->duplicate) {
-        c->last_seq = w.message.seq - 1;
-        if (w.message.client_msg_id) remember_client_id(*c, *w.message.client_msg_id, r->seq, r->at);
+        reply_error(w.origin_session, w.re, to_proto_error(r.kind()), storage_message(r.failure()));
+    } else if (!stored_now) {
         if (w.re) send(w.origin_session, proto::encode_send_ok(*w.re, r->seq, r->at));
     } else {
-        if (w.message.client_msg_id) remember_client_id(*c, *w.message.client_msg_id, r->seq, r->at);
         auto& m = global_metrics();
         m.send_ack_seconds.observe(std::chrono::duration<double>(monotonic_now() - w.received_at).count());
         if (w.re) send(w.origin_session, proto::encode_send_ok(*w.re, r->seq, r->at));
@@ -168,8 +132,8 @@ void tenant_hub::on_message_stored(const std::string& conversation_id, pending_w
 void tenant_hub::send_ended(const std::string& conversation_id, bool to_agent, const std::string& principal,
                             frame_ptr frame) {
     auto* c = find_conversation(conversation_id);
-    if (c != nullptr && (c->writing || !c->outbox.empty())) {
-        c->ended_events.emplace_back(to_agent, std::move(frame));
+    if (c != nullptr && c->messages.busy()) {
+        c->messages.hold_ended({to_agent, std::move(frame)});
         return;
     }
     if (to_agent) to_agent_about(conversation_id, principal, frame);
@@ -177,10 +141,7 @@ void tenant_hub::send_ended(const std::string& conversation_id, bool to_agent, c
 }
 
 void tenant_hub::flush_ended_events(conversation& c) {
-    if (c.writing || !c.outbox.empty() || c.ended_events.empty()) return;
-    auto events = std::move(c.ended_events);
-    c.ended_events.clear();
-    for (auto& [to_agent, frame] : events) {
+    for (auto& [to_agent, frame] : c.messages.take_ended_if_idle()) {
         if (to_agent) to_agent_about(c.id, c.agent_id, frame);
         else to_visitor_about(c.id, c.visitor_id, frame);
     }

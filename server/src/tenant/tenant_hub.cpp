@@ -160,7 +160,7 @@ std::optional<routing::time_point> tenant_hub::restore_state(std::string& error)
         entry.agent_id = c.agent_id.value_or("");
         entry.started_at = c.started_at;
         entry.score = c.score;
-        entry.last_seq = c.last_seq;
+        entry.messages = conversation_pipeline(c.last_seq);
         if (summary.last_message) entry.last_message = chat_message_from(*summary.last_message);
         if (summary.visitor) {
             entry.profile = proto_profile(*summary.visitor);
@@ -313,7 +313,7 @@ void tenant_hub::forget_if_done(const std::string& conversation_id) {
     auto it = conversations_.find(conversation_id);
     if (it == conversations_.end()) return;
     const auto& c = it->second;
-    if (c.state == routing::conversation_state::ended && !c.writing && c.outbox.empty()) {
+    if (c.state == routing::conversation_state::ended && !c.messages.busy()) {
         const std::string visitor_id = c.visitor_id;
         conversations_.erase(it);
         forget_visitor_if_gone(visitor_id);
@@ -389,7 +389,7 @@ void tenant_hub::finish_visitor_hello(std::uint64_t sid, const std::optional<std
     std::optional<proto::conversation_summary> open;
     routing::actions actions;
     if (auto cid = router_->open_conversation_of_visitor(visitor_id)) {
-        if (auto* c = find_conversation(*cid)) open = proto::conversation_summary{c->id, to_proto(c->state), c->last_seq};
+        if (auto* c = find_conversation(*cid)) open = proto::conversation_summary{c->id, to_proto(c->state), c->messages.last_seq()};
         // Back within the visitor grace: the chat keeps its place in the queue and its offer.
         router_->visitor_session_opened(*cid, std::to_string(sid), wall_now(), actions);
     }

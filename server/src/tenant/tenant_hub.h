@@ -10,7 +10,8 @@
 // Where things are (all in server/src/tenant/):
 //  - tenant_hub.cpp: start-up, restart recovery, shutdown, hellos, sessions closing;
 //  - requests.cpp: every protocol request, one function each, on_<request>;
-//  - message_pipeline.cpp: send (seq, outbox, dedupe, cap) and the ordering of `ended`;
+//  - message_pipeline.cpp: send, the shell over each conversation's conversation_pipeline
+//    (conversation_pipeline.h: seq, outbox, dedupe, cap, `ended` held behind writes; pure rules);
 //  - router_effects.cpp: what the router's actions do (events, persistence, timers, stats);
 //  - transcripts.cpp: accept's history, resume, get_transcript, transcript.txt;
 //  - admin.cpp: the admin API; errors.h: how failures are told to clients.
@@ -33,6 +34,7 @@
 #include <vector>
 
 #include "tenant/admin_queue.h"
+#include "tenant/conversation_pipeline.h"
 #include "net/body_stream.h"
 #include "tenant/model.h"
 #include "base/time_source.h"
@@ -131,13 +133,6 @@ private:
 
     using session_entry = session_directory::session_entry;
 
-    struct pending_write {
-        storage::message_record message;  // seq assigned when submitted
-        std::uint64_t origin_session = 0;
-        std::optional<std::string> re;
-        std::chrono::steady_clock::time_point received_at;
-    };
-
     struct conversation {
         std::string id;
         std::string visitor_id;
@@ -149,17 +144,9 @@ private:
         std::optional<std::string> end_reason;
         std::optional<int> score;
         std::vector<std::string> tried_agents;  // as the router's last state change of it said
-        std::int64_t last_seq = 0;  // highest seq stored or in flight
         proto::visitor_profile profile;
         std::optional<proto::chat_message> last_message;
-        std::deque<pending_write> outbox;
-        bool writing = false;
-        // `ended` events wait here while messages accepted before the end are still being written.
-        std::vector<std::pair<bool /* to the agent */, std::shared_ptr<const std::string>>> ended_events;
-        // The latest client_msg_ids stored (bounded); an older resend is caught by storage's unique index.
-        std::unordered_map<std::string, std::pair<std::int64_t, std::int64_t>> stored_client_ids;  // -> seq, at
-        std::deque<std::string> stored_client_id_order;                                           // oldest first
-        bool message_cap_logged = false;  // the log says once that it reached max_messages_per_conversation
+        conversation_pipeline messages;  // seq, outbox, dedupe, cap, `ended` held behind writes
     };
 
     struct offer_entry {
@@ -249,13 +236,11 @@ private:
                      const std::string& conversation_id, storage::message_kind kind, std::string body,
                      std::optional<std::string> client_msg_id = std::nullopt);
     void submit_next_write(conversation& c);
-    // Whether `c` holds, with the messages waiting in its outbox, limits.max_messages_per_conversation:
-    // seq is gap-free from 1, so last_seq counts what is stored or being written, without asking storage.
+    // Whether `c` holds, with the messages waiting in its outbox, limits.max_messages_per_conversation.
     bool message_cap_reached(const conversation& c) const;
     void refuse_over_message_cap(conversation& c, std::uint64_t sid, const std::optional<std::string>& re);
     void reply_not_open(const session_entry& from, std::uint64_t sid, const std::optional<std::string>& re,
                         const std::string& conversation_id);
-    void remember_client_id(conversation& c, const std::string& client_msg_id, std::int64_t seq, std::int64_t at);
     void on_message_stored(const std::string& conversation_id, pending_write write,
                            storage::result<storage::append_outcome> result);
 

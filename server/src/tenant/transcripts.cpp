@@ -46,7 +46,7 @@ void tenant_hub::on_accept(const request_context& cx, const std::string& offer_i
     // past the ok's last message follow it: none comes before the ok, none twice.
     directory_.hold(cx.session_id, c->id);
     // The latest accept_history messages at most: seq is gap-free, so they start after last_seq minus that.
-    const std::int64_t after_seq = std::max<std::int64_t>(0, c->last_seq - accept_history);
+    const std::int64_t after_seq = std::max<std::int64_t>(0, c->messages.last_seq() - accept_history);
     store_->get_transcript(
         tenant_id_, c->id, after_seq, accept_history, to_millis(now),
         [self = shared_from_this(), sid = cx.session_id, re = cx.re, entry = std::move(entry),
