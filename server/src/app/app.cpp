@@ -448,8 +448,6 @@ int app::run() {
         spdlog::shutdown();
         std::_Exit(1);
     }
-    for (auto& [id, hub] : *s.state->hubs()) hub->release_sessions();
-    for (auto& hub : s.retiring) hub->release_sessions();
     s.retiring.clear();
     s.state->retiring_hubs.clear();
     s.state->set_hubs(std::make_shared<hub_map>());

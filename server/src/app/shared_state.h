@@ -4,9 +4,10 @@
 // with (what needs a restart to change), the tenants' hubs (replaced as a
 // whole by a reload, read as snapshots), storage and readiness.
 //
-// Ownership points one way: sessions own the net_context (this object), the
-// handlers it holds reach it by reference, hubs reach sessions only while
-// those are open (session_directory holds them until session_closed).
+// Ownership points one way: sessions own the net_context (this object), which
+// owns the hubs and the handlers; the handlers reach it by reference and the
+// hubs reach sessions through weak references (session_directory.h), so no
+// cycle needs breaking by hand at exit.
 #include <atomic>
 #include <memory>
 #include <mutex>

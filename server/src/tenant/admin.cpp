@@ -65,7 +65,7 @@ void tenant_hub::admin_delete_agent(std::string id, admin_done done) {
             // Its sessions lose their standing: close them.
             for (auto sid : self->directory_.sessions_of(client_role::agent, id))
                 if (auto* entry = self->directory_.find(sid))
-                    entry->session->close(static_cast<std::uint16_t>(4401), "agent deleted");
+                    entry->session()->close(static_cast<std::uint16_t>(4401), "agent deleted");
             finish({204, ""});
         }));
     });

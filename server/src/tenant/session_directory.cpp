@@ -47,24 +47,19 @@ std::vector<std::uint64_t> session_directory::sessions_of(client_role role, cons
 }
 
 void session_directory::for_each(const std::function<void(client_session&)>& f) {
-    for (auto& [id, entry] : sessions_) f(*entry.session);
-}
-
-void session_directory::clear() {
-    sessions_.clear();
-    agent_sessions_.clear();
-    visitor_sessions_.clear();
+    for (auto& [id, entry] : sessions_)
+        if (auto session = entry.session()) f(*session);
 }
 
 session_directory::session_entry session_directory::requester_of(const session_entry& entry) {
-    return {entry.session, entry.role, entry.principal, {}, false, {}};
+    return {entry.link, entry.role, entry.principal, {}, false, {}};
 }
 
 // ---------------------------------------------------------------------------
 // Fan-out
 
 void session_directory::send(const session_entry& to, const frame_ptr& frame) {
-    to.session->send(frame);
+    if (auto session = to.session()) session->send(frame);
     global_metrics().frames_out++;
 }
 
@@ -100,7 +95,7 @@ void session_directory::send_about(session_entry& entry, const std::string& conv
         // As for any slow consumer: closed, and everything stays in storage for the next resume.
         global_metrics().slow_consumer_closes++;
         entry.replaying.erase(hold);
-        entry.session->close(websocket::close_code::try_again_later, "slow consumer");
+        if (auto session = entry.session()) session->close(websocket::close_code::try_again_later, "slow consumer");
         return;
     }
     hold->second.held_bytes += frame->size();

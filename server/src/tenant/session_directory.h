@@ -41,7 +41,11 @@ public:
     };
 
     struct session_entry {
-        std::shared_ptr<client_session> session;
+        // Not owned: a session lives by its pending operations, and a closing one reaches the
+        // hub (session_closed, which removes it here) before it goes; so this never dangles
+        // while the hub runs, and nothing of the tenant keeps a session, or what it owns, alive.
+        std::weak_ptr<client_session> link;
+        std::shared_ptr<client_session> session() const { return link.lock(); }
         client_role role;
         std::string principal;  // visitor id or agent id
         std::unordered_map<std::string, replay_hold> replaying;  // by conversation id
@@ -71,8 +75,6 @@ public:
     std::vector<std::uint64_t> sessions_of(client_role role, const std::string& principal) const;
     // Every session (shutdown): `f(client_session&)`.
     void for_each(const std::function<void(client_session&)>& f);
-    // After the event loop stopped: drop the references to sessions.
-    void clear();
     // Who sent a request, copied (a handler may end the session) without the
     // session's holds and waiting resumes, which handlers never read.
     static session_entry requester_of(const session_entry& entry);

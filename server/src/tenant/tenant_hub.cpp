@@ -252,10 +252,6 @@ void tenant_hub::close_sessions_now() {
     });
 }
 
-void tenant_hub::release_sessions() {
-    directory_.clear();
-}
-
 
 // ---------------------------------------------------------------------------
 // Conversations
@@ -382,7 +378,7 @@ bool tenant_hub::refuse_over_session_limit(client_session& session, const std::o
 void tenant_hub::finish_visitor_hello(std::uint64_t sid, const std::optional<std::string>& re,
                                       const std::string& visitor_id) {
     if (auto* entry = directory_.find(sid);
-        entry != nullptr && refuse_over_session_limit(*entry->session, re, client_role::visitor, visitor_id))
+        entry != nullptr && refuse_over_session_limit(*entry->session(), re, client_role::visitor, visitor_id))
         return;
     // Events reach the session from its ok on: those before it are within the ok's last_seq.
     directory_.index(sid);
@@ -400,8 +396,8 @@ void tenant_hub::finish_visitor_hello(std::uint64_t sid, const std::optional<std
     std::chrono::seconds ttl = std::chrono::hours(24 * 30);
     const auto tenant_config = tenant();
     if (!tenant_config->allow_anonymous)
-        if (auto* entry = directory_.find(sid); entry != nullptr && entry->session->credentials_expiry_s()) {
-            auto left = std::chrono::seconds(*entry->session->credentials_expiry_s() -
+        if (auto* entry = directory_.find(sid); entry != nullptr && entry->session()->credentials_expiry_s()) {
+            auto left = std::chrono::seconds(*entry->session()->credentials_expiry_s() -
                                              std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count());
             ttl = std::clamp(left, std::chrono::seconds(1), ttl);
         }

@@ -99,9 +99,6 @@ public:
     void close_sessions_now();
     // Shut down, drained and without sessions: a hub removed by a reload can be let go.
     bool retired() const { return retired_.load(); }
-    // After the event loop stopped (no strand work can run): drop the references to sessions,
-    // which reference the dispatcher, which references the hubs.
-    void release_sessions();
 
     // --- admin API (any thread; `done` runs on a storage or hub thread) ---
     // PUTs and DELETEs of agents, routes and accounts run one at a time (admin_queue.h).

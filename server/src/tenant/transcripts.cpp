@@ -67,7 +67,7 @@ void tenant_hub::on_accept(const request_context& cx, const std::string& offer_i
                 if (accepter == nullptr) return;
                 // Paced like a transcript (which see); the held events follow once it is queued.
                 global_metrics().frames_out++;
-                accepter->session->send_paced({make_frame(std::move(text))}, [self, sid, cid, through] {
+                accepter->session()->send_paced({make_frame(std::move(text))}, [self, sid, cid, through] {
                     self->on_strand([self, sid, cid, through] {
                         self->directory_.release_hold(sid, cid, through);
                     });
@@ -206,7 +206,7 @@ void tenant_hub::on_get_transcript(const request_context& cx, proto::requests::g
     auto ticket = try_begin_transcript_read();
     if (!ticket)
         return reply_error(sid, re, proto::error_code::rate_limited, std::string(too_many_transcript_reads));
-    std::make_shared<transcript_read>(shared_from_this(), from.session, re, r, reply_budget(),
+    std::make_shared<transcript_read>(shared_from_this(), from.session(), re, r, reply_budget(),
                                       to_millis(now), std::move(ticket))
         ->read_page();
 }
@@ -226,7 +226,7 @@ tenant_hub::transcript_ticket tenant_hub::try_begin_transcript_read() {
 }
 
 void tenant_hub::on_resume(const request_context& cx, const proto::requests::resume& r) {
-    auto replay = [self = shared_from_this(), session = cx.from.session, re = cx.re, conversation_id = r.conversation_id,
+    auto replay = [self = shared_from_this(), session = cx.from.session(), re = cx.re, conversation_id = r.conversation_id,
                    after = r.after_seq] {
         std::make_shared<resume_replay>(self, session, re, conversation_id)->read_after(after);
     };

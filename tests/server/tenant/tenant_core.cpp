@@ -30,7 +30,6 @@ tenant_core::~tenant_core() {
     if (hub_) {
         hub_->shutdown(websocket::close_code::going_away, "test over");
         settle();
-        hub_->release_sessions();
     }
     hub_.reset();
     work_.reset();
@@ -51,7 +50,6 @@ void tenant_core::open_hub() {
 void tenant_core::restart() {
     hub_->shutdown(websocket::close_code::going_away, "restart");
     settle();
-    hub_->release_sessions();
     hub_.reset();
     open_hub();
 }
