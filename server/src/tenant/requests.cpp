@@ -34,6 +34,13 @@ std::string fitted_page(std::vector<Entry> entries, const std::vector<std::strin
     return text;
 }
 
+// A reply built on a storage thread goes straight to its session, without a hop through the
+// hub's strand: it depends on no state of the hub, and nothing else is ordered after it.
+void reply_to(const std::shared_ptr<client_session>& session, std::string text) {
+    if (!session) return;
+    global_metrics().frames_out++;
+    session->send(make_frame(std::move(text)));
+}
 
 }  // namespace
 
@@ -283,11 +290,13 @@ void tenant_hub::on_list_conversations(const request_context& cx, proto::request
     q.limit = r.limit;
     q.cursor = r.cursor;
     q.now = to_millis(cx.now);
-    store_->list_conversations(std::move(q), [self = shared_from_this(), sid = cx.session_id, re = cx.re, budget = reply_budget()](
+    store_->list_conversations(std::move(q), [session = cx.from.session(), re = cx.re, budget = reply_budget()](
                                                  storage::result<storage::conversation_page> page) {
-        if (!page) return self->on_strand([self, sid, re, e = page.failure()] {
-            self->reply_error(sid, re, to_proto_error(e.kind), storage_message(e));
-        });
+        if (!page) {
+            global_metrics().protocol_errors++;
+            return reply_to(session, proto::encode_error(re ? std::optional<std::string_view>(*re) : std::nullopt,
+                                                         to_proto_error(page.kind()), storage_message(page.failure())));
+        }
         std::vector<proto::conversation_entry> entries;
         std::vector<std::string> cursors;
         for (const auto& s : page->conversations) {
@@ -302,33 +311,29 @@ void tenant_hub::on_list_conversations(const request_context& cx, proto::request
             if (s.last_message) e.last_message = chat_message_from(*s.last_message);
             entries.push_back(std::move(e));
         }
-        // Encoding happens here on the storage thread; only the send hops to the strand.
-        auto text = fitted_page(std::move(entries), cursors, page->next_cursor, budget,
-                                [&re](const auto& list, const std::optional<std::string>& cursor) {
-                                    return proto::encode_list_conversations_ok(re.value_or(""), list, cursor);
-                                });
-        self->on_strand([self, sid, text = std::move(text)]() mutable { self->send(sid, std::move(text)); });
+        // Encoded here, on the storage thread.
+        reply_to(session, fitted_page(std::move(entries), cursors, page->next_cursor, budget,
+                                      [&re](const auto& list, const std::optional<std::string>& cursor) {
+                                          return proto::encode_list_conversations_ok(re.value_or(""), list, cursor);
+                                      }));
     });
 }
 
 void tenant_hub::on_get_visitor(const request_context& cx, proto::requests::get_visitor& r) {
     store_->get_visitor(tenant_id_, r.visitor_id,
-                        [self = shared_from_this(), sid = cx.session_id, re = cx.re, id = r.visitor_id](
+                        [session = cx.from.session(), re = cx.re, id = r.visitor_id](
                             storage::result<storage::visitor_record> v) {
-                            std::string text =
+                            reply_to(session,
                                 v ? proto::encode_get_visitor_ok(re.value_or(""), proto::visitor_card{id, proto_profile(v.value())})
                                   : proto::encode_error(
                                         re ? std::optional<std::string_view>(*re) : std::nullopt,
-                                        to_proto_error(v.kind()), storage_message(v.failure()));
-                            self->on_strand([self, sid, text = std::move(text)]() mutable {
-                                self->send(sid, std::move(text));
-                            });
+                                        to_proto_error(v.kind()), storage_message(v.failure())));
                         });
 }
 
 void tenant_hub::on_get_activity(const request_context& cx, proto::requests::get_activity& r) {
     storage::activity_query q{tenant_id_, r.visitor_id, r.limit, r.cursor, to_millis(cx.now)};
-    store_->get_activity(std::move(q), [self = shared_from_this(), sid = cx.session_id, re = cx.re, budget = reply_budget()](
+    store_->get_activity(std::move(q), [session = cx.from.session(), re = cx.re, budget = reply_budget()](
                                            storage::result<storage::activity_page> page) {
         std::string text;
         if (!page) {
@@ -347,7 +352,7 @@ void tenant_hub::on_get_activity(const request_context& cx, proto::requests::get
                                    return proto::encode_get_activity_ok(re.value_or(""), entries, cursor);
                                });
         }
-        self->on_strand([self, sid, text = std::move(text)]() mutable { self->send(sid, std::move(text)); });
+        reply_to(session, std::move(text));
     });
 }
 
