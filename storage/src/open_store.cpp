@@ -14,6 +14,7 @@
 #include "queries.h"
 #include "reply_watchdog.h"
 #include "store_engine.h"
+#include "store_rules.h"
 
 namespace parley::storage {
 namespace {
@@ -44,20 +45,6 @@ result<backend_choice> choose_backend(const std::string& url, durability mode) {
     return backend_choice{"sqlite", [path, durable] { return detail::open_sqlite_connection(path, durable); }};
 }
 
-std::optional<error> check_options(const store_options& o) {
-    auto bad = [](std::string message) { return error{error_kind::bad_request, std::move(message)}; };
-    if (o.batch_max < 1) return bad("batch_max must be at least 1");
-    if (o.queue_max < 1) return bad("queue_max must be at least 1");
-    if (o.reader_threads < 1) return bad("reader_threads must be at least 1");
-    if (o.reader_queue_max < 1) return bad("reader_queue_max must be at least 1");
-    if (o.retention_days < 1) return bad("retention_days must be at least 1");
-    if (o.prune_batch < 1) return bad("prune_batch must be at least 1");
-    if (o.batch_delay.count() < 0) return bad("batch_delay must not be negative");
-    if (o.reconnect_backoff_min.count() < 1 || o.reconnect_backoff_max < o.reconnect_backoff_min)
-        return bad("reconnect backoff must satisfy 1 ms <= min <= max");
-    return std::nullopt;
-}
-
 // Connects once; errors become results.
 template <class T, class F>
 result<T> with_connection(const backend_choice& backend, F use) {
@@ -81,7 +68,7 @@ result<T> with_connection(const backend_choice& backend, F use) {
 int binary_schema_version() { return detail::known_schema_version(); }
 
 result<std::unique_ptr<store>> open_store(const std::string& url, const store_options& options) {
-    if (auto bad = check_options(options)) return *bad;
+    if (auto bad = detail::check_options(options)) return *bad;
     auto backend = choose_backend(url, options.durability);
     if (!backend) return backend.failure();
     return with_connection<std::unique_ptr<store>>(

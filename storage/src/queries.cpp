@@ -1,16 +1,11 @@
 #include "queries.h"
 
 #include <algorithm>
-#include <charconv>
-#include <limits>
 
 namespace parley::storage::detail {
 namespace {
 
 using nlohmann::json;
-
-constexpr std::int64_t max_int64 = std::numeric_limits<std::int64_t>::max();
-constexpr std::int64_t millis_per_day = 24LL * 3600 * 1000;
 
 std::string to_json_text(const std::vector<std::string>& values) { return json(values).dump(); }
 
@@ -28,27 +23,6 @@ json json_value(const std::optional<std::string>& text) {
     auto parsed = json::parse(*text, nullptr, false);
     return parsed.is_discarded() ? json(nullptr) : parsed;
 }
-
-// Cursors are "<time>.<id>": the sort key of the last row of the previous page.
-struct cursor_position {
-    std::int64_t time = max_int64;
-    std::string id;
-};
-
-std::optional<cursor_position> parse_cursor(const std::optional<std::string>& cursor) {
-    if (!cursor) return cursor_position{max_int64, ""};
-    auto dot = cursor->find('.');
-    if (dot == std::string::npos || dot == 0) return std::nullopt;
-    cursor_position position;
-    auto [end, ec] = std::from_chars(cursor->data(), cursor->data() + dot, position.time);
-    if (ec != std::errc{} || end != cursor->data() + dot) return std::nullopt;
-    position.id = cursor->substr(dot + 1);
-    return position;
-}
-
-std::string make_cursor(std::int64_t time, const std::string& id) { return std::to_string(time) + "." + id; }
-
-error bad_request(std::string message) { return {error_kind::bad_request, std::move(message)}; }
 
 // --- schema -----------------------------------------------------------------
 
@@ -338,8 +312,6 @@ void force_schema_version(sql_connection& c, int version) {
     }
 }
 
-millis retention_cutoff(millis now, int retention_days) { return now - retention_days * millis_per_day; }
-
 // --- writes -----------------------------------------------------------------
 
 void put_tenant(sql_connection& c, const tenant_record& tenant) {
@@ -611,9 +583,8 @@ result<conversation_record> get_conversation(sql_connection& c, const std::strin
 }
 
 result<conversation_page> list_conversations(sql_connection& c, const conversation_query& q, int retention_days) {
-    if (q.limit < 1 || q.limit > 100) return bad_request("limit must be 1..100");
-    auto position = parse_cursor(q.cursor);
-    if (!position) return bad_request("malformed cursor");
+    auto position = conversation_page_start(q.limit, q.cursor);
+    if (!position) return position.failure();
     const millis cutoff = retention_cutoff(q.now, retention_days);
     const std::string select = std::string("SELECT ") + conversation_columns +
                                ", v.tenant_id, v.id, v.name, v.job_title, v.email, v.phone, v.crm_status, v.company "
@@ -649,18 +620,12 @@ result<conversation_page> list_conversations(sql_connection& c, const conversati
 }
 
 result<activity_page> get_activity(sql_connection& c, const activity_query& q, int retention_days) {
-    if (q.limit < 1 || q.limit > 100) return bad_request("limit must be 1..100");
-    auto position = parse_cursor(q.cursor);
-    if (!position) return bad_request("malformed cursor");
-    std::int64_t after_id = max_int64;
-    if (q.cursor) {
-        auto [end, ec] = std::from_chars(position->id.data(), position->id.data() + position->id.size(), after_id);
-        if (ec != std::errc{} || end != position->id.data() + position->id.size()) return bad_request("malformed cursor");
-    }
+    auto position = activity_page_start(q.limit, q.cursor);
+    if (!position) return position.failure();
     auto r = c.exec("SELECT id, tenant_id, visitor_id, type, at, conversation_id, details FROM activities "
                     "WHERE tenant_id = $1 AND visitor_id = $2 AND at >= $3 AND (at, id) < ($4, $5) "
                     "ORDER BY at DESC, id DESC LIMIT $6",
-                    {q.tenant_id, q.visitor_id, retention_cutoff(q.now, retention_days), position->time, after_id,
+                    {q.tenant_id, q.visitor_id, retention_cutoff(q.now, retention_days), position->time, position->id,
                      std::int64_t{q.limit + 1}});
     activity_page page;
     for (const auto& row : r.rows) {
@@ -686,8 +651,7 @@ result<activity_page> get_activity(sql_connection& c, const activity_query& q, i
 result<message_page> get_transcript(sql_connection& c, const std::string& tenant_id,
                                     const std::string& conversation_id, std::int64_t after_seq, int limit, millis now,
                                     int retention_days) {
-    if (limit < 1 || limit > max_message_page)
-        return bad_request("limit must be 1.." + std::to_string(max_message_page));
+    if (auto bad = check_transcript_limit(limit)) return *bad;
     auto rows = messages_after(c, tenant_id, conversation_id, after_seq, limit + 1, now, retention_days);
     if (!rows) return rows.failure();
     message_page page;
@@ -702,7 +666,7 @@ result<message_page> get_transcript(sql_connection& c, const std::string& tenant
 result<std::vector<message_record>> messages_after(sql_connection& c, const std::string& tenant_id,
                                                    const std::string& conversation_id, std::int64_t after_seq,
                                                    int limit, millis now, int retention_days) {
-    if (limit < 1) return bad_request("limit must be positive");
+    if (auto bad = check_messages_limit(limit)) return *bad;
     const millis cutoff = retention_cutoff(now, retention_days);
     if (!conversation_exists(c, tenant_id, conversation_id, cutoff))
         return error{error_kind::not_found, "no conversation " + conversation_id};
@@ -853,10 +817,3 @@ prune_report prune(sql_connection& c, millis now, int retention_days, std::size_
 }
 
 }  // namespace parley::storage::detail
-
-namespace parley::storage {
-
-std::string cursor_after(const conversation_record& last) { return detail::make_cursor(last.started_at, last.id); }
-std::string cursor_after(const activity_record& last) { return detail::make_cursor(last.at, std::to_string(last.id)); }
-
-}  // namespace parley::storage

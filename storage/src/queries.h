@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "sql.h"
+#include "store_rules.h"
 
 namespace parley::storage::detail {
 
@@ -20,8 +21,6 @@ int migrate(sql_connection& c, int target = 0);
 // 0 for an empty database.
 int current_schema_version(sql_connection& c);
 void force_schema_version(sql_connection& c, int version);
-
-millis retention_cutoff(millis now, int retention_days);
 
 void put_tenant(sql_connection& c, const tenant_record& tenant);
 void put_agent(sql_connection& c, const agent_record& agent);
