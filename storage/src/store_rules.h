@@ -31,7 +31,8 @@ struct activity_cursor {
     std::int64_t id = 0;  // activities are numbered by storage
 };
 // bad_request for a limit outside 1..100 or a malformed cursor.
-result<conversation_cursor> conversation_page_start(int limit, const std::optional<std::string>& cursor);
+result<conversation_cursor> conversation_page_start(int limit,
+                                                    const std::optional<std::string>& cursor);
 result<activity_cursor> activity_page_start(int limit, const std::optional<std::string>& cursor);
 std::string make_cursor(std::int64_t time, const std::string& id);
 

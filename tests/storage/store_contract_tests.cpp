@@ -1,5 +1,7 @@
-// The storage contract: every test here runs against SQLite (storage_sqlite_tests)
-// and PostgreSQL (storage_pg_tests), each test case on an empty database.
+// The storage contract: every test here runs against SQLite (storage_sqlite_tests),
+// PostgreSQL (storage_pg_tests) and the memory store (storage_memory_tests), each
+// test case on an empty database. The memory store skips only the tests tagged
+// PARLEY_NEEDS_DATABASE (test_database.h), each with its reason above it.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,8 +30,8 @@ namespace {
 constexpr millis day = 24LL * 3600 * 1000;
 constexpr millis now = 1'750'000'000'000;  // a fixed "now"; tests move time by passing other values
 
-std::unique_ptr<store> open_ok(const std::string& url, store_options options = {}) {
-    auto opened = open_store(url, options);
+std::unique_ptr<store> open_ok(const test::test_database& db, store_options options = {}) {
+    auto opened = test::open_test_store(db, options);
     INFO((opened.ok() ? std::string() : opened.failure().message));
     REQUIRE(opened.ok());
     return std::move(opened).value();
@@ -97,19 +99,21 @@ status save(store& s, conversation_record c) {
 // Retention tests: 90 days, `prune_batch` rows per delete; `old` is past the window.
 constexpr millis old = now - 91 * day;
 
-std::unique_ptr<store> open_for_retention(const std::string& url, std::size_t prune_batch) {
+std::unique_ptr<store> open_for_retention(const test::test_database& db, std::size_t prune_batch) {
     store_options options;
     options.retention_days = 90;
     options.prune_batch = prune_batch;
-    return open_ok(url, options);
+    return open_ok(db, options);
 }
 
 }  // namespace
 
-TEST_CASE("migrations are idempotent and a newer schema is refused", "[storage][migrations]") {
+// Needs a database: SQL schema migrations and their version table; a memory store has no schema.
+TEST_CASE("migrations are idempotent and a newer schema is refused",
+          "[storage][migrations]" PARLEY_NEEDS_DATABASE) {
     auto db = make_test_database("migrations");
     {
-        auto s = open_ok(db.url);
+        auto s = open_ok(db);
         CHECK(s->backend_name() == test::backend_name());
         auto version = s->schema_version();
         REQUIRE(version.ok());
@@ -120,7 +124,7 @@ TEST_CASE("migrations are idempotent and a newer schema is refused", "[storage][
     auto again = migrate(db.url);
     REQUIRE(again.ok());
     CHECK(again.value() == binary_schema_version());
-    { open_ok(db.url); }
+    { open_ok(db); }
 
     require_ok(testing::force_schema_version(db.url, binary_schema_version() + 1));
     auto refused = open_store(db.url);
@@ -132,7 +136,9 @@ TEST_CASE("migrations are idempotent and a newer schema is refused", "[storage][
     CHECK_THAT(refused_migrate.failure().message, Catch::Contains("newer"));
 }
 
-TEST_CASE("a database an older parleyd left (schema 2) migrates with its data", "[storage][migrations]") {
+// Needs a database: it builds an old schema with SQL and migrates it; a memory store has no schema.
+TEST_CASE("a database an older parleyd left (schema 2) migrates with its data",
+          "[storage][migrations]" PARLEY_NEEDS_DATABASE) {
     auto db = make_test_database("migrate_v2");
     require_ok(testing::migrate_to(db.url, 2));
     // Schema 2 stored client_msg_ids raw and visitor cards without a date.
@@ -146,7 +152,7 @@ TEST_CASE("a database an older parleyd left (schema 2) migrates with its data", 
         "('acme', 'c1', 1, 'visitor', NULL, 'text', 'hello', 'm-1', 1749999999500),"
         "('acme', 'c1', 2, 'agent', 'a1', 'text', 'hi', 'm-2', 1749999999600);"));
 
-    auto s = open_ok(db.url);
+    auto s = open_ok(db);
     CHECK(s->schema_version().value() == binary_schema_version());
     auto card = wait_for<visitor_record>([&](auto done) { s->get_visitor("acme", "v-c1", done); });
     REQUIRE(card.ok());
@@ -168,7 +174,7 @@ TEST_CASE("a database an older parleyd left (schema 2) migrates with its data", 
     // tests' fixed `now`): no prune takes it until a full window has passed since.
     store_options options;
     options.retention_days = 90;
-    auto pruning = open_ok(db.url, options);
+    auto pruning = open_ok(db, options);
     auto exists = [&](const char* id) {
         return wait_for<visitor_record>([&](auto done) { s->get_visitor("acme", id, done); }).ok();
     };
@@ -181,7 +187,9 @@ TEST_CASE("a database an older parleyd left (schema 2) migrates with its data", 
     CHECK(exists("v-c1"));  // still in use: its conversation is open
 }
 
-TEST_CASE("a database without the schema is refused when migrating on open is off", "[storage][migrations]") {
+// Needs a database: migrate_on_open and `parleyd migrate`; a memory store has no schema to be behind.
+TEST_CASE("a database without the schema is refused when migrating on open is off",
+          "[storage][migrations]" PARLEY_NEEDS_DATABASE) {
     auto db = make_test_database("nomigrate");
     store_options options;
     options.migrate_on_open = false;
@@ -189,10 +197,11 @@ TEST_CASE("a database without the schema is refused when migrating on open is of
     REQUIRE_FALSE(refused.ok());
     CHECK_THAT(refused.failure().message, Catch::Contains("parleyd migrate"));
     REQUIRE(migrate(db.url).ok());
-    open_ok(db.url, options);
+    open_ok(db, options);
 }
 
-TEST_CASE("bad URLs and options are refused with a clear error", "[storage]") {
+// Needs a database: storage URLs (memory_store_tests.cpp checks the options part for the memory store).
+TEST_CASE("bad URLs and options are refused with a clear error", "[storage]" PARLEY_NEEDS_DATABASE) {
     auto unknown = open_store("mysql://localhost/db");
     REQUIRE_FALSE(unknown.ok());
     CHECK(unknown.failure().kind == error_kind::bad_request);
@@ -224,7 +233,9 @@ TEST_CASE("bad URLs and options are refused with a clear error", "[storage]") {
     CHECK(bad_options.failure().kind == error_kind::bad_request);
 }
 
-TEST_CASE("a refused storage URL's error quotes neither the URL nor its password", "[storage]") {
+// Needs a database: storage URLs; a memory store is made without one.
+TEST_CASE("a refused storage URL's error quotes neither the URL nor its password",
+          "[storage]" PARLEY_NEEDS_DATABASE) {
     // libpq's own parse message quotes the bad part: `invalid percent-encoded token: "Sup3r%Secret"`.
     const std::vector<std::string> urls{
         "postgresql://parley:Sup3r%Secret@127.0.0.1:1/db",
@@ -251,7 +262,7 @@ TEST_CASE("a refused storage URL's error quotes neither the URL nor its password
 
 TEST_CASE("tenants, agents, routes and accounts: upsert, list, delete, per tenant", "[storage][admin]") {
     auto db = make_test_database("admin");
-    auto s = open_ok(db.url);
+    auto s = open_ok(db);
 
     require_ok(wait_for<void>([&](auto done) { s->put_tenant({"acme", {{"anonymous", true}}}, done); }));
     require_ok(wait_for<void>([&](auto done) { s->put_tenant({"globex", {}}, done); }));
@@ -319,7 +330,7 @@ TEST_CASE("tenants, agents, routes and accounts: upsert, list, delete, per tenan
 
 TEST_CASE("visitors: unsupplied fields are null and partial updates keep the rest", "[storage][visitors]") {
     auto db = make_test_database("visitors");
-    auto s = open_ok(db.url);
+    auto s = open_ok(db);
     visitor_record v;
     v.tenant_id = "acme";
     v.id = "v1";
@@ -364,7 +375,7 @@ TEST_CASE("visitors: unsupplied fields are null and partial updates keep the res
 
 TEST_CASE("messages: transcript in seq order, resume after seq, client_msg_id idempotency", "[storage][messages]") {
     auto db = make_test_database("messages");
-    auto s = open_ok(db.url);
+    auto s = open_ok(db);
     require_ok(save(*s, conversation("acme", "c1", now - 1000)));
     require_ok(save(*s, conversation("globex", "c1", now - 1000)));
 
@@ -430,7 +441,7 @@ TEST_CASE("messages: transcript in seq order, resume after seq, client_msg_id id
 TEST_CASE("transcript pages: after_seq and limit in seq order, next_after_seq null exactly at the end",
           "[storage][messages]") {
     auto db = make_test_database("transcriptpages");
-    auto s = open_ok(db.url);
+    auto s = open_ok(db);
     require_ok(save(*s, conversation("acme", "c1", now - 1000)));
     require_ok(save(*s, conversation("acme", "empty", now - 1000)));
     require_ok(save(*s, conversation("globex", "c1", now - 1000)));
@@ -498,7 +509,7 @@ TEST_CASE("a batch with duplicates and conflicts settles every write correctly",
     auto db = make_test_database("batchdup");
     store_options options;
     options.batch_delay = std::chrono::milliseconds(200);  // everything below lands in one batch
-    auto s = open_ok(db.url, options);
+    auto s = open_ok(db, options);
     std::vector<std::future<result<append_outcome>>> outcomes;
     auto submit = [&](message_record m) {
         auto promise = std::make_shared<std::promise<result<append_outcome>>>();
@@ -536,7 +547,7 @@ TEST_CASE("a retried write that finds its own row is a success, alone or in a ba
     auto db = make_test_database("ownrow");
     store_options options;
     options.batch_delay = std::chrono::milliseconds(200);  // the runs below land in one batch each
-    auto s = open_ok(db.url, options);
+    auto s = open_ok(db, options);
     require_ok(save(*s, conversation("acme", "c1", now)));
     auto submit_all = [&](const std::vector<message_record>& messages) {
         std::vector<std::future<result<append_outcome>>> outcomes;
@@ -586,7 +597,7 @@ TEST_CASE("a retried write that finds its own row is a success, alone or in a ba
 
 TEST_CASE("conversations: save, update, list active and all with cursor paging", "[storage][conversations]") {
     auto db = make_test_database("conversations");
-    auto s = open_ok(db.url);
+    auto s = open_ok(db);
     visitor_record v;
     v.tenant_id = "acme";
     v.id = "v-c0";
@@ -669,7 +680,7 @@ TEST_CASE("conversations: save, update, list active and all with cursor paging",
 
 TEST_CASE("offers: resolved once; a second answer is a conflict", "[storage][offers]") {
     auto db = make_test_database("offers");
-    auto s = open_ok(db.url);
+    auto s = open_ok(db);
     offer_record offer{"acme", "o1", "c1", "a1", now, now + 45'000, offer_outcome::pending, std::nullopt};
     require_ok(wait_for<void>([&](auto done) { s->put_offer(offer, done); }));
     require_ok(wait_for<void>([&](auto done) { s->resolve_offer("acme", "o1", offer_outcome::accepted, now + 5, done); }));
@@ -683,7 +694,7 @@ TEST_CASE("offers: resolved once; a second answer is a conflict", "[storage][off
 
 TEST_CASE("activities: newest first, cursor paging, only the retention window", "[storage][activities]") {
     auto db = make_test_database("activities");
-    auto s = open_ok(db.url);
+    auto s = open_ok(db);
     // 30 activities one day apart (ages 0..29 days), two at the same instant, plus one 100 days old.
     for (int i = 0; i < 30; ++i) {
         activity_record a{"acme", "v1", "visited_webpage", now - i * day, std::nullopt, {{"n", i}}, 0};
@@ -724,7 +735,7 @@ TEST_CASE("one tenant's flood of reads cannot get another tenant's read refused"
     store_options options;
     options.reader_threads = 1;
     options.reader_queue_max = 10;  // a tenant may queue 5
-    auto s = open_ok(db.url, options);
+    auto s = open_ok(db, options);
     std::atomic<int> flood_done{0}, flood_refused{0};
     constexpr int flood = 300;
     for (int i = 0; i < flood; ++i)
@@ -742,7 +753,7 @@ TEST_CASE("one tenant's flood of reads cannot get another tenant's read refused"
 
 TEST_CASE("retention: old rows are invisible before the prune and deleted by it in batches", "[storage][retention]") {
     auto db = make_test_database("retention");
-    auto s = open_for_retention(db.url, 7);
+    auto s = open_for_retention(db, 7);
     auto ended_old = conversation("acme", "old", old - 1000, conversation_state::ended);
     ended_old.ended_at = old;
     require_ok(save(*s, ended_old));
@@ -802,7 +813,7 @@ TEST_CASE("retention: old rows are invisible before the prune and deleted by it 
 
 TEST_CASE("retention: a visitor card goes once it is old and nothing else of the visitor is left", "[storage][retention]") {
     auto db = make_test_database("retention_visitors");
-    auto s = open_for_retention(db.url, 2);
+    auto s = open_for_retention(db, 2);
     auto put_card = [&](const std::string& id, millis written_at) {
         visitor_record v;
         v.tenant_id = "acme";
@@ -843,7 +854,7 @@ TEST_CASE("retention: a visitor card goes once it is old and nothing else of the
 
 TEST_CASE("retention: a prune asked to stop does so between batches; the next run goes on", "[storage][retention]") {
     auto db = make_test_database("retention_stop");
-    auto s = open_for_retention(db.url, 7);
+    auto s = open_for_retention(db, 7);
     require_ok(save(*s, conversation("acme", "c", old - 1000)));
     for (int seq = 1; seq <= 30; ++seq) REQUIRE(append(*s, text_message("acme", "c", seq, old)).ok());
 
@@ -864,7 +875,7 @@ TEST_CASE("retention: a prune asked to stop does so between batches; the next ru
 TEST_CASE("retention: a message stamped in the future does not hold back older ones", "[storage][retention]") {
     // A clock stepped back leaves a young row before old ones in insertion order.
     auto db = make_test_database("retention_skew");
-    auto s = open_for_retention(db.url, 2);
+    auto s = open_for_retention(db, 2);
     require_ok(save(*s, conversation("acme", "c", old - 1000)));
     int seq = 0;
     for (int i = 0; i < 5; ++i) REQUIRE(append(*s, text_message("acme", "c", ++seq, old)).ok());
@@ -888,7 +899,7 @@ TEST_CASE("load_open_state brings back open conversations, seq counters, pending
           "[storage][recovery]") {
     auto db = make_test_database("openstate");
     {
-        auto s = open_ok(db.url);
+        auto s = open_ok(db);
         auto open = conversation("acme", "c1", now - 5000);
         open.tried_agents = {"a2", "a1"};
         require_ok(save(*s, open));
@@ -914,7 +925,7 @@ TEST_CASE("load_open_state brings back open conversations, seq counters, pending
         require_ok(wait_for<void>([&](auto done) { s->clear_override("acme", "a5", done); }));
         require_ok(wait_for<void>([&](auto done) { s->set_override({"globex", "b1", true, std::nullopt, now}, done); }));
     }
-    auto s = open_ok(db.url);  // as after a restart
+    auto s = open_ok(db);  // as after a restart
     auto state = s->load_open_state(std::string("acme"), now);
     REQUIRE(state.ok());
     REQUIRE(state->conversations.size() == 2);
@@ -950,9 +961,11 @@ TEST_CASE("load_open_state brings back open conversations, seq counters, pending
     CHECK(everything->overrides.size() == 3);
 }
 
-TEST_CASE("acknowledged messages survive kill -9 of the writing process", "[storage][recovery]") {
+// Needs a database: a killed process's memory is gone; only a database outside it can keep the messages.
+TEST_CASE("acknowledged messages survive kill -9 of the writing process",
+          "[storage][recovery]" PARLEY_NEEDS_DATABASE) {
     auto db = make_test_database("kill9");
-    { open_ok(db.url); }  // migrate up front
+    { open_ok(db); }  // migrate up front
     int pipe_fds[2];
     REQUIRE(::pipe(pipe_fds) == 0);
     const pid_t child = ::fork();
@@ -1003,7 +1016,7 @@ TEST_CASE("acknowledged messages survive kill -9 of the writing process", "[stor
     ::close(pipe_fds[0]);
     REQUIRE(highest >= 200);
 
-    auto s = open_ok(db.url);
+    auto s = open_ok(db);
     auto state = s->load_open_state(std::string("acme"), now);
     REQUIRE(state.ok());
     REQUIRE(state->conversations.size() == 1);
@@ -1019,7 +1032,7 @@ TEST_CASE("group commit: many concurrent writes take far fewer transactions", "[
     auto db = make_test_database("groupcommit");
     store_options options;
     options.batch_max = 500;
-    auto s = open_ok(db.url, options);
+    auto s = open_ok(db, options);
     constexpr int producers = 8, per_producer = 500;
     std::atomic<int> acknowledged{0}, failed{0};
     std::vector<std::thread> threads;
@@ -1053,7 +1066,7 @@ TEST_CASE("durability commit acknowledges after the commit, relaxed once queued"
         store_options options;
         options.durability = durability::commit;
         options.batch_delay = std::chrono::milliseconds(300);
-        auto s = open_ok(db.url, options);
+        auto s = open_ok(db, options);
         std::atomic<bool> called{false};
         std::optional<append_outcome> outcome;
         s->append_message(text_message("acme", "c1", 1, now), [&](result<append_outcome> r) {
@@ -1071,7 +1084,7 @@ TEST_CASE("durability commit acknowledges after the commit, relaxed once queued"
         store_options options;
         options.durability = durability::relaxed;
         options.batch_delay = std::chrono::milliseconds(300);
-        auto s = open_ok(db.url, options);
+        auto s = open_ok(db, options);
         bool called = false;
         std::optional<append_outcome> outcome;
         s->append_message(text_message("acme", "c1", 1, now), [&](result<append_outcome> r) {
@@ -1109,7 +1122,7 @@ TEST_CASE("relaxed writes failing after acknowledgement: a few log lines a secon
     {
         store_options options;
         options.durability = durability::relaxed;
-        auto s = open_ok(db.url, options);
+        auto s = open_ok(db, options);
         REQUIRE(append(*s, text_message("acme", "c1", 1, now, "first")).ok());
         s->flush();
         // Each takes seq 1 again with another client_msg_id: acknowledged, then a conflict.
@@ -1142,7 +1155,7 @@ TEST_CASE("the write queue is bounded: beyond queue_max writes fail with unavail
     store_options options;
     options.queue_max = 10;
     options.batch_delay = std::chrono::milliseconds(1000);  // the writer holds off while we fill the queue
-    auto s = open_ok(db.url, options);
+    auto s = open_ok(db, options);
     std::atomic<int> ok{0}, unavailable{0}, other{0};
     for (int i = 1; i <= 15; ++i)
         s->append_message(text_message("acme", "c1", i, now), [&](result<append_outcome> r) {

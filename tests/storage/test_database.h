@@ -5,8 +5,19 @@
 #include <memory>
 #include <string>
 
+#include "parley/storage/memory_store.h"
 #include "parley/storage/store.h"
 #include "support/test_env.h"
+
+// The tag of contract tests that need a database outside the process (a schema
+// to migrate, a URL to parse, another process writing to it). The memory
+// backend's run (storage_memory_tests, built with PARLEY_STORAGE_TEST_MEMORY)
+// has none: there the tag hides them ("[.]"); each says why above it.
+#ifdef PARLEY_STORAGE_TEST_MEMORY
+#define PARLEY_NEEDS_DATABASE "[.needs-database]"
+#else
+#define PARLEY_NEEDS_DATABASE "[needs-database]"
+#endif
 
 namespace parley::storage::test {
 
@@ -14,9 +25,12 @@ namespace parley::storage::test {
 struct test_database {
     std::string url;
     std::shared_ptr<parley::test::temp_dir> directory;  // SQLite only
+    std::shared_ptr<memory_database> memory;            // memory store only
 };
 
 test_database make_test_database(const std::string& name_hint);
+// A store on the test case's database, as open_store(db.url, options) opens one.
+result<std::unique_ptr<store>> open_test_store(const test_database& db, const store_options& options = {});
 const char* backend_name();
 
 // Runs an asynchronous store operation and waits for its callback.
