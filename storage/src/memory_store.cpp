@@ -21,6 +21,7 @@
 #include "memory_tables.h"
 #include "parley/storage/log_throttle.h"
 #include "store_rules.h"
+#include "write_rules.h"
 
 namespace parley::storage {
 
@@ -31,24 +32,14 @@ public:
     detail::memory_tables tables;
 };
 
-std::shared_ptr<memory_database> make_memory_database() {
-    return std::make_shared<memory_database>();
-}
+std::shared_ptr<memory_database> make_memory_database() { return std::make_shared<memory_database>(); }
 
 namespace detail {
 namespace {
 
-std::shared_ptr<spdlog::logger> logger() {
-    auto named = spdlog::get("store");
-    return named ? named : spdlog::default_logger();
-}
+error unavailable(std::string message) { return {error_kind::unavailable, std::move(message)}; }
 
-error unavailable(std::string message) {
-    return {error_kind::unavailable, std::move(message)};
-}
-
-const char* const database_away =
-    "the database is unreachable (memory store: set_reachable(false))";
+const char* const database_away = "the database is unreachable (memory store: set_reachable(false))";
 
 class memory_engine final : public memory_store {
 public:
@@ -69,8 +60,8 @@ public:
     void replace_visitor(visitor_record visitor, callback<void> done) override;
     void save_conversation(conversation_record conversation, callback<void> done) override;
     void put_offer(offer_record offer, callback<void> done) override;
-    void resolve_offer(std::string tenant_id, std::string offer_id, offer_outcome outcome,
-                       millis at, callback<void> done) override;
+    void resolve_offer(std::string tenant_id, std::string offer_id, offer_outcome outcome, millis at,
+                       callback<void> done) override;
     void append_activity(activity_record activity, callback<void> done) override;
     void set_override(availability_override value, callback<void> done) override;
     void clear_override(std::string tenant_id, std::string agent_id, callback<void> done) override;
@@ -79,16 +70,15 @@ public:
     void list_agents(std::string tenant_id, callback<std::vector<agent_record>> done) override;
     void list_routes(std::string tenant_id, callback<std::vector<route_record>> done) override;
     void list_accounts(std::string tenant_id, callback<std::vector<account_record>> done) override;
-    void get_visitor(std::string tenant_id, std::string visitor_id,
-                     callback<visitor_record> done) override;
+    void get_visitor(std::string tenant_id, std::string visitor_id, callback<visitor_record> done) override;
     void get_conversation(std::string tenant_id, std::string conversation_id,
                           callback<conversation_record> done) override;
     void list_conversations(conversation_query query, callback<conversation_page> done) override;
     void get_activity(activity_query query, callback<activity_page> done) override;
-    void get_transcript(std::string tenant_id, std::string conversation_id, std::int64_t after_seq,
-                        int limit, millis now, callback<message_page> done) override;
-    void messages_after(std::string tenant_id, std::string conversation_id, std::int64_t after_seq,
-                        int limit, millis now, callback<std::vector<message_record>> done) override;
+    void get_transcript(std::string tenant_id, std::string conversation_id, std::int64_t after_seq, int limit,
+                        millis now, callback<message_page> done) override;
+    void messages_after(std::string tenant_id, std::string conversation_id, std::int64_t after_seq, int limit,
+                        millis now, callback<std::vector<message_record>> done) override;
 
     result<open_state> load_open_state(std::optional<std::string> tenant_id, millis now) override;
     using store::prune;
@@ -158,16 +148,14 @@ private:
     std::condition_variable finished_changed_;  // and reachability changes, for waiting readers
     std::deque<write_job> queue_;
     std::size_t queued_state_writes_ = 0;
-    std::unordered_map<std::string, std::shared_ptr<coalesced_save>>
-        coalesced_saves_;  // queued ones
+    std::unordered_map<std::string, std::shared_ptr<coalesced_save>> coalesced_saves_;  // queued ones
     std::uint64_t submitted_ = 0;
     std::uint64_t finished_ = 0;
     bool reachable_ = true;
     bool stopping_ = false;
     store_stats stats_;
 
-    log_throttle relaxed_failure_log_{5, "relaxed message write(s) failed after acknowledgement",
-                                      spdlog::level::err};
+    log_throttle relaxed_failure_log_{5, relaxed_failures, spdlog::level::err};
 
     // readers_mutex_ guards the read queue, the held replies and the released ones.
     mutable std::mutex readers_mutex_;
@@ -186,12 +174,10 @@ private:
 memory_engine::memory_engine(store_options options, std::shared_ptr<memory_database> database)
     : options_(std::move(options)),
       database_(std::move(database)),
-      read_queue_(options_.reader_queue_max,
-                  std::max<std::size_t>(1, options_.reader_queue_max / 2)) {
+      read_queue_(options_.reader_queue_max, std::max<std::size_t>(1, options_.reader_queue_max / 2)) {
     writer_thread_ = std::thread([this] { writer_loop(); });
     expiry_thread_ = std::thread([this] { expiry_loop(); });
-    for (std::size_t i = 0; i < options_.reader_threads; ++i)
-        reader_threads_.emplace_back([this] { reader_loop(); });
+    for (std::size_t i = 0; i < options_.reader_threads; ++i) reader_threads_.emplace_back([this] { reader_loop(); });
 }
 
 memory_engine::~memory_engine() {
@@ -211,7 +197,7 @@ memory_engine::~memory_engine() {
     }
     readers_wake_.notify_all();
     for (auto& reader : reader_threads_) reader.join();
-    relaxed_failure_log_.report_suppressed(*logger());
+    relaxed_failure_log_.report_suppressed(*store_logger());
 }
 
 // --- writes -------------------------------------------------------------------
@@ -223,15 +209,14 @@ void memory_engine::submit_write(write_job job) {
     append_outcome acknowledged;
     {
         std::unique_lock lock(mutex_);
-        // State writes have nobody waiting and must survive an outage: they may fill twice the
-        // bound.
-        const std::size_t bound = job.message ? options_.queue_max : 2 * options_.queue_max;
+        // State writes have nobody waiting and must survive an outage: they may fill twice the bound.
+        const std::size_t bound = queue_bound(options_, job.message.has_value());
         if (stopping_ || queue_.size() >= bound) {
             const bool full = !stopping_;
             if (full) ++stats_.rejected_queue_full;
             lock.unlock();
-            complete(job, std::optional<error>(unavailable(full ? "storage queue is full"
-                                                                : "storage is shutting down")));
+            complete(job,
+                     std::optional<error>(unavailable(full ? "storage queue is full" : "storage is shutting down")));
             return;
         }
         if (job.message && options_.durability == durability::relaxed) {
@@ -284,19 +269,16 @@ std::function<std::optional<error>(memory_tables&)> cannot_fail(Write write) {
 }
 
 void memory_engine::put_tenant(tenant_record tenant, callback<void> done) {
-    submit_state_write(cannot_fail([r = std::move(tenant)](memory_tables& t) { t.put_tenant(r); }),
-                       std::move(done));
+    submit_state_write(cannot_fail([r = std::move(tenant)](memory_tables& t) { t.put_tenant(r); }), std::move(done));
 }
 
 void memory_engine::put_agent(agent_record agent, callback<void> done) {
-    submit_state_write(cannot_fail([r = std::move(agent)](memory_tables& t) { t.put_agent(r); }),
-                       std::move(done));
+    submit_state_write(cannot_fail([r = std::move(agent)](memory_tables& t) { t.put_agent(r); }), std::move(done));
 }
 
 void memory_engine::delete_agent(std::string tenant_id, std::string agent_id, callback<void> done) {
     submit_state_write(
-        [t = std::move(tenant_id),
-         a = std::move(agent_id)](memory_tables& tables) -> std::optional<error> {
+        [t = std::move(tenant_id), a = std::move(agent_id)](memory_tables& tables) -> std::optional<error> {
             if (tables.delete_agent(t, a)) return std::nullopt;
             return error{error_kind::not_found, "no agent " + a};
         },
@@ -304,14 +286,12 @@ void memory_engine::delete_agent(std::string tenant_id, std::string agent_id, ca
 }
 
 void memory_engine::put_route(route_record route, callback<void> done) {
-    submit_state_write(cannot_fail([r = std::move(route)](memory_tables& t) { t.put_route(r); }),
-                       std::move(done));
+    submit_state_write(cannot_fail([r = std::move(route)](memory_tables& t) { t.put_route(r); }), std::move(done));
 }
 
 void memory_engine::delete_route(std::string tenant_id, std::string name, callback<void> done) {
     submit_state_write(
-        [t = std::move(tenant_id),
-         n = std::move(name)](memory_tables& tables) -> std::optional<error> {
+        [t = std::move(tenant_id), n = std::move(name)](memory_tables& tables) -> std::optional<error> {
             if (tables.delete_route(t, n)) return std::nullopt;
             return error{error_kind::not_found, "no route " + n};
         },
@@ -319,15 +299,12 @@ void memory_engine::delete_route(std::string tenant_id, std::string name, callba
 }
 
 void memory_engine::put_account(account_record account, callback<void> done) {
-    submit_state_write(
-        cannot_fail([r = std::move(account)](memory_tables& t) { t.put_account(r); }),
-        std::move(done));
+    submit_state_write(cannot_fail([r = std::move(account)](memory_tables& t) { t.put_account(r); }), std::move(done));
 }
 
 void memory_engine::delete_account(std::string tenant_id, std::string domain, callback<void> done) {
     submit_state_write(
-        [t = std::move(tenant_id),
-         d = std::move(domain)](memory_tables& tables) -> std::optional<error> {
+        [t = std::move(tenant_id), d = std::move(domain)](memory_tables& tables) -> std::optional<error> {
             if (tables.delete_account(t, d)) return std::nullopt;
             return error{error_kind::not_found, "no account " + d};
         },
@@ -335,25 +312,19 @@ void memory_engine::delete_account(std::string tenant_id, std::string domain, ca
 }
 
 void memory_engine::put_visitor(visitor_record visitor, callback<void> done) {
-    submit_state_write(
-        cannot_fail([r = std::move(visitor)](memory_tables& t) { t.put_visitor(r); }),
-        std::move(done));
+    submit_state_write(cannot_fail([r = std::move(visitor)](memory_tables& t) { t.put_visitor(r); }), std::move(done));
 }
 
 void memory_engine::replace_visitor(visitor_record visitor, callback<void> done) {
-    submit_state_write(
-        cannot_fail([r = std::move(visitor)](memory_tables& t) { t.replace_visitor(r); }),
-        std::move(done));
+    submit_state_write(cannot_fail([r = std::move(visitor)](memory_tables& t) { t.replace_visitor(r); }),
+                       std::move(done));
 }
 
 void memory_engine::save_conversation(conversation_record conversation, callback<void> done) {
-    std::string key = conversation.tenant_id;
-    key += '\0';
-    key += conversation.id;
+    std::string key = conversation_row_key(conversation);
     {
         std::lock_guard lock(mutex_);
-        if (auto queued = coalesced_saves_.find(key);
-            queued != coalesced_saves_.end() && !stopping_) {
+        if (auto queued = coalesced_saves_.find(key); queued != coalesced_saves_.end() && !stopping_) {
             // Not yet taken by the writer: the newer row replaces the queued one.
             queued->second->record = std::move(conversation);
             if (done) queued->second->done.push_back(std::move(done));
@@ -375,12 +346,11 @@ void memory_engine::save_conversation(conversation_record conversation, callback
 }
 
 void memory_engine::put_offer(offer_record offer, callback<void> done) {
-    submit_state_write(cannot_fail([r = std::move(offer)](memory_tables& t) { t.put_offer(r); }),
-                       std::move(done));
+    submit_state_write(cannot_fail([r = std::move(offer)](memory_tables& t) { t.put_offer(r); }), std::move(done));
 }
 
-void memory_engine::resolve_offer(std::string tenant_id, std::string offer_id,
-                                  offer_outcome outcome, millis at, callback<void> done) {
+void memory_engine::resolve_offer(std::string tenant_id, std::string offer_id, offer_outcome outcome, millis at,
+                                  callback<void> done) {
     submit_state_write(
         [t = std::move(tenant_id), o = std::move(offer_id), outcome,
          at](memory_tables& tables) -> std::optional<error> {
@@ -397,40 +367,34 @@ void memory_engine::resolve_offer(std::string tenant_id, std::string offer_id,
 }
 
 void memory_engine::append_activity(activity_record activity, callback<void> done) {
-    submit_state_write(
-        cannot_fail([r = std::move(activity)](memory_tables& t) { t.append_activity(r); }),
-        std::move(done));
-}
-
-void memory_engine::set_override(availability_override value, callback<void> done) {
-    submit_state_write(cannot_fail([r = std::move(value)](memory_tables& t) { t.set_override(r); }),
+    submit_state_write(cannot_fail([r = std::move(activity)](memory_tables& t) { t.append_activity(r); }),
                        std::move(done));
 }
 
-void memory_engine::clear_override(std::string tenant_id, std::string agent_id,
-                                   callback<void> done) {
-    // Clearing an override that does not exist is not an error: the agent is on its schedule either
-    // way.
-    submit_state_write(cannot_fail([t = std::move(tenant_id), a = std::move(agent_id)](
-                                       memory_tables& tables) { tables.clear_override(t, a); }),
+void memory_engine::set_override(availability_override value, callback<void> done) {
+    submit_state_write(cannot_fail([r = std::move(value)](memory_tables& t) { t.set_override(r); }), std::move(done));
+}
+
+void memory_engine::clear_override(std::string tenant_id, std::string agent_id, callback<void> done) {
+    // Clearing an override that does not exist is not an error: the agent is on its schedule either way.
+    submit_state_write(cannot_fail([t = std::move(tenant_id), a = std::move(agent_id)](memory_tables& tables) {
+                           tables.clear_override(t, a);
+                       }),
                        std::move(done));
 }
 
 void memory_engine::complete(write_job& job, result<append_outcome> outcome) {
     if (job.on_message) {
         job.on_message(std::move(outcome));
-    } else if (!outcome.ok() && relaxed_failure_log_.admit(*logger())) {
-        logger()->error("relaxed write of message {}/{} seq {} failed after acknowledgement: {}",
-                        job.message->tenant_id, job.message->conversation_id, job.message->seq,
-                        outcome.failure().message);
+    } else if (!outcome.ok()) {
+        log_relaxed_failure(relaxed_failure_log_, *job.message, outcome.failure());
     }
 }
 
 void memory_engine::complete(write_job& job, std::optional<error> outcome) {
     if (job.message) {
         if (outcome) return complete(job, result<append_outcome>(std::move(*outcome)));
-        return complete(job, result<append_outcome>(
-                                 append_outcome{job.message->seq, job.message->at, false, true}));
+        return complete(job, result<append_outcome>(append_outcome{job.message->seq, job.message->at, false, true}));
     }
     if (job.on_done) job.on_done(outcome ? status(std::move(*outcome)) : status());
 }
@@ -458,26 +422,21 @@ void memory_engine::writer_loop() {
         std::vector<write_job> batch;
         {
             std::unique_lock lock(mutex_);
-            writer_wake_.wait(lock,
-                              [this] { return stopping_ || (reachable_ && !queue_.empty()); });
+            writer_wake_.wait(lock, [this] { return stopping_ || (reachable_ && !queue_.empty()); });
             if (!reachable_) {  // stopping while the database is away
                 auto failed = std::exchange(queue_, {});
                 queued_state_writes_ = 0;
                 coalesced_saves_.clear();
                 lock.unlock();
-                fail(std::move(failed),
-                     unavailable("storage shut down while the database was unreachable"));
+                fail(std::move(failed), unavailable("storage shut down while the database was unreachable"));
                 return;
             }
             if (queue_.empty()) return;  // stopping, and everything committed
-            if (queue_.size() < options_.batch_max && !stopping_ &&
-                options_.batch_delay.count() > 0) {
-                writer_wake_.wait_until(
-                    lock, queue_.front().enqueued + options_.batch_delay, [this] {
-                        return stopping_ || !reachable_ || queue_.size() >= options_.batch_max;
-                    });
-                if (!reachable_ || queue_.empty())
-                    continue;  // went away, or expired, while the batch filled
+            if (queue_.size() < options_.batch_max && !stopping_ && options_.batch_delay.count() > 0) {
+                writer_wake_.wait_until(lock, queue_.front().enqueued + options_.batch_delay, [this] {
+                    return stopping_ || !reachable_ || queue_.size() >= options_.batch_max;
+                });
+                if (!reachable_ || queue_.empty()) continue;  // went away, or expired, while the batch filled
             }
             const std::size_t take = std::min(queue_.size(), options_.batch_max);
             batch.reserve(take);
@@ -506,14 +465,11 @@ void memory_engine::commit(std::vector<write_job>& batch) {
     }
     {
         std::lock_guard lock(mutex_);
-        ++stats_.transactions_committed;
-        stats_.writes_committed += batch.size();
-        stats_.largest_batch = std::max<std::uint64_t>(stats_.largest_batch, batch.size());
+        count_batch(stats_, batch.size());
     }
     if (options_.on_batch_committed)
-        options_.on_batch_committed(
-            batch.size(),
-            std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started));
+        options_.on_batch_committed(batch.size(),
+                                    std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started));
     for (std::size_t i = 0; i < batch.size(); ++i) {
         if (batch[i].message)
             complete(batch[i], std::move(*message_outcomes[i]));
@@ -528,15 +484,12 @@ void memory_engine::commit(std::vector<write_job>& batch) {
 // the client can retry (by client_msg_id) instead of hanging. Other writes
 // stay queued: nobody waits on them, and they are made once the database is back.
 void memory_engine::expiry_loop() {
-    const auto poll = std::clamp(
-        std::chrono::duration_cast<std::chrono::milliseconds>(options_.unavailable_after / 10),
-        std::chrono::milliseconds(10), std::chrono::milliseconds(500));
+    const auto poll = expiry_poll(options_);
     std::unique_lock lock(mutex_);
     while (!expiry_wake_.wait_for(lock, poll, [this] { return stopping_; })) {
         const auto now = clock::now();
         std::deque<write_job> expired;
-        for (auto it = queue_.begin();
-             it != queue_.end() && it->enqueued + options_.unavailable_after <= now;) {
+        for (auto it = queue_.begin(); it != queue_.end() && it->enqueued + options_.unavailable_after <= now;) {
             if (it->message && it->on_message) {
                 expired.push_back(std::move(*it));
                 it = queue_.erase(it);
@@ -547,8 +500,7 @@ void memory_engine::expiry_loop() {
         if (expired.empty()) continue;
         stats_.expired_unavailable += expired.size();
         lock.unlock();
-        fail(std::move(expired),
-             unavailable("the database has not answered for a while; write not stored, retry"));
+        fail(std::move(expired), unavailable("the database has not answered for a while; write not stored, retry"));
         lock.lock();
     }
 }
@@ -600,8 +552,7 @@ result<T> memory_engine::run_read(std::uint64_t writes_before, Query& query) {
 // first waits until the writer has finished those, at most one batch.
 template <class T, class Query>
 void memory_engine::submit_read(std::string_view tenant, callback<T> done, Query query) {
-    std::function<void()> job = [this, done, query = std::move(query),
-                                 writes_before = writes_submitted()]() mutable {
+    std::function<void()> job = [this, done, query = std::move(query), writes_before = writes_submitted()]() mutable {
         auto outcome = run_read<T>(writes_before, query);
         reply([done, outcome = std::move(outcome)]() mutable {
             if (done) done(std::move(outcome));
@@ -634,9 +585,8 @@ void memory_engine::reader_loop() {
         std::function<void()> job;
         {
             std::unique_lock lock(readers_mutex_);
-            readers_wake_.wait(lock, [this] {
-                return readers_stopping_ || !released_.empty() || !read_queue_.empty();
-            });
+            readers_wake_.wait(lock,
+                               [this] { return readers_stopping_ || !released_.empty() || !read_queue_.empty(); });
             if (!released_.empty()) {
                 job = std::move(released_.front());
                 released_.pop_front();
@@ -655,27 +605,21 @@ void memory_engine::list_tenants(callback<std::vector<tenant_record>> done) {
 }
 
 void memory_engine::list_agents(std::string tenant_id, callback<std::vector<agent_record>> done) {
-    submit_read(tenant_id, std::move(done),
-                [id = tenant_id](const memory_tables& t) { return t.list_agents(id); });
+    submit_read(tenant_id, std::move(done), [id = tenant_id](const memory_tables& t) { return t.list_agents(id); });
 }
 
 void memory_engine::list_routes(std::string tenant_id, callback<std::vector<route_record>> done) {
-    submit_read(tenant_id, std::move(done),
-                [id = tenant_id](const memory_tables& t) { return t.list_routes(id); });
+    submit_read(tenant_id, std::move(done), [id = tenant_id](const memory_tables& t) { return t.list_routes(id); });
 }
 
-void memory_engine::list_accounts(std::string tenant_id,
-                                  callback<std::vector<account_record>> done) {
-    submit_read(tenant_id, std::move(done),
-                [id = tenant_id](const memory_tables& t) { return t.list_accounts(id); });
+void memory_engine::list_accounts(std::string tenant_id, callback<std::vector<account_record>> done) {
+    submit_read(tenant_id, std::move(done), [id = tenant_id](const memory_tables& t) { return t.list_accounts(id); });
 }
 
-void memory_engine::get_visitor(std::string tenant_id, std::string visitor_id,
-                                callback<visitor_record> done) {
-    submit_read(tenant_id, std::move(done),
-                [t = tenant_id, v = std::move(visitor_id)](const memory_tables& tables) {
-                    return tables.get_visitor(t, v);
-                });
+void memory_engine::get_visitor(std::string tenant_id, std::string visitor_id, callback<visitor_record> done) {
+    submit_read(tenant_id, std::move(done), [t = tenant_id, v = std::move(visitor_id)](const memory_tables& tables) {
+        return tables.get_visitor(t, v);
+    });
 }
 
 void memory_engine::get_conversation(std::string tenant_id, std::string conversation_id,
@@ -687,46 +631,35 @@ void memory_engine::get_conversation(std::string tenant_id, std::string conversa
 }
 
 void memory_engine::list_conversations(conversation_query query, callback<conversation_page> done) {
-    submit_read(query.tenant_id, std::move(done),
-                [q = query, days = options_.retention_days](const memory_tables& t) {
-                    return t.list_conversations(q, days);
-                });
+    submit_read(query.tenant_id, std::move(done), [q = query, days = options_.retention_days](const memory_tables& t) {
+        return t.list_conversations(q, days);
+    });
 }
 
 void memory_engine::get_activity(activity_query query, callback<activity_page> done) {
-    submit_read(query.tenant_id, std::move(done),
-                [q = query, days = options_.retention_days](const memory_tables& t) {
-                    return t.get_activity(q, days);
-                });
+    submit_read(query.tenant_id, std::move(done), [q = query, days = options_.retention_days](const memory_tables& t) {
+        return t.get_activity(q, days);
+    });
 }
 
-void memory_engine::get_transcript(std::string tenant_id, std::string conversation_id,
-                                   std::int64_t after_seq, int limit, millis now,
-                                   callback<message_page> done) {
+void memory_engine::get_transcript(std::string tenant_id, std::string conversation_id, std::int64_t after_seq,
+                                   int limit, millis now, callback<message_page> done) {
     submit_read(tenant_id, std::move(done),
-                [t = tenant_id, c = std::move(conversation_id), after_seq, limit, now,
-                 days = options_.retention_days](const memory_tables& tables) {
-                    return tables.get_transcript(t, c, after_seq, limit, now, days);
-                });
+                [t = tenant_id, c = std::move(conversation_id), after_seq, limit, now, days = options_.retention_days](
+                    const memory_tables& tables) { return tables.get_transcript(t, c, after_seq, limit, now, days); });
 }
 
-void memory_engine::messages_after(std::string tenant_id, std::string conversation_id,
-                                   std::int64_t after_seq, int limit, millis now,
-                                   callback<std::vector<message_record>> done) {
+void memory_engine::messages_after(std::string tenant_id, std::string conversation_id, std::int64_t after_seq,
+                                   int limit, millis now, callback<std::vector<message_record>> done) {
     submit_read(tenant_id, std::move(done),
-                [t = tenant_id, c = std::move(conversation_id), after_seq, limit, now,
-                 days = options_.retention_days](const memory_tables& tables) {
-                    return tables.messages_after(t, c, after_seq, limit, now, days);
-                });
+                [t = tenant_id, c = std::move(conversation_id), after_seq, limit, now, days = options_.retention_days](
+                    const memory_tables& tables) { return tables.messages_after(t, c, after_seq, limit, now, days); });
 }
 
 // --- synchronous ----------------------------------------------------------------
 
-result<open_state> memory_engine::load_open_state(std::optional<std::string> tenant_id,
-                                                  millis now) {
-    auto query = [&](const memory_tables& t) {
-        return t.load_open_state(tenant_id, now, options_.retention_days);
-    };
+result<open_state> memory_engine::load_open_state(std::optional<std::string> tenant_id, millis now) {
+    auto query = [&](const memory_tables& t) { return t.load_open_state(tenant_id, now, options_.retention_days); };
     return run_read<open_state>(writes_submitted(), query);
 }
 
@@ -737,10 +670,8 @@ result<prune_report> memory_engine::prune(millis now, std::function<bool()> stop
     if (!ready()) return unavailable(database_away);
     using prunable = memory_tables::prunable;
     const std::pair<prunable, std::uint64_t prune_report::*> targets[] = {
-        {prunable::messages, &prune_report::messages},
-        {prunable::activities, &prune_report::activities},
-        {prunable::conversations, &prune_report::conversations},
-        {prunable::offers, &prune_report::offers},
+        {prunable::messages, &prune_report::messages},           {prunable::activities, &prune_report::activities},
+        {prunable::conversations, &prune_report::conversations}, {prunable::offers, &prune_report::offers},
         {prunable::visitors, &prune_report::visitors},
     };
     const millis cutoff = retention_cutoff(now, options_.retention_days);
@@ -779,10 +710,10 @@ void memory_engine::set_reachable(bool reachable) {
         if (reachable) ++stats_.reconnects;
     }
     if (reachable) {
-        relaxed_failure_log_.report_suppressed(*logger());
-        logger()->info("storage reconnected (memory)");
+        relaxed_failure_log_.report_suppressed(*store_logger());
+        store_logger()->info("storage reconnected (memory)");
     } else {
-        logger()->error("storage unavailable (memory): {}", database_away);
+        store_logger()->error("storage unavailable (memory): {}", database_away);
     }
     writer_wake_.notify_all();
     finished_changed_.notify_all();
@@ -818,8 +749,7 @@ result<std::unique_ptr<memory_store>> make_memory_store(const store_options& opt
                                                         std::shared_ptr<memory_database> database) {
     if (auto bad = detail::check_options(options)) return *bad;
     if (!database) database = make_memory_database();
-    return std::unique_ptr<memory_store>(
-        std::make_unique<detail::memory_engine>(options, std::move(database)));
+    return std::unique_ptr<memory_store>(std::make_unique<detail::memory_engine>(options, std::move(database)));
 }
 
 }  // namespace parley::storage

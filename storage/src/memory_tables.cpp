@@ -10,10 +10,10 @@ namespace {
 
 // The rows of one tenant in a table keyed (tenant id, id), in id order.
 template <class Row, class Visit>
-void for_each_of_tenant(const std::map<std::pair<std::string, std::string>, Row>& table,
-                        const std::string& tenant_id, Visit visit) {
-    for (auto it = table.lower_bound({tenant_id, std::string()});
-         it != table.end() && it->first.first == tenant_id; ++it)
+void for_each_of_tenant(const std::map<std::pair<std::string, std::string>, Row>& table, const std::string& tenant_id,
+                        Visit visit) {
+    for (auto it = table.lower_bound({tenant_id, std::string()}); it != table.end() && it->first.first == tenant_id;
+         ++it)
         visit(it->second);
 }
 
@@ -49,22 +49,16 @@ bool same_message(const message_record& stored, const message_record& m) {
 
 // --- writes -------------------------------------------------------------------
 
-void memory_tables::put_tenant(const tenant_record& tenant) {
-    tenants_[tenant.id] = tenant.settings;
-}
+void memory_tables::put_tenant(const tenant_record& tenant) { tenants_[tenant.id] = tenant.settings; }
 
-void memory_tables::put_agent(const agent_record& agent) {
-    agents_[{agent.tenant_id, agent.id}] = agent;
-}
+void memory_tables::put_agent(const agent_record& agent) { agents_[{agent.tenant_id, agent.id}] = agent; }
 
 bool memory_tables::delete_agent(const std::string& tenant_id, const std::string& agent_id) {
     overrides_.erase({tenant_id, agent_id});
     return agents_.erase({tenant_id, agent_id}) > 0;
 }
 
-void memory_tables::put_route(const route_record& route) {
-    routes_[{route.tenant_id, route.name}] = route;
-}
+void memory_tables::put_route(const route_record& route) { routes_[{route.tenant_id, route.name}] = route; }
 
 bool memory_tables::delete_route(const std::string& tenant_id, const std::string& name) {
     return routes_.erase({tenant_id, name}) > 0;
@@ -82,9 +76,8 @@ void memory_tables::put_visitor(const visitor_record& visitor) {
     auto [it, inserted] = visitors_.try_emplace({visitor.tenant_id, visitor.id}, visitor);
     if (inserted) return;
     auto& stored = it->second;
-    for (auto field :
-         {&visitor_record::name, &visitor_record::job_title, &visitor_record::email,
-          &visitor_record::phone, &visitor_record::crm_status, &visitor_record::company})
+    for (auto field : {&visitor_record::name, &visitor_record::job_title, &visitor_record::email,
+                       &visitor_record::phone, &visitor_record::crm_status, &visitor_record::company})
         if (visitor.*field) stored.*field = visitor.*field;
     stored.seen_at = visitor.seen_at;
 }
@@ -99,9 +92,7 @@ void memory_tables::save_conversation(const conversation_record& conversation) {
     stored.last_seq = 0;  // not a column: reads compute it from the messages
 }
 
-void memory_tables::put_offer(const offer_record& offer) {
-    offers_[{offer.tenant_id, offer.id}] = offer;
-}
+void memory_tables::put_offer(const offer_record& offer) { offers_[{offer.tenant_id, offer.id}] = offer; }
 
 error_kind memory_tables::resolve_offer(const std::string& tenant_id, const std::string& offer_id,
                                         offer_outcome outcome, millis at) {
@@ -129,20 +120,16 @@ void memory_tables::clear_override(const std::string& tenant_id, const std::stri
 result<append_outcome> memory_tables::append_message(const message_record& m) {
     auto& log = messages_[{m.tenant_id, m.conversation_id}];
     auto at_seq = log.by_seq.find(m.seq);
-    auto by_client_id =
-        m.client_msg_id ? log.seq_of_client_id.find(*m.client_msg_id) : log.seq_of_client_id.end();
+    auto by_client_id = m.client_msg_id ? log.seq_of_client_id.find(*m.client_msg_id) : log.seq_of_client_id.end();
     if (at_seq == log.by_seq.end() && by_client_id == log.seq_of_client_id.end()) {
         log.by_seq.emplace(m.seq, m);
         if (m.client_msg_id) log.seq_of_client_id.emplace(*m.client_msg_id, m.seq);
         return append_outcome{m.seq, m.at, false, true};
     }
-    if (at_seq != log.by_seq.end() && same_message(at_seq->second, m))
-        return append_outcome{m.seq, m.at, false, true};
+    if (at_seq != log.by_seq.end() && same_message(at_seq->second, m)) return append_outcome{m.seq, m.at, false, true};
     if (by_client_id != log.seq_of_client_id.end())
-        return append_outcome{by_client_id->second, log.by_seq.at(by_client_id->second).at, true,
-                              true};
-    return error{error_kind::conflict, "seq " + std::to_string(m.seq) + " of conversation " +
-                                           m.conversation_id +
+        return append_outcome{by_client_id->second, log.by_seq.at(by_client_id->second).at, true, true};
+    return error{error_kind::conflict, "seq " + std::to_string(m.seq) + " of conversation " + m.conversation_id +
                                            " is already taken by another message"};
 }
 
@@ -175,8 +162,7 @@ std::optional<visitor_record> memory_tables::visitor_of(const std::string& tenan
     return card;
 }
 
-std::optional<message_record> memory_tables::last_message(const key& conversation,
-                                                          millis cutoff) const {
+std::optional<message_record> memory_tables::last_message(const key& conversation, millis cutoff) const {
     auto log = messages_.find(conversation);
     if (log == messages_.end()) return std::nullopt;
     for (auto it = log->second.by_seq.rbegin(); it != log->second.by_seq.rend(); ++it)
@@ -186,29 +172,24 @@ std::optional<message_record> memory_tables::last_message(const key& conversatio
 
 std::int64_t memory_tables::last_seq(const key& conversation) const {
     auto log = messages_.find(conversation);
-    return log == messages_.end() || log->second.by_seq.empty()
-               ? 0
-               : log->second.by_seq.rbegin()->first;
+    return log == messages_.end() || log->second.by_seq.empty() ? 0 : log->second.by_seq.rbegin()->first;
 }
 
-result<visitor_record> memory_tables::get_visitor(const std::string& tenant_id,
-                                                  const std::string& visitor_id) const {
+result<visitor_record> memory_tables::get_visitor(const std::string& tenant_id, const std::string& visitor_id) const {
     if (auto card = visitor_of(tenant_id, visitor_id)) return std::move(*card);
     return error{error_kind::not_found, "no visitor " + visitor_id};
 }
 
-result<conversation_record> memory_tables::get_conversation(
-    const std::string& tenant_id, const std::string& conversation_id) const {
+result<conversation_record> memory_tables::get_conversation(const std::string& tenant_id,
+                                                            const std::string& conversation_id) const {
     auto it = conversations_.find({tenant_id, conversation_id});
-    if (it == conversations_.end())
-        return error{error_kind::not_found, "no conversation " + conversation_id};
+    if (it == conversations_.end()) return error{error_kind::not_found, "no conversation " + conversation_id};
     auto conversation = it->second;
     conversation.last_seq = last_seq(it->first);
     return conversation;
 }
 
-result<conversation_page> memory_tables::list_conversations(const conversation_query& q,
-                                                            int retention_days) const {
+result<conversation_page> memory_tables::list_conversations(const conversation_query& q, int retention_days) const {
     auto start = conversation_page_start(q.limit, q.cursor);
     if (!start) return start.failure();
     const millis cutoff = retention_cutoff(q.now, retention_days);
@@ -217,13 +198,11 @@ result<conversation_page> memory_tables::list_conversations(const conversation_q
         const bool listed = q.filter == conversation_filter::active
                                 ? c.agent_id == q.agent_id && c.state == conversation_state::active
                                 : !c.ended_at || *c.ended_at >= cutoff;
-        if (listed && std::tie(c.started_at, c.id) < std::tie(start->time, start->id))
-            rows.push_back(&c);
+        if (listed && std::tie(c.started_at, c.id) < std::tie(start->time, start->id)) rows.push_back(&c);
     });
-    std::sort(
-        rows.begin(), rows.end(), [](const conversation_record* a, const conversation_record* b) {
-            return std::tie(b->started_at, b->id) < std::tie(a->started_at, a->id);  // newest first
-        });
+    std::sort(rows.begin(), rows.end(), [](const conversation_record* a, const conversation_record* b) {
+        return std::tie(b->started_at, b->id) < std::tie(a->started_at, a->id);  // newest first
+    });
     conversation_page page;
     for (const auto* c : rows) {
         if (page.conversations.size() == static_cast<std::size_t>(q.limit)) {
@@ -240,8 +219,7 @@ result<conversation_page> memory_tables::list_conversations(const conversation_q
     return page;
 }
 
-result<activity_page> memory_tables::get_activity(const activity_query& q,
-                                                  int retention_days) const {
+result<activity_page> memory_tables::get_activity(const activity_query& q, int retention_days) const {
     auto start = activity_page_start(q.limit, q.cursor);
     if (!start) return start.failure();
     const millis cutoff = retention_cutoff(q.now, retention_days);
@@ -264,27 +242,20 @@ result<activity_page> memory_tables::get_activity(const activity_query& q,
     return page;
 }
 
-result<message_page> memory_tables::get_transcript(const std::string& tenant_id,
-                                                   const std::string& conversation_id,
+result<message_page> memory_tables::get_transcript(const std::string& tenant_id, const std::string& conversation_id,
                                                    std::int64_t after_seq, int limit, millis now,
                                                    int retention_days) const {
     if (auto bad = check_transcript_limit(limit)) return *bad;
     // One message more than asked for says whether another page follows.
-    auto rows =
-        messages_after(tenant_id, conversation_id, after_seq, limit + 1, now, retention_days);
+    auto rows = messages_after(tenant_id, conversation_id, after_seq, limit + 1, now, retention_days);
     if (!rows) return rows.failure();
-    message_page page;
-    page.messages = std::move(rows.value());
-    if (page.messages.size() > static_cast<std::size_t>(limit)) {
-        page.messages.pop_back();
-        page.next_after_seq = page.messages.back().seq;
-    }
-    return page;
+    return transcript_page(std::move(rows.value()), limit);
 }
 
-result<std::vector<message_record>> memory_tables::messages_after(
-    const std::string& tenant_id, const std::string& conversation_id, std::int64_t after_seq,
-    int limit, millis now, int retention_days) const {
+result<std::vector<message_record>> memory_tables::messages_after(const std::string& tenant_id,
+                                                                  const std::string& conversation_id,
+                                                                  std::int64_t after_seq, int limit, millis now,
+                                                                  int retention_days) const {
     if (auto bad = check_messages_limit(limit)) return *bad;
     const millis cutoff = retention_cutoff(now, retention_days);
     // An ended conversation older than the retention window is gone for readers.
@@ -316,19 +287,15 @@ open_state memory_tables::load_open_state(const std::optional<std::string>& tena
             summary.last_message = last_message(id, retention_cutoff(now, retention_days));
         state.conversations.push_back(std::move(summary));
     }
-    std::stable_sort(state.conversations.begin(), state.conversations.end(),
-                     [](const auto& a, const auto& b) {
-                         return a.conversation.started_at < b.conversation.started_at;
-                     });
+    std::stable_sort(state.conversations.begin(), state.conversations.end(), [](const auto& a, const auto& b) {
+        return a.conversation.started_at < b.conversation.started_at;
+    });
     for (const auto& [id, o] : offers_)
-        if (o.outcome == offer_outcome::pending && of_tenant(o.tenant_id))
-            state.pending_offers.push_back(o);
-    std::stable_sort(
-        state.pending_offers.begin(), state.pending_offers.end(),
-        [](const offer_record& a, const offer_record& b) { return a.created_at < b.created_at; });
+        if (o.outcome == offer_outcome::pending && of_tenant(o.tenant_id)) state.pending_offers.push_back(o);
+    std::stable_sort(state.pending_offers.begin(), state.pending_offers.end(),
+                     [](const offer_record& a, const offer_record& b) { return a.created_at < b.created_at; });
     for (const auto& [id, o] : overrides_)  // in (tenant, agent) order
-        if ((!o.until_at || *o.until_at > now) && of_tenant(o.tenant_id))
-            state.overrides.push_back(o);
+        if ((!o.until_at || *o.until_at > now) && of_tenant(o.tenant_id)) state.overrides.push_back(o);
     return state;
 }
 
@@ -350,12 +317,10 @@ std::size_t memory_tables::prune_some(prunable what, millis cutoff, std::size_t 
             return deleted;
         }
         case prunable::activities:
-            return erase_some(activities_, batch,
-                              [&](const activity_record& a) { return a.at < cutoff; });
+            return erase_some(activities_, batch, [&](const activity_record& a) { return a.at < cutoff; });
         case prunable::conversations:
-            return erase_some(conversations_, batch, [&](const conversation_record& c) {
-                return c.ended_at && *c.ended_at < cutoff;
-            });
+            return erase_some(conversations_, batch,
+                              [&](const conversation_record& c) { return c.ended_at && *c.ended_at < cutoff; });
         case prunable::offers:
             return erase_some(offers_, batch, [&](const offer_record& o) {
                 return o.outcome != offer_outcome::pending && o.created_at < cutoff;

@@ -32,13 +32,13 @@ public:
     bool delete_route(const std::string& tenant_id, const std::string& name);
     void put_account(const account_record& account);
     bool delete_account(const std::string& tenant_id, const std::string& domain);
-    void put_visitor(const visitor_record& visitor);  // a field left nullopt keeps its stored value
+    void put_visitor(const visitor_record& visitor);      // a field left nullopt keeps its stored value
     void replace_visitor(const visitor_record& visitor);  // the whole card
     void save_conversation(const conversation_record& conversation);
     void put_offer(const offer_record& offer);
     // ok, not_found, or conflict when the offer is no longer pending.
-    error_kind resolve_offer(const std::string& tenant_id, const std::string& offer_id,
-                             offer_outcome outcome, millis at);
+    error_kind resolve_offer(const std::string& tenant_id, const std::string& offer_id, offer_outcome outcome,
+                             millis at);
     void append_activity(activity_record activity);  // numbered here, in the order stored
     void set_override(const availability_override& value);
     void clear_override(const std::string& tenant_id, const std::string& agent_id);
@@ -51,22 +51,17 @@ public:
     std::vector<agent_record> list_agents(const std::string& tenant_id) const;
     std::vector<route_record> list_routes(const std::string& tenant_id) const;
     std::vector<account_record> list_accounts(const std::string& tenant_id) const;
-    result<visitor_record> get_visitor(const std::string& tenant_id,
-                                       const std::string& visitor_id) const;
+    result<visitor_record> get_visitor(const std::string& tenant_id, const std::string& visitor_id) const;
     result<conversation_record> get_conversation(const std::string& tenant_id,
                                                  const std::string& conversation_id) const;
-    result<conversation_page> list_conversations(const conversation_query& query,
-                                                 int retention_days) const;
+    result<conversation_page> list_conversations(const conversation_query& query, int retention_days) const;
     result<activity_page> get_activity(const activity_query& query, int retention_days) const;
-    result<message_page> get_transcript(const std::string& tenant_id,
-                                        const std::string& conversation_id, std::int64_t after_seq,
-                                        int limit, millis now, int retention_days) const;
-    result<std::vector<message_record>> messages_after(const std::string& tenant_id,
-                                                       const std::string& conversation_id,
-                                                       std::int64_t after_seq, int limit,
-                                                       millis now, int retention_days) const;
-    open_state load_open_state(const std::optional<std::string>& tenant_id, millis now,
-                               int retention_days) const;
+    result<message_page> get_transcript(const std::string& tenant_id, const std::string& conversation_id,
+                                        std::int64_t after_seq, int limit, millis now, int retention_days) const;
+    result<std::vector<message_record>> messages_after(const std::string& tenant_id, const std::string& conversation_id,
+                                                       std::int64_t after_seq, int limit, millis now,
+                                                       int retention_days) const;
+    open_state load_open_state(const std::optional<std::string>& tenant_id, millis now, int retention_days) const;
 
     // --- retention ---
     // What a prune deletes, in this order: a visitor's card goes with the last
@@ -84,8 +79,7 @@ private:
         std::unordered_map<std::string, std::int64_t> seq_of_client_id;
     };
 
-    std::optional<visitor_record> visitor_of(const std::string& tenant_id,
-                                             const std::string& visitor_id) const;
+    std::optional<visitor_record> visitor_of(const std::string& tenant_id, const std::string& visitor_id) const;
     // The newest message not older than `cutoff`, and the highest seq at all.
     std::optional<message_record> last_message(const key& conversation, millis cutoff) const;
     std::int64_t last_seq(const key& conversation) const;

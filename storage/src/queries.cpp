@@ -654,13 +654,7 @@ result<message_page> get_transcript(sql_connection& c, const std::string& tenant
     if (auto bad = check_transcript_limit(limit)) return *bad;
     auto rows = messages_after(c, tenant_id, conversation_id, after_seq, limit + 1, now, retention_days);
     if (!rows) return rows.failure();
-    message_page page;
-    page.messages = std::move(rows.value());
-    if (page.messages.size() > static_cast<std::size_t>(limit)) {
-        page.messages.pop_back();
-        page.next_after_seq = page.messages.back().seq;
-    }
-    return page;
+    return transcript_page(std::move(rows.value()), limit);
 }
 
 result<std::vector<message_record>> messages_after(sql_connection& c, const std::string& tenant_id,

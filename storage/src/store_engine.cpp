@@ -6,14 +6,10 @@
 #include <future>
 
 #include "queries.h"
+#include "write_rules.h"
 
 namespace parley::storage::detail {
 namespace {
-
-std::shared_ptr<spdlog::logger> logger() {
-    auto named = spdlog::get("store");
-    return named ? named : spdlog::default_logger();
-}
 
 error unavailable(std::string message) { return {error_kind::unavailable, std::move(message)}; }
 
@@ -50,7 +46,7 @@ store_engine::~store_engine() {
     }
     readers_wake_.notify_all();
     for (auto& reader : reader_threads_) reader.join();
-    relaxed_failure_log_.report_suppressed(*logger());
+    relaxed_failure_log_.report_suppressed(*store_logger());
 }
 
 std::unique_ptr<sql_connection> store_engine::connect() const {
@@ -71,7 +67,7 @@ void store_engine::submit_write(write_job job) {
         std::unique_lock lock(mutex_);
         // Messages have a sender to tell; state writes have nobody waiting and must not be lost in
         // an outage, so they may fill the queue up to twice its bound before one is refused.
-        const std::size_t bound = job.message ? options_.queue_max : 2 * options_.queue_max;
+        const std::size_t bound = queue_bound(options_, job.message.has_value());
         if (stopping_ || queue_.size() >= bound) {
             const bool full = !stopping_;
             lock.unlock();
@@ -197,9 +193,7 @@ void store_engine::replace_visitor(visitor_record visitor, callback<void> done) 
 }
 
 void store_engine::save_conversation(conversation_record conversation, callback<void> done) {
-    std::string key = conversation.tenant_id;
-    key += '\0';
-    key += conversation.id;
+    std::string key = conversation_row_key(conversation);
     {
         std::lock_guard lock(mutex_);
         if (auto queued = coalesced_saves_.find(key); queued != coalesced_saves_.end() && !stopping_) {
@@ -274,10 +268,8 @@ void store_engine::clear_override(std::string tenant_id, std::string agent_id, c
 void store_engine::complete(write_job& job, result<append_outcome> outcome) {
     if (job.on_message) {
         job.on_message(std::move(outcome));
-    } else if (!outcome.ok() && relaxed_failure_log_.admit(*logger())) {
-        logger()->error("relaxed write of message {}/{} seq {} failed after acknowledgement: {}",
-                        job.message->tenant_id, job.message->conversation_id, job.message->seq,
-                        outcome.failure().message);
+    } else if (!outcome.ok()) {
+        log_relaxed_failure(relaxed_failure_log_, *job.message, outcome.failure());
     }
 }
 
@@ -322,8 +314,8 @@ void store_engine::writer_loop() {
                     std::lock_guard lock(stats_mutex_);
                     ++stats_.reconnects;
                 }
-                relaxed_failure_log_.report_suppressed(*logger());
-                logger()->info("storage reconnected ({})", backend_name_);
+                relaxed_failure_log_.report_suppressed(*store_logger());
+                store_logger()->info("storage reconnected ({})", backend_name_);
             } catch (...) {
                 auto why = classify_connect_failure(std::current_exception());
                 std::unique_lock lock(mutex_);
@@ -438,7 +430,7 @@ bool store_engine::run_batch(std::vector<write_job>& jobs) {
             return true;
         }
         // One write broke the transaction: run them one by one so only it fails.
-        logger()->warn("storage batch of {} failed ({}); retrying writes one by one", jobs.size(), why.message);
+        store_logger()->warn("storage batch of {} failed ({}); retrying writes one by one", jobs.size(), why.message);
         for (std::size_t i = 0; i < jobs.size(); ++i) {
             std::vector<write_job> single;
             single.push_back(std::move(jobs[i]));
@@ -454,9 +446,7 @@ bool store_engine::run_batch(std::vector<write_job>& jobs) {
     }
     {
         std::lock_guard lock(stats_mutex_);
-        ++stats_.transactions_committed;
-        stats_.writes_committed += jobs.size();
-        stats_.largest_batch = std::max<std::uint64_t>(stats_.largest_batch, jobs.size());
+        count_batch(stats_, jobs.size());
     }
     if (options_.on_batch_committed)
         options_.on_batch_committed(jobs.size(),
@@ -472,7 +462,7 @@ bool store_engine::run_batch(std::vector<write_job>& jobs) {
 }
 
 void store_engine::connection_lost(const error& why) {
-    if (ready_.exchange(false)) logger()->error("storage unavailable ({}): {}", backend_name_, why.message);
+    if (ready_.exchange(false)) store_logger()->error("storage unavailable ({}): {}", backend_name_, why.message);
     writer_.reset();
 }
 
@@ -483,8 +473,7 @@ void store_engine::connection_lost(const error& why) {
 // the client can retry (by client_msg_id) instead of hanging. Other writes
 // stay queued: nobody waits on them, and the writer still makes them.
 void store_engine::expiry_loop() {
-    const auto poll = std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(options_.unavailable_after / 10),
-                                 std::chrono::milliseconds(10), std::chrono::milliseconds(500));
+    const auto poll = expiry_poll(options_);
     std::unique_lock lock(mutex_);
     while (!expiry_wake_.wait_for(lock, poll, [this] { return stopping_; })) {
         lock.unlock();

@@ -12,6 +12,7 @@
 #include "parley/storage/log_throttle.h"
 #include "parley/storage/store.h"
 #include "sql.h"
+#include "write_rules.h"
 
 namespace parley::storage::detail {
 
@@ -155,7 +156,7 @@ private:
     // A relaxed message that fails after its acknowledgement has nobody left to
     // tell but the log; in an outage that is every message sent, so a few lines
     // a second and a count of the rest.
-    log_throttle relaxed_failure_log_{5, "relaxed message write(s) failed after acknowledgement", spdlog::level::err};
+    log_throttle relaxed_failure_log_{5, relaxed_failures, spdlog::level::err};
 
     std::mutex readers_mutex_;
     std::condition_variable readers_wake_;

@@ -9,9 +9,7 @@ namespace {
 constexpr std::int64_t max_int64 = std::numeric_limits<std::int64_t>::max();
 constexpr std::int64_t millis_per_day = 24LL * 3600 * 1000;
 
-error bad_request(std::string message) {
-    return {error_kind::bad_request, std::move(message)};
-}
+error bad_request(std::string message) { return {error_kind::bad_request, std::move(message)}; }
 
 bool parse_integer(std::string_view text, std::int64_t& value) {
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -47,12 +45,9 @@ std::optional<error> check_options(const store_options& o) {
     return std::nullopt;
 }
 
-millis retention_cutoff(millis now, int retention_days) {
-    return now - retention_days * millis_per_day;
-}
+millis retention_cutoff(millis now, int retention_days) { return now - retention_days * millis_per_day; }
 
-result<conversation_cursor> conversation_page_start(int limit,
-                                                    const std::optional<std::string>& cursor) {
+result<conversation_cursor> conversation_page_start(int limit, const std::optional<std::string>& cursor) {
     if (auto bad = check_list_limit(limit)) return *bad;
     if (!cursor) return conversation_cursor{max_int64, ""};
     auto parts = split_cursor(*cursor);
@@ -70,8 +65,16 @@ result<activity_cursor> activity_page_start(int limit, const std::optional<std::
     return start;
 }
 
-std::string make_cursor(std::int64_t time, const std::string& id) {
-    return std::to_string(time) + "." + id;
+std::string make_cursor(std::int64_t time, const std::string& id) { return std::to_string(time) + "." + id; }
+
+message_page transcript_page(std::vector<message_record> read, int limit) {
+    message_page page;
+    page.messages = std::move(read);
+    if (page.messages.size() > static_cast<std::size_t>(limit)) {
+        page.messages.pop_back();
+        page.next_after_seq = page.messages.back().seq;
+    }
+    return page;
 }
 
 std::optional<error> check_transcript_limit(int limit) {
@@ -89,11 +92,7 @@ std::optional<error> check_messages_limit(int limit) {
 
 namespace parley::storage {
 
-std::string cursor_after(const conversation_record& last) {
-    return detail::make_cursor(last.started_at, last.id);
-}
-std::string cursor_after(const activity_record& last) {
-    return detail::make_cursor(last.at, std::to_string(last.id));
-}
+std::string cursor_after(const conversation_record& last) { return detail::make_cursor(last.started_at, last.id); }
+std::string cursor_after(const activity_record& last) { return detail::make_cursor(last.at, std::to_string(last.id)); }
 
 }  // namespace parley::storage

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "parley/storage/records.h"
 #include "parley/storage/result.h"
@@ -31,11 +32,13 @@ struct activity_cursor {
     std::int64_t id = 0;  // activities are numbered by storage
 };
 // bad_request for a limit outside 1..100 or a malformed cursor.
-result<conversation_cursor> conversation_page_start(int limit,
-                                                    const std::optional<std::string>& cursor);
+result<conversation_cursor> conversation_page_start(int limit, const std::optional<std::string>& cursor);
 result<activity_cursor> activity_page_start(int limit, const std::optional<std::string>& cursor);
 std::string make_cursor(std::int64_t time, const std::string& id);
 
+// A get_transcript page from the messages after after_seq, read with one more
+// than `limit`: that one only says whether another page follows.
+message_page transcript_page(std::vector<message_record> read, int limit);
 // bad_request unless 1 <= limit <= max_message_page (get_transcript).
 std::optional<error> check_transcript_limit(int limit);
 // bad_request unless limit >= 1 (messages_after).

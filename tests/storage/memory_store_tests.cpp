@@ -66,8 +66,8 @@ struct pending {
 };
 
 std::vector<std::int64_t> stored_seqs(memory_store& s) {
-    auto stored = wait_for<std::vector<message_record>>(
-        [&](auto done) { s.messages_after("acme", "c1", 0, 100, now, done); });
+    auto stored =
+        wait_for<std::vector<message_record>>([&](auto done) { s.messages_after("acme", "c1", 0, 100, now, done); });
     REQUIRE(stored.ok());
     std::vector<std::int64_t> seqs;
     for (const auto& m : stored.value()) seqs.push_back(m.seq);

@@ -58,7 +58,7 @@ public:
 // A memory store on `database`, or on a new, empty one when it is null. Errors:
 // bad_request for options no store accepts (as open_store checks them).
 // backend_name() is "memory"; schema_version() is always binary_schema_version().
-result<std::unique_ptr<memory_store>> make_memory_store(
-    const store_options& options = {}, std::shared_ptr<memory_database> database = nullptr);
+result<std::unique_ptr<memory_store>> make_memory_store(const store_options& options = {},
+                                                        std::shared_ptr<memory_database> database = nullptr);
 
 }  // namespace parley::storage
