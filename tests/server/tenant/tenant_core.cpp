@@ -1,16 +1,11 @@
 #include "tenant_core.h"
 
-#include <random>
-
 namespace parley::server::test {
 
 using namespace std::chrono_literals;
 
-tenant_core::tenant_core(const std::function<void(config::config&)>& configure)
+tenant_core::tenant_core(const std::function<void(config::config&)>& configure, storage::store_options store_options)
     : work_(asio::make_work_guard(ioc_)), time_(std::make_shared<manual_time_source>()) {
-    directory_ = std::filesystem::temp_directory_path() /
-                 ("parley-tenant-core-" + std::to_string(std::random_device{}()) + "-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(directory_);
     config_.routing.restore_window = std::chrono::seconds(0);
     if (configure) configure(config_);
     tenant_.id = "t1";
@@ -20,9 +15,9 @@ tenant_core::tenant_core(const std::function<void(config::config&)>& configure)
     tenant_.widget_secret = "widget-secret-for-tests-0123456789";
     config_.tenants[tenant_.id] = tenant_;
     net_ = std::make_shared<net_context>(trusted_proxies{}, config_.limits);
-    auto opened = storage::open_store("sqlite://" + (directory_ / "parley.db").string());
-    REQUIRE(opened);
-    store_ = std::shared_ptr<storage::store>(std::move(opened.value()));
+    auto made = storage::make_memory_store(store_options);
+    REQUIRE(made);
+    store_ = std::move(made).value();
     open_hub();
 }
 
@@ -35,8 +30,6 @@ tenant_core::~tenant_core() {
     work_.reset();
     ioc_.run_for(20ms);
     store_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(directory_, ec);
 }
 
 void tenant_core::open_hub() {
@@ -184,6 +177,39 @@ json tenant_core::accept_next_offer(const connected& agent) {
     INFO(ok.dump());
     REQUIRE(ok["type"] == "ok");
     return ok;
+}
+
+void tenant_core::put_ann_and_sales(const json& route) {
+    put_agent("a1", {{"name", "Ann"}});
+    json body = {{"type", "round_robin"}};
+    body.update(route);
+    put_route("sales", body);
+}
+
+active_chat tenant_core::start_chat() {
+    put_ann_and_sales();
+    active_chat chat{connect_agent("a1"), connect_visitor("v1"), {}};
+    chat.conversation_id = request_agent(chat.visitor, "sales");
+    accept_next_offer(chat.agent);
+    expect(chat.visitor, "agent_joined");
+    return chat;
+}
+
+json tenant_core::send_text(const connected& client, const std::string& conversation_id, const std::string& text,
+                            const std::optional<std::string>& client_msg_id) {
+    json frame = {{"type", "send"},
+                  {"id", "s" + std::to_string(next_request_++)},
+                  {"conversation_id", conversation_id},
+                  {"text", text}};
+    if (client_msg_id) frame["client_msg_id"] = *client_msg_id;
+    return request(client, frame);
+}
+
+std::vector<json> tenant_core::take_messages(const connected& client) {
+    std::vector<json> messages;
+    while (auto m = client->take([](const json& f) { return f.value("type", "") == "message"; }))
+        messages.push_back(std::move(*m));
+    return messages;
 }
 
 }  // namespace parley::server::test

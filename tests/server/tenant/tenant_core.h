@@ -1,14 +1,14 @@
 #pragma once
 // Drives one tenant's core (tenant_hub and its parts) without sockets: fake
-// sessions record what they are sent, time is manual, storage is SQLite in a
-// temporary directory. The io_context runs on the test's thread, only while a
-// test waits for something, so every step is deterministic but the storage
-// round trips.
+// sessions record what they are sent, time is manual, storage is the memory
+// store (parley/storage/memory_store.h), whose test controls make outages and
+// reads in progress happen on command. The io_context runs on the test's
+// thread, only while a test waits for something, so every step is
+// deterministic but the storage round trips.
 #include <catch2/catch.hpp>
 
 #include <atomic>
 #include <chrono>
-#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -22,6 +22,7 @@
 #include "net/client_session.h"
 #include "parley/proto/admin.h"
 #include "parley/proto/decode.h"
+#include "parley/storage/memory_store.h"
 #include "tenant/tenant_hub.h"
 #include "base/time_source.h"
 
@@ -49,6 +50,11 @@ public:
     }
     std::optional<std::int64_t> credentials_expiry_s() const override { return std::nullopt; }
 
+    // Takes (removes) every frame not taken yet, in the order they were sent.
+    std::vector<json> take_all() {
+        std::lock_guard lock(mutex_);
+        return std::exchange(frames_, {});
+    }
     // Takes (removes) the first frame not taken yet that `match`es.
     std::optional<json> take(const std::function<bool(const json&)>& match) {
         std::lock_guard lock(mutex_);
@@ -86,12 +92,21 @@ struct connected {
     fake_session* operator->() const { return session.get(); }
 };
 
+// A chat in progress: an agent and a visitor connected, the visitor's conversation accepted.
+struct active_chat {
+    connected agent;
+    connected visitor;
+    std::string conversation_id;
+};
+
 class tenant_core {
 public:
-    explicit tenant_core(const std::function<void(config::config&)>& configure = {});
+    // `configure` changes the configuration before the hub opens; `store_options` are the memory store's.
+    explicit tenant_core(const std::function<void(config::config&)>& configure = {},
+                         storage::store_options store_options = {});
     ~tenant_core();
 
-    // The hub is closed (as at a restart) and opened again on the same database.
+    // The hub is closed (as at a restart) and opened again on the same store.
     void restart();
 
     void put_agent(const std::string& id, const json& body);
@@ -112,6 +127,17 @@ public:
     std::string request_agent(const connected& visitor, const std::string& route, const std::string& key = "k-1");
     json accept_next_offer(const connected& agent);
 
+    // Agent a1 ("Ann") and route "sales", round robin, with `route` (more fields of the route) merged in.
+    void put_ann_and_sales(const json& route = json::object());
+    // put_ann_and_sales(), then a1 and visitor v1 connect, v1 asks for an agent on "sales", and
+    // a1 accepts (v1's agent_joined taken).
+    active_chat start_chat();
+    // A `send` of `text` from `client`, answered: its reply (`ok` with `seq`, or an error).
+    json send_text(const connected& client, const std::string& conversation_id, const std::string& text,
+                   const std::optional<std::string>& client_msg_id = std::nullopt);
+    // The `message` events `client` has not taken yet, taken, in the order they came.
+    std::vector<json> take_messages(const connected& client);
+
     // The manual clock's wall time, in milliseconds since the epoch (what `*_at` fields carry).
     std::int64_t now_ms() const { return time_->wall().time_since_epoch().count(); }
     // Moves the manual clock; the hub checks the router's deadlines at once.
@@ -121,6 +147,8 @@ public:
     bool run_until(const std::function<bool()>& done, std::chrono::milliseconds limit = std::chrono::seconds(10));
 
     tenant_hub& hub() { return *hub_; }
+    // The store under the hub, with its test controls (set_reachable, held read replies).
+    storage::memory_store& store() { return *store_; }
 
 private:
     void open_hub();
@@ -128,15 +156,14 @@ private:
 
     asio::io_context ioc_;
     asio::executor_work_guard<asio::io_context::executor_type> work_;
-    std::filesystem::path directory_;
     config::config config_;
     config::tenant_config tenant_;
     std::shared_ptr<manual_time_source> time_;
     std::shared_ptr<net_context> net_;
-    std::shared_ptr<storage::store> store_;
+    std::shared_ptr<storage::memory_store> store_;
     std::shared_ptr<tenant_hub> hub_;
     std::uint64_t next_session_id_ = 1;
-    int next_request_ = 1;
+    int next_request_ = 1;  // ids of the requests the helpers send
 };
 
 }  // namespace parley::server::test

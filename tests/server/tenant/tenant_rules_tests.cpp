@@ -1,7 +1,8 @@
-// The tenant core's rules, driven without sockets on manual time (tenant_core.h):
-// offers, expiry, re-offer and fallback, the 10-chat cap, two tabs racing, agent
-// and visitor grace, restore after a restart, the message cap. The e2e suites
-// cover the same rules over real sockets and the daemon's wiring.
+// The tenant core's rules, driven without sockets on manual time and the memory
+// store (tenant_core.h): offers, expiry, re-offer and fallback, the 10-chat cap,
+// two tabs racing, agent and visitor grace, restore after a restart, the message
+// cap, replies while the database is unreachable, and resume holds. The e2e
+// suites cover the same rules over real sockets and the daemon's wiring.
 #include "tenant_core.h"
 
 using namespace parley::server::test;
@@ -10,8 +11,7 @@ using json = nlohmann::json;
 
 TEST_CASE("offer, accept, messages in gap-free seq to both sides, end", "[tenant]") {
     tenant_core core;
-    core.put_agent("a1", {{"name", "Ann"}});
-    core.put_route("sales", {{"type", "round_robin"}});
+    core.put_ann_and_sales();
     auto agent = core.connect_agent("a1");
     CHECK(agent.hello_reply["agent"]["id"] == "a1");
     CHECK(agent.hello_reply["active"] == json::array());
@@ -169,8 +169,7 @@ TEST_CASE("the 10-chat cap: the 11th chat never goes to the full agent, who gets
 
 TEST_CASE("two tabs of one agent race to accept: exactly one wins, the other sees it taken", "[tenant]") {
     tenant_core core;
-    core.put_agent("a1", {{"name", "Ann"}});
-    core.put_route("sales", {{"type", "round_robin"}});
+    core.put_ann_and_sales();
     auto tab1 = core.connect_agent("a1");
     auto tab2 = core.connect_agent("a1");
     for (int round = 0; round < 5; ++round) {
@@ -241,13 +240,7 @@ TEST_CASE("agent disconnects: offers withdrawn and re-routed, chats kept for the
 
 TEST_CASE("agent reconnects within the grace period: the visitor sees agent_back and the chat stays", "[tenant]") {
     tenant_core core([](parley::config::config& c) { c.routing.grace_period = std::chrono::seconds(5); });
-    core.put_agent("a1", {{"name", "Ann"}});
-    core.put_route("sales", {{"type", "round_robin"}});
-    auto a1 = core.connect_agent("a1");
-    auto visitor = core.connect_visitor("v1");
-    const auto conversation_id = core.request_agent(visitor, "sales");
-    core.accept_next_offer(a1);
-    core.expect(visitor, "agent_joined");
+    auto [a1, visitor, conversation_id] = core.start_chat();
     core.disconnect(a1);
     core.expect(visitor, "agent_away");
     core.advance(4999ms);
@@ -262,8 +255,7 @@ TEST_CASE("agent reconnects within the grace period: the visitor sees agent_back
 
 TEST_CASE("visitor grace: a waiting visitor who goes away keeps its place, then gives it up", "[tenant]") {
     tenant_core core([](parley::config::config& c) { c.routing.visitor_grace = std::chrono::seconds(3); });
-    core.put_agent("a1", {{"name", "Ann"}});
-    core.put_route("sales", {{"type", "round_robin"}, {"offer_timeout_s", 60}});
+    core.put_ann_and_sales({{"offer_timeout_s", 60}});
     auto a1 = core.connect_agent("a1");
     auto visitor = core.connect_visitor("v1");
     const auto conversation_id = core.request_agent(visitor, "sales");
@@ -290,12 +282,7 @@ TEST_CASE("visitor grace: a waiting visitor who goes away keeps its place, then 
 TEST_CASE("the message cap refuses the next message with capacity; a resend of a stored one still gets its seq",
           "[tenant]") {
     tenant_core core([](parley::config::config& c) { c.limits.max_messages_per_conversation = 3; });
-    core.put_agent("a1", {{"name", "Ann"}});
-    core.put_route("sales", {{"type", "round_robin"}});
-    auto a1 = core.connect_agent("a1");
-    auto visitor = core.connect_visitor("v1");
-    const auto conversation_id = core.request_agent(visitor, "sales");
-    core.accept_next_offer(a1);
+    auto [a1, visitor, conversation_id] = core.start_chat();
     for (int i = 1; i <= 3; ++i)
         CHECK(core.request(visitor, {{"type", "send"}, {"id", "s" + std::to_string(i)},
                                      {"conversation_id", conversation_id}, {"text", "m"},
@@ -311,12 +298,7 @@ TEST_CASE("the message cap refuses the next message with capacity; a resend of a
 
 TEST_CASE("after a restart, open chats come back with their agent and their seq", "[tenant]") {
     tenant_core core;
-    core.put_agent("a1", {{"name", "Ann"}});
-    core.put_route("sales", {{"type", "round_robin"}});
-    auto a1 = core.connect_agent("a1");
-    auto visitor = core.connect_visitor("v1");
-    const auto conversation_id = core.request_agent(visitor, "sales");
-    core.accept_next_offer(a1);
+    auto [a1, visitor, conversation_id] = core.start_chat();
     REQUIRE(core.request(visitor, {{"type", "send"}, {"id", "s"}, {"conversation_id", conversation_id},
                                    {"text", "before"}})["seq"] == 1);
 
@@ -330,4 +312,141 @@ TEST_CASE("after a restart, open chats come back with their agent and their seq"
     CHECK(core.request(back, {{"type", "send"}, {"id", "s2"}, {"conversation_id", conversation_id},
                               {"text", "after"}})["seq"] == 2);
     CHECK(core.expect(again, "message")["text"] == "after");
+}
+
+TEST_CASE("database unreachable: a send gets unavailable after unavailable_after, reaches nobody and uses no seq; "
+          "reads get unavailable; all works again once it is back",
+          "[tenant][outage]") {
+    parley::storage::store_options store_options;
+    store_options.unavailable_after = 200ms;
+    tenant_core core({}, store_options);
+    auto [agent, visitor, conversation_id] = core.start_chat();
+    CHECK(core.send_text(visitor, conversation_id, "before", "m-1")["seq"] == 1);
+    CHECK(core.expect(agent, "message")["seq"] == 1);
+
+    core.store().set_reachable(false);
+    const auto sent_at = std::chrono::steady_clock::now();
+    auto refused = core.send_text(visitor, conversation_id, "during", "m-2");
+    INFO(refused.dump());
+    CHECK(refused["type"] == "error");
+    CHECK(refused["code"] == "unavailable");
+    CHECK(std::chrono::steady_clock::now() - sent_at >= store_options.unavailable_after);
+    CHECK_FALSE(core.received(agent, "message"));
+
+    // Reads fail at once with the protocol's unavailable; so does a resume, which reads.
+    const std::vector<json> reads = {
+        {{"type", "get_transcript"}, {"id", "t"}, {"conversation_id", conversation_id}},
+        {{"type", "list_conversations"}, {"id", "l"}, {"filter", "all"}},
+        {{"type", "get_visitor"}, {"id", "g"}, {"visitor_id", "v1"}},
+        {{"type", "get_activity"}, {"id", "a"}, {"visitor_id", "v1"}},
+    };
+    for (const auto& read : reads) {
+        auto reply = core.request(agent, read);
+        INFO(read.dump() << " -> " << reply.dump());
+        CHECK(reply["type"] == "error");
+        CHECK(reply["code"] == "unavailable");
+    }
+    auto resumed =
+        core.request(visitor, {{"type", "resume"}, {"id", "r"}, {"conversation_id", conversation_id}, {"after_seq", 0}});
+    CHECK(resumed["code"] == "unavailable");
+    CHECK(core.take_messages(visitor).empty());
+
+    // Back: the resend takes the seq the refused send gave back, and the chat goes on gap-free.
+    core.store().set_reachable(true);
+    CHECK(core.send_text(visitor, conversation_id, "during", "m-2")["seq"] == 2);
+    CHECK(core.expect(agent, "message")["seq"] == 2);
+    CHECK(core.send_text(agent, conversation_id, "after", "a-1")["seq"] == 3);
+    CHECK(core.expect(visitor, "message")["seq"] == 3);
+    auto transcript = core.request(agent, {{"type", "get_transcript"}, {"id", "t2"}, {"conversation_id", conversation_id}});
+    INFO(transcript.dump());
+    REQUIRE(transcript["type"] == "ok");
+    std::vector<std::string> texts;
+    for (const auto& m : transcript["messages"]) texts.push_back(m["text"]);
+    CHECK(texts == std::vector<std::string>{"before", "during", "after"});
+    auto listed = core.request(agent, {{"type", "list_conversations"}, {"id", "l2"}, {"filter", "active"}});
+    REQUIRE(listed["conversations"].size() == 1);
+    CHECK(listed["conversations"][0]["last_message"]["seq"] == 3);
+}
+
+namespace {
+
+// What a resuming session was sent, as one line per frame: "m<seq>" for a message,
+// "typing", "ok:<re>", or the frame's type.
+std::vector<std::string> frame_names(const std::vector<json>& frames) {
+    std::vector<std::string> names;
+    for (const auto& f : frames) {
+        const std::string type = f.value("type", "");
+        if (type == "message")
+            names.push_back("m" + std::to_string(f["seq"].get<int>()));
+        else if (type == "ok")
+            names.push_back("ok:" + f.value("re", ""));
+        else
+            names.push_back(type);
+    }
+    return names;
+}
+
+}  // namespace
+
+TEST_CASE("a visitor's resume holds the chat's live events until its replay is done: the stored messages, "
+          "then the live ones in seq order, then ok, each once",
+          "[tenant][resume]") {
+    tenant_core core;
+    auto [agent, visitor, conversation_id] = core.start_chat();
+    for (int i = 1; i <= 3; ++i) CHECK(core.send_text(agent, conversation_id, "stored")["seq"] == i);
+    CHECK(core.take_messages(visitor).size() == 3);
+
+    // The visitor comes back in a second tab and resumes from the start; its replay has read
+    // the stored messages, and the answer is held in storage.
+    auto tab = core.connect_visitor("v1");
+    core.store().hold_read_replies();
+    core.send(tab, {{"type", "resume"}, {"id", "r"}, {"conversation_id", conversation_id}, {"after_seq", 0}});
+    REQUIRE(core.run_until([&] { return core.store().held_read_replies() == 1; }));
+
+    // Meanwhile the agent writes and types: the first tab sees it at once, the resuming one nothing yet.
+    CHECK(core.send_text(agent, conversation_id, "live")["seq"] == 4);
+    core.send(agent, {{"type", "typing"}, {"conversation_id", conversation_id}, {"on", true}});
+    CHECK(core.send_text(agent, conversation_id, "live")["seq"] == 5);
+    CHECK(frame_names(core.take_messages(visitor)) == std::vector<std::string>{"m4", "m5"});
+    CHECK(core.expect(visitor, "typing")["on"] == true);
+    core.settle();
+    CHECK(tab->take_all().empty());
+
+    core.store().release_read_replies();
+    REQUIRE(core.run_until([&] { return tab->count("ok") == 1; }));
+    CHECK(frame_names(tab->take_all()) == std::vector<std::string>{"m1", "m2", "m3", "m4", "typing", "m5", "ok:r"});
+
+    // The hold is over: the next message comes at once.
+    CHECK(core.send_text(agent, conversation_id, "after")["seq"] == 6);
+    CHECK(frame_names(tab->take_all()) == std::vector<std::string>{"m6"});
+}
+
+TEST_CASE("an agent's resumes take turns: each replays every message once, then its ok; live messages a replay "
+          "carried are not sent again",
+          "[tenant][resume]") {
+    tenant_core core;
+    auto [agent, visitor, conversation_id] = core.start_chat();
+    for (int i = 1; i <= 3; ++i) CHECK(core.send_text(visitor, conversation_id, "stored")["seq"] == i);
+
+    auto tab = core.connect_agent("a1");
+    core.store().hold_read_replies();
+    core.send(tab, {{"type", "resume"}, {"id", "r1"}, {"conversation_id", conversation_id}, {"after_seq", 0}});
+    core.send(tab, {{"type", "resume"}, {"id", "r2"}, {"conversation_id", conversation_id}, {"after_seq", 0}});
+    REQUIRE(core.run_until([&] { return core.store().held_read_replies() == 1; }));
+    core.settle();
+    CHECK(core.store().held_read_replies() == 1);  // r2 waits for r1 before it reads
+
+    CHECK(core.send_text(visitor, conversation_id, "live")["seq"] == 4);
+    CHECK(core.send_text(visitor, conversation_id, "live")["seq"] == 5);
+    core.settle();
+    CHECK(tab->take_all().empty());
+
+    // r1 read before the live messages were stored, r2 after: r2's replay carries them, and the
+    // events held for the tab meanwhile are not sent on top.
+    core.store().release_read_replies();
+    REQUIRE(core.run_until([&] { return tab->count("ok") == 2; }));
+    CHECK(frame_names(tab->take_all()) ==
+          std::vector<std::string>{"m1", "m2", "m3", "ok:r1", "m1", "m2", "m3", "m4", "m5", "ok:r2"});
+    CHECK(core.send_text(visitor, conversation_id, "after")["seq"] == 6);
+    CHECK(frame_names(tab->take_all()) == std::vector<std::string>{"m6"});
 }
