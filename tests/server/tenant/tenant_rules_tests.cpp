@@ -450,3 +450,79 @@ TEST_CASE("an agent's resumes take turns: each replays every message once, then 
     CHECK(core.send_text(visitor, conversation_id, "after")["seq"] == 6);
     CHECK(frame_names(tab->take_all()) == std::vector<std::string>{"m6"});
 }
+
+TEST_CASE("a conversation idle past the timeout ends with idle_timeout; a message resets the clock", "[tenant]") {
+    tenant_core core([](parley::config::config& c) { c.routing.conversation_idle_timeout = std::chrono::seconds(2); });
+    auto chat = core.start_chat();
+    core.advance(1200ms);
+    REQUIRE(core.send_text(chat.visitor, chat.conversation_id, "still deciding", "m-1")["type"] == "ok");
+    // 2 s after the message, not after the accept: nothing just before, the end at the deadline.
+    core.advance(1900ms);
+    CHECK_FALSE(core.received(chat.visitor, "ended"));
+    core.advance(100ms);
+    CHECK(core.expect(chat.visitor, "ended")["reason"] == "idle_timeout");
+    CHECK(core.expect(chat.agent, "ended")["reason"] == "idle_timeout");
+}
+
+TEST_CASE("queued visitors who go away keep their places for visitor_grace, then give them up", "[tenant]") {
+    tenant_core core([](parley::config::config& c) { c.routing.visitor_grace = std::chrono::seconds(1); });
+    core.put_agent("a1", {{"name", "Ann"}, {"max_chats", 1}});
+    core.put_route("support", {{"type", "round_robin"}, {"queue_wait_s", 300}, {"offer_timeout_s", 60}});
+    auto agent = core.connect_agent("a1");
+    auto busy = core.connect_visitor("busy");
+    const auto busy_id = core.request_agent(busy, "support");
+    core.accept_next_offer(agent);  // a1 is full: the others wait
+
+    auto a = core.connect_visitor("va");
+    const auto a_id = core.request_agent(a, "support", "k-a");
+    CHECK(core.expect(a, "queued")["position"] == 1);
+    // Visitor b has two tabs, both open before the request.
+    auto b = core.connect_visitor("vb");
+    auto b_tab2 = core.connect_visitor("vb");
+    const auto b_id = core.request_agent(b, "support", "k-b");
+    CHECK(core.expect(b_tab2, "queued")["position"] == 2);
+    auto c = core.connect_visitor("vc");
+    const auto c_id = core.request_agent(c, "support", "k-c");
+    CHECK(core.expect(c, "queued")["position"] == 3);
+
+    // a navigates to another page and is back at once; b closes one tab.
+    core.disconnect(a);
+    auto a_back = core.connect_visitor("va");
+    REQUIRE(a_back.hello_reply["conversation"].is_object());
+    CHECK(a_back.hello_reply["conversation"]["id"] == a_id);
+    CHECK(a_back.hello_reply["conversation"]["state"] == "queued");
+    core.disconnect(b);
+    // Past the grace, nobody moved: a and b kept their places.
+    core.advance(1500ms);
+    CHECK_FALSE(core.received(c, "queued"));
+    CHECK_FALSE(core.received(b_tab2, "queued"));
+
+    // a leaves for good: within the grace nothing changes, then b and c move up.
+    core.disconnect(a_back);
+    core.advance(900ms);
+    CHECK_FALSE(core.received(b_tab2, "queued"));
+    core.advance(100ms);
+    CHECK(core.expect(b_tab2, "queued")["position"] == 1);
+    CHECK(core.expect(c, "queued")["position"] == 2);
+
+    // a1 frees up: b is offered the chat, then its last tab closes; after the grace the offer is
+    // withdrawn (visitor_left) and c, behind it, gets a1.
+    REQUIRE(core.request(agent, {{"type", "end_chat"}, {"id", "e"}, {"conversation_id", busy_id}})["type"] == "ok");
+    auto offer = core.expect(agent, "offer");
+    REQUIRE(offer["conversation_id"] == b_id);
+    CHECK(core.expect(c, "queued")["position"] == 1);  // b left the line for its offer
+    core.disconnect(b_tab2);
+    core.advance(900ms);
+    CHECK_FALSE(core.received(agent, "offer_withdrawn"));
+    core.advance(100ms);
+    auto withdrawn = core.expect(agent, "offer_withdrawn");
+    CHECK(withdrawn["offer_id"] == offer["offer_id"]);
+    CHECK(withdrawn["reason"] == "visitor_left");
+    CHECK(core.expect(agent, "offer")["conversation_id"] == c_id);
+    CHECK(core.request(agent, {{"type", "accept"}, {"id", "late"}, {"offer_id", offer["offer_id"]}})["code"] ==
+          "conflict");
+
+    // a and b have no open conversation any more.
+    CHECK(core.connect_visitor("va").hello_reply["conversation"].is_null());
+    CHECK(core.connect_visitor("vb").hello_reply["conversation"].is_null());
+}
