@@ -173,7 +173,7 @@ TEST_CASE("agent tokens lacking sub, tenant or exp, or with mistyped ones, are r
     }
 }
 
-TEST_CASE("visitor tokens: expired ones are refused, ones without exp are accepted as the protocol allows", "[auth]") {
+TEST_CASE("visitor tokens: expired ones are refused; exp is required when asked for (the dispatcher asks)", "[auth]") {
     const std::string widget_secret = "widget-secret-0123456789";
     auto expired = signed_token(R"({"sub":"v_1","tenant":"acme","exp":1700000000})", JWT_ALG_HS256, widget_secret);
     auto v = verify_hs256(widget_secret, expired, now, false);

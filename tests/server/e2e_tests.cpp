@@ -1,6 +1,7 @@
 // Protocol v1 end to end: the real parleyd on port 0 (SQLite store), several
 // real WebSocket clients at once, short offer timeouts set through routes.
 #include <arpa/inet.h>
+#include <jwt.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -675,6 +676,21 @@ TEST_CASE("a slow consumer is closed with 1013 and resumes without losing anythi
     CHECK(expected - 1 == last_seq);
 }
 
+namespace {
+// An HS256 token with exactly these claims (JSON): what a careless tenant backend might mint.
+std::string hs256_token(const std::string& claims_json, const std::string& key) {
+    jwt_t* raw = nullptr;
+    jwt_new(&raw);
+    jwt_add_grants_json(raw, claims_json.c_str());
+    jwt_set_alg(raw, JWT_ALG_HS256, reinterpret_cast<const unsigned char*>(key.data()), static_cast<int>(key.size()));
+    char* s = jwt_encode_str(raw);
+    std::string token(s == nullptr ? "" : s);
+    std::free(s);
+    jwt_free(raw);
+    return token;
+}
+}  // namespace
+
 TEST_CASE("visitor_token: a tenant-signed visitor whose claims win over the widget's profile", "[e2e]") {
     chat_server server(
         "[tenants.t3]\nallow_anonymous = false\nadmin_token = \"t3-admin-token-0123456789\"\n"
@@ -727,6 +743,26 @@ TEST_CASE("visitor_token: a tenant-signed visitor whose claims win over the widg
                                                         std::chrono::hours(1), std::chrono::system_clock::now());
     forged.send_json({{"type", "hello"}, {"id", "h"}, {"tenant", "t3"}, {"visitor_token", wrong_key}});
     CHECK(forged.wait_closed() == 4401);
+
+    // A visitor token must say when it expires and which tenant it is for (#17): one without
+    // either is refused, however well signed.
+    const auto in_an_hour = std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+        (std::chrono::system_clock::now() + std::chrono::hours(1)).time_since_epoch()).count());
+    for (const auto& [claims, why] : std::vector<std::pair<std::string, std::string>>{
+             {R"({"sub":"crm-42","tenant":"t3"})", "token lacks sub, tenant or exp"},
+             {R"({"sub":"crm-42","exp":)" + in_an_hour + "}", "visitor_token: the tenant claim is required"}}) {
+        ws_client careless(server.port(), "/v1/visitor");
+        auto refused = careless.request({{"type", "hello"}, {"id", "h"}, {"tenant", "t3"},
+                                         {"visitor_token", hs256_token(claims, "t3-widget-secret-0123456789")}});
+        INFO(claims);
+        CHECK(refused["code"] == "unauthorized");
+        CHECK(refused["message"].get<std::string>().find(why) != std::string::npos);
+        CHECK(careless.wait_closed() == 4401);
+    }
+    ws_client careful(server.port(), "/v1/visitor");
+    CHECK(careful.request({{"type", "hello"}, {"id", "h"}, {"tenant", "t3"},
+                           {"visitor_token", hs256_token(R"({"sub":"crm-42","tenant":"t3","exp":)" + in_an_hour + "}",
+                                                         "t3-widget-secret-0123456789")}})["type"] == "ok");
 }
 
 TEST_CASE("a queue route: FIFO with live positions, drained the moment capacity frees", "[e2e]") {

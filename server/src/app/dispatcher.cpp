@@ -117,15 +117,18 @@ void dispatcher::hello(const std::shared_ptr<websocket_session>& session, proto:
     std::optional<std::int64_t> expires_at_s;
     auto profile = visitor.profile;
     if (visitor.visitor_token) {
-        auto verified = verify_hs256(tenant.widget_secret, *visitor.visitor_token, now, false);
+        // exp and tenant are required: a token that never expires, or that does not say which
+        // tenant it is for, is a credential that can only be revoked by rotating the secret.
+        auto verified = verify_hs256(tenant.widget_secret, *visitor.visitor_token, now, true);
         if (!verified.claims) return refuse(session, frame.id, std::string("visitor_token: ") + to_string(verified.error));
         const auto& claims = *verified.claims;
         auto sub = claims.find("sub");
         if (sub == claims.end() || !sub->is_string() || sub->get_ref<const std::string&>().empty() ||
             sub->get_ref<const std::string&>().size() > 128)
             return refuse(session, frame.id, "visitor_token: sub must be the visitor id");
-        if (auto t = claims.find("tenant"); t != claims.end() && (!t->is_string() || *t != tenant.id))
-            return refuse(session, frame.id, "visitor_token: issued for another tenant");
+        auto t = claims.find("tenant");
+        if (t == claims.end()) return refuse(session, frame.id, "visitor_token: the tenant claim is required");
+        if (!t->is_string() || *t != tenant.id) return refuse(session, frame.id, "visitor_token: issued for another tenant");
         visitor_id = *sub;
         if (auto exp = claims.find("exp"); exp != claims.end() && exp->is_number_integer())
             expires_at_s = exp->get<std::int64_t>();
