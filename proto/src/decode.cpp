@@ -131,6 +131,10 @@ client_request parse_resume(field_reader& reader, role, const limits&) {
 
 client_request parse_list_agents(field_reader&, role, const limits&) { return requests::list_agents{}; }
 
+client_request parse_reauth(field_reader& reader, role, const limits&) {
+    return requests::reauth{reader.required_string("token", detail::token_rule)};
+}
+
 struct message_type {
     std::string_view name;
     bool visitor_may_send;
@@ -159,6 +163,7 @@ constexpr std::array message_types{
     message_type{"get_activity", false, true, &parse_get_activity},
     message_type{"get_transcript", false, true, &parse_get_transcript},
     message_type{"list_agents", false, true, &parse_list_agents},
+    message_type{"reauth", false, true, &parse_reauth},
 };
 
 // Wire names in client_request's alternative order.
@@ -166,7 +171,7 @@ constexpr std::array<std::string_view, std::variant_size_v<client_request>> requ
     "hello",        "hello",          "request_agent",  "send",          "typing",
     "end_chat",     "meeting_booked", "set_availability", "accept",      "decline",
     "share_calendar", "set_score",    "list_conversations", "get_visitor", "get_activity",
-    "get_transcript", "resume",         "list_agents"};
+    "get_transcript", "resume",         "list_agents", "reauth"};
 
 }  // namespace
 

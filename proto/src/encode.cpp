@@ -354,6 +354,18 @@ std::string encode_list_agents_ok(std::string_view re, std::span<const agent_lis
     return dump(frame);
 }
 
+std::string encode_credentials_expiring_event(std::int64_t expires_at_ms) {
+    json frame = event("credentials_expiring");
+    frame["expires_at"] = expires_at_ms;
+    return dump(frame);
+}
+
+std::string encode_reauth_ok(std::string_view re, std::int64_t expires_at_ms) {
+    json frame = reply(re);
+    frame["expires_at"] = expires_at_ms;
+    return dump(frame);
+}
+
 std::string encode_get_activity_ok(std::string_view re, std::span<const activity> activities,
                                    std::optional<std::string_view> next_cursor) {
     json frame = reply(re);

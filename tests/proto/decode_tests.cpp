@@ -95,6 +95,8 @@ const std::vector<message_case>& message_cases() {
          {{"conversation_id", long_id}, {"after_seq", -1}, {"limit", 0}, {"limit", 1001}}},
         // An addition to protocol v1 (proto/README.md): no fields, so nothing can be missing or mistyped.
         {"list_agents", role::agent, json::object(), {}, {}, {}},
+        // An addition to protocol v1 (proto/README.md): a fresh token on the open connection.
+        {"reauth", role::agent, {{"token", "a.b.c"}}, {"token"}, {{"token", 1}}, {{"token", std::string(4097, 'x')}}},
     };
     return cases;
 }
@@ -150,7 +152,7 @@ TEST_CASE("the table covers every client message type on every endpoint that may
         "end_chat/agent",  "meeting_booked/visitor", "resume/visitor",      "resume/agent",
         "set_availability/agent", "accept/agent",  "decline/agent",         "share_calendar/agent",
         "set_score/agent", "list_conversations/agent", "get_visitor/agent", "get_activity/agent",
-        "get_transcript/agent", "list_agents/agent"};
+        "get_transcript/agent", "list_agents/agent", "reauth/agent"};
     for (const auto& name : expected) {
         INFO(name);
         CHECK(covered.count(name) == 1);
@@ -502,6 +504,16 @@ TEST_CASE("route names", "[proto][decode]") {
     CHECK_FALSE(is_valid_route_name(std::string(65, 'r')));
     CHECK_FALSE(is_valid_route_name("sales/eu"));
     CHECK_FALSE(is_valid_route_name("caf\xc3\xa9"));
+}
+
+TEST_CASE("reauth: an agent's fresh token; a visitor is told it is for agents", "[proto][decode]") {
+    auto ok = parse(R"({"type":"reauth","id":"ra","token":"x.y.z"})", role::agent);
+    REQUIRE(ok.ok());
+    REQUIRE(std::holds_alternative<requests::reauth>(ok.value().request));
+    CHECK(std::get<requests::reauth>(ok.value().request).token == "x.y.z");
+    CHECK(type_name(ok.value().request) == "reauth");
+    require_error(parse(R"({"type":"reauth","id":"ra","token":"x.y.z"})", role::visitor), error_code::forbidden,
+                  "only for agents", "ra");
 }
 
 TEST_CASE("list_agents: an agent request without fields; a visitor is told it is for agents", "[proto][decode]") {

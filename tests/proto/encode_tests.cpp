@@ -416,6 +416,13 @@ TEST_CASE("agent events", "[proto][encode]") {
           json{{"type", "availability"}, {"available", true}, {"source", "schedule"}, {"until_at", nullptr}});
 }
 
+TEST_CASE("credentials_expiring event and reauth reply carry expires_at", "[proto][encode]") {
+    CHECK(decode(encode_credentials_expiring_event(1'800'000'060'000)) ==
+          json{{"type", "credentials_expiring"}, {"expires_at", 1'800'000'060'000}});
+    CHECK(decode(encode_reauth_ok("ra", 1'800'003'660'000)) ==
+          json{{"type", "ok"}, {"re", "ra"}, {"expires_at", 1'800'003'660'000}});
+}
+
 TEST_CASE("list_agents reply: id, name, avatar_url (null when absent), has_calendar", "[proto][encode]") {
     std::vector<agent_listing> agents{{"a_1", "Bo", "https://img.example/bo.png", true}, {"a_2", "Cy", std::nullopt, false}};
     auto reply = decode(encode_list_agents_ok("la", agents));

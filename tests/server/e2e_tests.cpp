@@ -1453,3 +1453,46 @@ TEST_CASE("list_conversations and get_activity pages fit the reply's share of th
     CHECK(pages_of_posted == posted);
     CHECK(agent->request({{"type", "get_visitor"}, {"id", "still-open"}, {"visitor_id", visitor_id}})["type"] == "ok");
 }
+
+TEST_CASE("an agent session ends when its token does, after a warning; reauth with a fresh token keeps it open",
+          "[e2e]") {
+    chat_server server;
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_agent("a2", {{"name", "Bo"}});
+    // Tokens whose exp plus the 60 s leeway ends 3 s from now.
+    const auto ends_at = std::chrono::system_clock::now() + 3s;
+    auto short_token = [&](const std::string& agent) {
+        return parley::server::mint_agent_token(agent_secret_of("t1"), "t1", agent, std::chrono::hours(1),
+                                                ends_at - 60s - std::chrono::hours(1));
+    };
+    const auto ends_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(ends_at.time_since_epoch()).count();
+
+    ws_client renewing(server.port(), "/v1/agent");
+    REQUIRE(renewing.request({{"type", "hello"}, {"id", "h"}, {"token", short_token("a1")}})["type"] == "ok");
+    ws_client lapsing(server.port(), "/v1/agent");
+    REQUIRE(lapsing.request({{"type", "hello"}, {"id", "h"}, {"token", short_token("a2")}})["type"] == "ok");
+    // Less than the warning lead (60 s) is left: the warning comes at once, naming the end.
+    for (auto* client : {&renewing, &lapsing}) {
+        auto warning = client->expect("credentials_expiring", 2s);
+        CHECK(std::abs(warning["expires_at"].get<std::int64_t>() - ends_at_ms) <= 1000);
+    }
+
+    // Refused renewals change nothing: another agent's token, a token of the wrong secret, garbage.
+    CHECK(renewing.request({{"type", "reauth"}, {"id", "r1"}, {"token", chat_server::agent_token("a2")}})["code"] ==
+          "unauthorized");
+    CHECK(renewing.request({{"type", "reauth"}, {"id", "r2"},
+                            {"token", chat_server::agent_token("a1", "t1", "not-the-agent-secret-0123456789")}})["code"] ==
+          "unauthorized");
+    CHECK(renewing.request({{"type", "reauth"}, {"id", "r3"}, {"token", "x.y.z"}})["code"] == "unauthorized");
+    // A fresh token for the same agent: the session now ends an hour (and the leeway) later.
+    auto renewed = renewing.request({{"type", "reauth"}, {"id", "r4"}, {"token", chat_server::agent_token("a1")}});
+    REQUIRE(renewed["type"] == "ok");
+    CHECK(renewed["expires_at"].get<std::int64_t>() > ends_at_ms + 3'500'000);
+
+    // The session that did not renew closes with 4401 when its token ends, not before.
+    CHECK(lapsing.wait_closed() == 4401);
+    CHECK(std::chrono::system_clock::now() >= ends_at - 500ms);
+    // The renewed one is still served after that.
+    std::this_thread::sleep_for(500ms);
+    CHECK(renewing.request({{"type", "list_agents"}, {"id", "la"}})["type"] == "ok");
+}

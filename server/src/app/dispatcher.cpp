@@ -14,6 +14,20 @@ std::optional<std::string_view> re_of(const std::optional<std::string>& re) {
 }  // namespace
 
 namespace {
+
+// An agent token is accepted until its exp plus the leeway: the session closes (4401) then.
+std::chrono::system_clock::time_point agent_credentials_end(std::int64_t exp_s) {
+    return std::chrono::system_clock::time_point(std::chrono::seconds(exp_s + token_leeway_s));
+}
+
+std::int64_t to_ms(std::chrono::system_clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+void watch_agent_credentials(websocket_session& session, std::chrono::system_clock::time_point end) {
+    session.expire_credentials_at(end, make_frame(proto::encode_credentials_expiring_event(to_ms(end))));
+}
+
 // The frames of an authenticated session, for the hub of its hello.
 class hub_binding final : public frame_handler {
 public:
@@ -21,7 +35,26 @@ public:
     void on_text(const std::shared_ptr<websocket_session>& session, std::string&& text) override {
         auto frame = decoder_.decode(*session, text);
         if (!frame) return;
+        if (auto* reauth = std::get_if<proto::requests::reauth>(&frame->request))
+            return renew(*session, frame->id, reauth->token);
         if (auto hub = hub_.lock()) hub->request(session, std::move(*frame));
+    }
+    // A fresh token for the same agent of the same tenant moves the session's end; a bad one
+    // is refused and changes nothing (the session still ends when its token does).
+    void renew(websocket_session& session, const std::optional<std::string>& re, const std::string& token) {
+        auto refuse = [&](const std::string& why) {
+            global_metrics().hello_refusals++;
+            session.send(make_frame(proto::encode_error(re_of(re), proto::error_code::unauthorized, why)));
+        };
+        auto hub = hub_.lock();
+        if (!hub) return refuse("the tenant is gone");
+        auto verified = verify_agent_token(hub->tenant()->agent_secret, token, std::chrono::system_clock::now(),
+                                           session.who().tenant);
+        if (!verified.claims) return refuse(to_string(verified.error));
+        if (verified.claims->agent_id != session.who().principal) return refuse("the token is for another agent");
+        const auto end = agent_credentials_end(verified.claims->expires_at_s);
+        watch_agent_credentials(session, end);
+        if (re) session.send(make_frame(proto::encode_reauth_ok(*re, to_ms(end))));
     }
     void on_closed(const std::shared_ptr<websocket_session>& session) override {
         if (auto hub = hub_.lock()) hub->session_closed(session);
@@ -104,6 +137,7 @@ void dispatcher::hello(const std::shared_ptr<websocket_session>& session, proto:
         if (!verified.claims) return refuse(session, frame.id, to_string(verified.error));
         session->authenticate({*tenant, verified.claims->agent_id, std::nullopt},
                               std::make_shared<hub_binding>(*this, hub->second));
+        watch_agent_credentials(*session, agent_credentials_end(verified.claims->expires_at_s));
         hub->second->agent_hello(session, frame.id, verified.claims->agent_id);
         return;
     }

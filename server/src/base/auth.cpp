@@ -95,7 +95,7 @@ verified_token verify_hs256(const std::string& secret, const std::string& token,
     if (!claims.is_object()) return result;
     // The issuer's clock and ours may differ: a minute of leeway either way, for
     // `exp`, `nbf` and `iat` alike (Envoy's jwt_authn clock_skew_seconds default).
-    constexpr std::int64_t leeway_s = 60;
+    constexpr std::int64_t leeway_s = token_leeway_s;
     const std::int64_t now_s = to_seconds(now);
     auto exp = claims.find("exp");
     if (exp == claims.end()) {

@@ -127,6 +127,32 @@ bool websocket_session::authenticate(identity who, std::shared_ptr<frame_handler
     return true;
 }
 
+void websocket_session::expire_credentials_at(std::chrono::system_clock::time_point expires_at, outbound_frame warning) {
+    if (finished_ || closing_) return;
+    credentials_expire_at_ = expires_at;
+    credentials_warning_ = std::move(warning);
+    credentials_warned_ = false;
+    if (!credentials_timer_) credentials_timer_ = std::make_unique<asio::steady_timer>(executor_);
+    arm_credentials_timer();
+}
+
+// Wall-clock expiry, waited for on the monotonic clock: re-armed after each wait, so a clock
+// step moves the close by at most one warning lead.
+void websocket_session::arm_credentials_timer() {
+    const auto left = *credentials_expire_at_ - std::chrono::system_clock::time_point(context_->time->wall());
+    if (!credentials_warned_ && left <= credentials_warning_lead) {
+        credentials_warned_ = true;
+        if (left > std::chrono::seconds(0)) send(credentials_warning_);
+    }
+    if (left <= std::chrono::seconds(0))
+        return begin_close({static_cast<websocket::close_code>(4401), "credentials expired"});
+    credentials_timer_->expires_after(credentials_warned_ ? left : left - credentials_warning_lead);
+    credentials_timer_->async_wait([self = shared_from_this()](error_code ec) {
+        if (ec || self->finished_ || self->closing_) return;
+        self->arm_credentials_timer();
+    });
+}
+
 bool websocket_session::admit_client_frame() {
     const auto limits_snapshot = context_->limits();
     const auto& limits = *limits_snapshot;
@@ -253,6 +279,7 @@ void websocket_session::begin_close(websocket::close_reason reason) {
     pending_close_ = reason;
     paced_.clear();
     hello_timer_.cancel();
+    if (credentials_timer_) credentials_timer_->cancel();
     close_deadline_.expires_after(close_grace);
     close_deadline_.async_wait([self = shared_from_this()](error_code ec) {
         if (ec || self->finished_) return;
@@ -275,6 +302,7 @@ void websocket_session::finish() {
     hello_timer_.cancel();
     ping_timer_.cancel();
     close_deadline_.cancel();
+    if (credentials_timer_) credentials_timer_->cancel();
     error_code ignored;
     ws_->next_layer().close(ignored);
     paced_.clear();

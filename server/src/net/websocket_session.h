@@ -76,6 +76,13 @@ public:
     const identity& who() const { return identity_; }
     std::optional<std::int64_t> credentials_expiry_s() const override { return identity_.credentials_expire_at_s; }
 
+    // When the credentials of the session run out: `warning` is queued credentials_warning_lead
+    // before (at once when that is past), and the session closes with 4401 at `expires_at`. A
+    // later call moves both (a fresh token, or a rotated secret's grace). On the session's strand.
+    static constexpr std::chrono::seconds credentials_warning_lead{60};
+    void expire_credentials_at(std::chrono::system_clock::time_point expires_at, outbound_frame warning);
+    std::optional<std::chrono::system_clock::time_point> credentials_expire_at() const { return credentials_expire_at_; }
+
     // Rate limiting of client frames (token bucket). Returns false when the
     // frame must be refused with `rate_limited`; closes with 1008 on sustained abuse.
     bool admit_client_frame();
@@ -88,6 +95,7 @@ private:
     void feed_paced();
     void on_write(error_code ec, std::size_t bytes);
     void on_hello_deadline(error_code ec);
+    void arm_credentials_timer();
     void schedule_ping();
     void on_ping_timer(error_code ec);
     void begin_close(websocket::close_reason reason);
@@ -126,6 +134,11 @@ private:
     asio::steady_timer ping_timer_;
     asio::steady_timer close_deadline_;
     bool ping_in_flight_ = false;
+    // Only for sessions whose credentials expire (agents): most sessions never need the timer.
+    std::unique_ptr<asio::steady_timer> credentials_timer_;
+    std::optional<std::chrono::system_clock::time_point> credentials_expire_at_;
+    outbound_frame credentials_warning_;
+    bool credentials_warned_ = false;
     std::chrono::steady_clock::time_point last_heard_;
 
     double rate_tokens_;

@@ -71,6 +71,8 @@ void tenant_hub::handle(const session_entry& from, std::uint64_t sid, proto::cli
             else if constexpr (std::is_same_v<R, rq::get_transcript>) on_get_transcript(cx, r);
             else if constexpr (std::is_same_v<R, rq::resume>) on_resume(cx, r);
             else if constexpr (std::is_same_v<R, rq::list_agents>) on_list_agents(cx, r);
+            // Credentials are the connection's business: the app answers reauth before a frame reaches a hub.
+            else if constexpr (std::is_same_v<R, rq::reauth>) reply_error(cx, proto::error_code::internal, "reauth reached the hub");
         },
         frame.request);
     apply(actions);

@@ -116,6 +116,12 @@ struct resume {
     std::int64_t after_seq = 0;  // >= 0
 };
 
+// An addition to protocol v1 (proto/README.md): an agent presents a fresh token
+// on the open connection before the one of its hello expires.
+struct reauth {
+    std::string token;
+};
+
 }  // namespace requests
 
 using client_request = std::variant<requests::visitor_hello, requests::agent_hello, requests::request_agent,
@@ -124,7 +130,7 @@ using client_request = std::variant<requests::visitor_hello, requests::agent_hel
                                     requests::decline, requests::share_calendar, requests::set_score,
                                     requests::list_conversations, requests::get_visitor,
                                     requests::get_activity, requests::get_transcript, requests::resume,
-                                    requests::list_agents>;
+                                    requests::list_agents, requests::reauth>;
 
 struct client_frame {
     // The envelope id (1..64 characters) when the client sent one: the

@@ -156,6 +156,12 @@ struct agent_listing {
 // {"type":"ok","re":..,"agents":[{id,name,avatar_url,has_calendar}]}, in the order given.
 std::string encode_list_agents_ok(std::string_view re, std::span<const agent_listing> agents);
 
+// Additions to protocol v1 (proto/README.md) for agent credentials that expire on an open
+// connection: {"type":"credentials_expiring","expires_at":ms} warns before the close with 4401;
+// {"type":"ok","re":..,"expires_at":ms} answers a reauth with the new token's end.
+std::string encode_credentials_expiring_event(std::int64_t expires_at_ms);
+std::string encode_reauth_ok(std::string_view re, std::int64_t expires_at_ms);
+
 std::string encode_get_activity_ok(std::string_view re, std::span<const activity> activities,
                                    std::optional<std::string_view> next_cursor);
 

@@ -11,6 +11,10 @@
 
 namespace parley::server {
 
+// The issuer's clock and ours may differ: `exp`, `nbf` and `iat` are checked with this much
+// leeway (Envoy's jwt_authn default). A token is accepted until exp + token_leeway_s.
+inline constexpr std::int64_t token_leeway_s = 60;
+
 struct agent_claims {
     std::string tenant;
     std::string agent_id;
