@@ -200,6 +200,7 @@ void parse_server(const toml::value* t, const std::string& file, std::vector<pro
     // The SIGTERM drain takes half of it; systemd's TimeoutStopSec (30 s in
     // deploy/parleyd.service) must stay above it, which a drop-in can raise.
     r.duration("shutdown_timeout_s", c.shutdown_timeout, 1, 3600);
+    r.duration("secret_rotation_grace_s", c.secret_rotation_grace, 0, 86400);
     r.string_list("trusted_proxies", c.trusted_proxies, 256, 64);
     for (const auto& entry : c.trusted_proxies)
         if (!valid_proxy_network(entry))

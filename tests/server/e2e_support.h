@@ -49,11 +49,13 @@ inline std::string agent_secret_of(const std::string& tenant) { return tenant + 
 
 class chat_server {
 public:
-    // `storage_keys`: more keys of the [storage] table (TOML lines).
+    // `storage_keys`, `server_keys`: more keys of the [storage] and [server] tables (TOML lines).
     explicit chat_server(const std::string& extra_toml = {}, const std::string& storage_url = {},
-                         const std::string& storage_keys = {})
+                         const std::string& storage_keys = {}, const std::string& server_keys = {})
         : daemon_(std::make_unique<daemon_process>(
-              dir_.path(), with_keys_in(test_config(dir_.path(), storage_url, extra_toml), "storage", storage_keys))) {}
+              dir_.path(), with_keys_in(with_keys_in(test_config(dir_.path(), storage_url, extra_toml), "storage",
+                                                     storage_keys),
+                                        "server", server_keys))) {}
 
     std::uint16_t port() const { return daemon_->port(); }
     daemon_process& daemon() { return *daemon_; }

@@ -123,3 +123,44 @@ TEST_CASE("SIGHUP reloads log level, limits and tenants, and names what needs a 
     daemon.signal(SIGTERM);
     CHECK(daemon.wait_exit(15s) == std::optional<int>(0));
 }
+
+TEST_CASE("a rotated agent_secret ends its agents' sessions after the grace unless they reauth with the new one",
+          "[reload]") {
+    chat_server server({}, {}, {}, "secret_rotation_grace_s = 2\n");
+    auto& daemon = server.daemon();
+    server.put_agent("a1", {{"name", "Ann"}});
+    server.put_agent("a2", {{"name", "Bo"}});
+    server.put_agent("a1", {{"name", "Ann"}}, "t2");
+    auto renewing = server.connect_agent("a1");
+    auto lapsing = server.connect_agent("a2");
+    auto other_tenant = server.connect_agent("a1", true, "t2");
+    // Tokens of an hour: no warning yet.
+    CHECK_FALSE(renewing->receive(300ms).has_value());
+
+    std::string next = test_config(server.dir().path());
+    next = with_keys_in(next, "server", "secret_rotation_grace_s = 2\n");
+    next.replace(next.find("t1-agent-secret-0123456789"), 26, "t1-agent-secret-rotated-42");
+    std::ofstream(server.dir().path() / "parley.toml") << next;
+    const auto rotated_at = std::chrono::steady_clock::now();
+    daemon.signal(SIGHUP);
+    REQUIRE(log_shows(daemon, "reload: done"));
+    CHECK(daemon.log().find("tenant t1's agent_secret rotated") != std::string::npos);
+
+    // t1's agents are warned that their sessions end in the grace (2 s, under the 60 s lead: at once).
+    CHECK(renewing->expect("credentials_expiring", 2s).contains("expires_at"));
+    CHECK(lapsing->expect("credentials_expiring", 2s).contains("expires_at"));
+    // A token of the old secret does not renew; one of the new secret does.
+    CHECK(renewing->request({{"type", "reauth"}, {"id", "r1"}, {"token", chat_server::agent_token("a1")}})["code"] ==
+          "unauthorized");
+    auto renewed = renewing->request({{"type", "reauth"}, {"id", "r2"},
+                                      {"token", chat_server::agent_token("a1", "t1", "t1-agent-secret-rotated-42")}});
+    CHECK(renewed["type"] == "ok");
+
+    CHECK(lapsing->wait_closed() == 4401);
+    CHECK(std::chrono::steady_clock::now() - rotated_at >= 1500ms);
+    std::this_thread::sleep_for(500ms);
+    CHECK(renewing->request({{"type", "list_agents"}, {"id", "la"}})["type"] == "ok");
+    // Another tenant's agents are not touched.
+    CHECK_FALSE(other_tenant->receive(100ms).has_value());
+    CHECK(other_tenant->request({{"type", "list_agents"}, {"id", "la"}})["type"] == "ok");
+}

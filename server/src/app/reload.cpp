@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "parley/server/logging.h"
+#include "net/websocket_session.h"
+#include "parley/proto/encode.h"
 #include "tenant/tenant_hub.h"
 
 namespace parley::server {
@@ -66,6 +68,7 @@ key_diff diff_needing_restart(const config::config& a, const config::config& b) 
     d.compare("server.threads", a.server.threads, b.server.threads);
     d.compare("server.public_url", a.server.public_url, b.server.public_url);
     d.compare("server.shutdown_timeout_s", a.server.shutdown_timeout, b.server.shutdown_timeout);
+    d.compare("server.secret_rotation_grace_s", a.server.secret_rotation_grace, b.server.secret_rotation_grace);
     d.compare("server.trusted_proxies", a.server.trusted_proxies, b.server.trusted_proxies);
     d.compare("storage.url", a.storage.url, b.storage.url);
     d.compare("storage.durability", a.storage.durability, b.storage.durability);
@@ -99,6 +102,28 @@ key_diff diff_tenant(const config::tenant_config& a, const config::tenant_config
 }
 
 }  // namespace
+
+// The agents of `tenant_id` signed in with its previous agent_secret: their sessions end after
+// server.secret_rotation_grace_s (a credentials_expiring warning first) unless they reauth with a
+// token of the new secret, which moves the end as any reauth does.
+void config_reloader::end_rotated_agent_sessions(const std::string& tenant_id) {
+    const auto grace = state_->cfg.server.secret_rotation_grace;
+    const auto end = std::chrono::system_clock::now() + grace;
+    std::size_t count = 0;
+    for (auto& session : state_->websockets.snapshot()) {
+        if (session->role() != client_role::agent) continue;
+        ++count;
+        asio::post(session->executor(), [session, tenant_id, end] {
+            if (!session->authenticated() || session->who().tenant != tenant_id) return;
+            if (auto current = session->credentials_expire_at(); current && *current <= end) return;
+            const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(end.time_since_epoch()).count();
+            session->expire_credentials_at(end, make_frame(proto::encode_credentials_expiring_event(ms)));
+        });
+    }
+    logger("config")->info("reload: tenant {}'s agent_secret rotated: its agents signed in with the old one have {} s "
+                           "to present a new token ({} agent connection(s) checked)",
+                           tenant_id, grace.count(), count);
+}
 
 config_reloader::config_reloader(asio::io_context& ioc, std::shared_ptr<shared_state> state,
                                  std::shared_ptr<storage::store> store, bool port_from_command_line)
@@ -190,8 +215,10 @@ void config_reloader::reload_once() {
             (*hubs)[id] = std::move(hub);
             log->info("reload: tenant {} added", id);
         } else if (auto changed = diff_tenant(*existing->second->tenant(), tenant); !changed.empty()) {
+            const bool agent_secret_rotated = existing->second->tenant()->agent_secret != tenant.agent_secret;
             existing->second->update_tenant(tenant);
             log->info("reload: tenant {} updated: {}", id, changed.joined());
+            if (agent_secret_rotated) end_rotated_agent_sessions(id);
         }
     }
     state_->set_hubs(hubs);

@@ -35,6 +35,7 @@ public:
 private:
     void run();
     void reload_once();
+    void end_rotated_agent_sessions(const std::string& tenant_id);
 
     asio::io_context& ioc_;
     std::shared_ptr<shared_state> state_;

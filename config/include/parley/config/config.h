@@ -17,6 +17,9 @@ struct server_config {
     unsigned threads = 0;  // 0: one per hardware thread
     std::string public_url;  // how clients reach us; checked, but not used by the server
     std::chrono::seconds shutdown_timeout{20};
+    // A reload that rotates a tenant's agent_secret: sessions of agents authenticated with the old
+    // one end (4401) this long after, unless they present a token of the new one (reauth).
+    std::chrono::seconds secret_rotation_grace{300};
     // Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For is
     // believed for WebSocket connections: limits.max_connections_per_ip then
     // counts the client's address rather than the proxy's.
