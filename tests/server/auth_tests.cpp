@@ -7,8 +7,10 @@
 #include <memory>
 
 #include "parley/server/auth.h"
+#include "signed_token.h"
 
 using namespace parley::server;
+using parley::test::signed_token;
 using namespace std::chrono;
 
 namespace {
@@ -24,18 +26,6 @@ std::string unsigned_token(const std::string& tenant, const std::string& sub) {
     jwt_set_alg(raw, JWT_ALG_NONE, nullptr, 0);
     char* s = jwt_encode_str(raw);
     std::string token(s);
-    std::free(s);
-    jwt_free(raw);
-    return token;
-}
-// A token with exactly these claims (JSON), signed with `alg` and `key`.
-std::string signed_token(const char* claims_json, jwt_alg_t alg, const std::string& key) {
-    jwt_t* raw = nullptr;
-    jwt_new(&raw);
-    jwt_add_grants_json(raw, claims_json);
-    jwt_set_alg(raw, alg, reinterpret_cast<const unsigned char*>(key.data()), static_cast<int>(key.size()));
-    char* s = jwt_encode_str(raw);
-    std::string token(s == nullptr ? "" : s);
     std::free(s);
     jwt_free(raw);
     return token;

@@ -1,7 +1,6 @@
 // Protocol v1 end to end: the real parleyd on port 0 (SQLite store), several
 // real WebSocket clients at once, short offer timeouts set through routes.
 #include <arpa/inet.h>
-#include <jwt.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,6 +12,7 @@
 #include <thread>
 
 #include "e2e_support.h"
+#include "signed_token.h"
 
 using namespace parley::test;
 using namespace std::chrono_literals;
@@ -676,21 +676,6 @@ TEST_CASE("a slow consumer is closed with 1013 and resumes without losing anythi
     CHECK(expected - 1 == last_seq);
 }
 
-namespace {
-// An HS256 token with exactly these claims (JSON): what a careless tenant backend might mint.
-std::string hs256_token(const std::string& claims_json, const std::string& key) {
-    jwt_t* raw = nullptr;
-    jwt_new(&raw);
-    jwt_add_grants_json(raw, claims_json.c_str());
-    jwt_set_alg(raw, JWT_ALG_HS256, reinterpret_cast<const unsigned char*>(key.data()), static_cast<int>(key.size()));
-    char* s = jwt_encode_str(raw);
-    std::string token(s == nullptr ? "" : s);
-    std::free(s);
-    jwt_free(raw);
-    return token;
-}
-}  // namespace
-
 TEST_CASE("visitor_token: a tenant-signed visitor whose claims win over the widget's profile", "[e2e]") {
     chat_server server(
         "[tenants.t3]\nallow_anonymous = false\nadmin_token = \"t3-admin-token-0123456789\"\n"
@@ -753,7 +738,7 @@ TEST_CASE("visitor_token: a tenant-signed visitor whose claims win over the widg
              {R"({"sub":"crm-42","exp":)" + in_an_hour + "}", "visitor_token: the tenant claim is required"}}) {
         ws_client careless(server.port(), "/v1/visitor");
         auto refused = careless.request({{"type", "hello"}, {"id", "h"}, {"tenant", "t3"},
-                                         {"visitor_token", hs256_token(claims, "t3-widget-secret-0123456789")}});
+                                         {"visitor_token", signed_token(claims.c_str(), JWT_ALG_HS256, "t3-widget-secret-0123456789")}});
         INFO(claims);
         CHECK(refused["code"] == "unauthorized");
         CHECK(refused["message"].get<std::string>().find(why) != std::string::npos);
@@ -761,8 +746,8 @@ TEST_CASE("visitor_token: a tenant-signed visitor whose claims win over the widg
     }
     ws_client careful(server.port(), "/v1/visitor");
     CHECK(careful.request({{"type", "hello"}, {"id", "h"}, {"tenant", "t3"},
-                           {"visitor_token", hs256_token(R"({"sub":"crm-42","tenant":"t3","exp":)" + in_an_hour + "}",
-                                                         "t3-widget-secret-0123456789")}})["type"] == "ok");
+                           {"visitor_token", signed_token((R"({"sub":"crm-42","tenant":"t3","exp":)" + in_an_hour + "}").c_str(),
+                                                          JWT_ALG_HS256, "t3-widget-secret-0123456789")}})["type"] == "ok");
 }
 
 TEST_CASE("a queue route: FIFO with live positions, drained the moment capacity frees", "[e2e]") {

@@ -14,6 +14,7 @@
 
 using namespace parley::storage;
 using namespace std::chrono_literals;
+using parley::storage::test::numbered_message;
 using parley::storage::test::wait_for;
 
 namespace {
@@ -39,16 +40,6 @@ conversation_record open_conversation(const std::string& id) {
     return c;
 }
 
-message_record message(std::int64_t seq, std::optional<std::string> client_msg_id = std::nullopt) {
-    message_record m;
-    m.tenant_id = "acme";
-    m.conversation_id = "c1";
-    m.seq = seq;
-    m.body = "message " + std::to_string(seq);
-    m.client_msg_id = std::move(client_msg_id);
-    m.at = now + seq;
-    return m;
-}
 
 // An outcome that arrives later, from a storage thread.
 template <class T>
@@ -99,13 +90,13 @@ TEST_CASE("memory store away: writes wait in order, waiting messages expire, rea
     options.unavailable_after = 200ms;
     auto s = make_ok(options);
     REQUIRE(wait_for<void>([&](auto done) { s->save_conversation(open_conversation("c1"), done); }).ok());
-    REQUIRE(wait_for<append_outcome>([&](auto done) { s->append_message(message(1), done); }).ok());
+    REQUIRE(wait_for<append_outcome>([&](auto done) { s->append_message(numbered_message(now, 1), done); }).ok());
 
     s->set_reachable(false);
     CHECK_FALSE(s->ready());
     const auto went_away = std::chrono::steady_clock::now();
     pending<append_outcome> waiting_message;
-    s->append_message(message(2, "m-2"), waiting_message.done());
+    s->append_message(numbered_message(now, 2, "m-2"), waiting_message.done());
     std::mutex order_mutex;
     std::vector<std::string> order;
     auto in_order = [&](std::string name) {
@@ -160,7 +151,7 @@ TEST_CASE("memory store away: writes wait in order, waiting messages expire, rea
     REQUIRE(conversation.ok());
     CHECK(conversation->state == conversation_state::ended);
     // Its sender retries, by client_msg_id: stored now, under the same seq.
-    auto retried = wait_for<append_outcome>([&](auto done) { s->append_message(message(2, "m-2"), done); });
+    auto retried = wait_for<append_outcome>([&](auto done) { s->append_message(numbered_message(now, 2, "m-2"), done); });
     REQUIRE(retried.ok());
     CHECK_FALSE(retried->duplicate);
     CHECK(stored_seqs(*s) == std::vector<std::int64_t>{1, 2});
@@ -175,7 +166,7 @@ TEST_CASE("memory store away under durability relaxed: messages acknowledged at 
     REQUIRE(wait_for<void>([&](auto done) { s->save_conversation(open_conversation("c1"), done); }).ok());
     s->set_reachable(false);
     std::optional<result<append_outcome>> acknowledged;
-    s->append_message(message(1), [&](result<append_outcome> r) { acknowledged = std::move(r); });
+    s->append_message(numbered_message(now, 1), [&](result<append_outcome> r) { acknowledged = std::move(r); });
     REQUIRE(acknowledged.has_value());  // before append_message returned
     REQUIRE(acknowledged->ok());
     CHECK_FALSE(acknowledged->value().durable);
@@ -196,7 +187,7 @@ TEST_CASE("memory store: the queue bounds hold while it is away, twice as much f
     s->set_reachable(false);
     std::atomic<int> refused{0}, other{0};
     for (int seq = 1; seq <= 5; ++seq)
-        s->append_message(message(seq), [&](result<append_outcome> r) {
+        s->append_message(numbered_message(now, seq), [&](result<append_outcome> r) {
             if (r.ok())
                 ++other;
             else if (r.kind() == error_kind::unavailable)
@@ -221,7 +212,7 @@ TEST_CASE("memory store: held read replies run in their turn and answer on relea
     auto s = make_ok(options);
     REQUIRE(wait_for<void>([&](auto done) { s->save_conversation(open_conversation("c1"), done); }).ok());
     for (int seq = 1; seq <= 2; ++seq)
-        REQUIRE(wait_for<append_outcome>([&](auto done) { s->append_message(message(seq), done); }).ok());
+        REQUIRE(wait_for<append_outcome>([&](auto done) { s->append_message(numbered_message(now, seq), done); }).ok());
 
     s->hold_read_replies();
     std::mutex order_mutex;
@@ -242,7 +233,7 @@ TEST_CASE("memory store: held read replies run in their turn and answer on relea
     REQUIRE(s->held_read_replies() == 2);
 
     // A write between the reads and their answers: the reads saw the data before it.
-    REQUIRE(wait_for<append_outcome>([&](auto done) { s->append_message(message(3), done); }).ok());
+    REQUIRE(wait_for<append_outcome>([&](auto done) { s->append_message(numbered_message(now, 3), done); }).ok());
     {
         std::lock_guard lock(order_mutex);
         CHECK(order.empty());
@@ -273,7 +264,7 @@ TEST_CASE("memory stores made on one database share it; a store's end commits wh
     {
         auto first = make_ok(slow, database);
         first->save_conversation(open_conversation("c1"), [&](status r) { saved = r; });
-        first->append_message(message(1), [&](result<append_outcome> r) { appended = std::move(r); });
+        first->append_message(numbered_message(now, 1), [&](result<append_outcome> r) { appended = std::move(r); });
         CHECK_FALSE(saved.has_value());
     }
     REQUIRE(saved.has_value());
@@ -291,7 +282,7 @@ TEST_CASE("memory stores made on one database share it; a store's end commits wh
     {
         auto away = make_ok({}, database);
         away->set_reachable(false);
-        away->append_message(message(2), [&](result<append_outcome> r) { lost = std::move(r); });
+        away->append_message(numbered_message(now, 2), [&](result<append_outcome> r) { lost = std::move(r); });
     }
     REQUIRE(lost.has_value());
     CHECK(lost->kind() == error_kind::unavailable);

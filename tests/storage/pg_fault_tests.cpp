@@ -17,6 +17,7 @@
 
 using namespace parley::storage;
 using parley::storage::test::make_test_database;
+using parley::storage::test::numbered_message;
 using parley::storage::test::wait_for;
 using parley::test::tcp_proxy;
 using namespace std::chrono_literals;
@@ -47,16 +48,6 @@ bool eventually(Predicate predicate, std::chrono::milliseconds limit) {
     return predicate();
 }
 
-message_record message(std::int64_t seq, std::optional<std::string> client_msg_id) {
-    message_record m;
-    m.tenant_id = "acme";
-    m.conversation_id = "c1";
-    m.seq = seq;
-    m.body = "message " + std::to_string(seq);
-    m.client_msg_id = std::move(client_msg_id);
-    m.at = now + seq;
-    return m;
-}
 
 conversation_record conversation(conversation_state state) {
     conversation_record c;
@@ -110,11 +101,11 @@ TEST_CASE("PostgreSQL COMMIT reply lost: the retry finds its own rows, nothing s
     REQUIRE(opened.ok());
     auto s = std::move(opened).value();
     REQUIRE(wait_for<void>([&](auto done) { s->save_conversation(conversation(conversation_state::active), done); }).ok());
-    REQUIRE(append(*s, message(1, "k1")).ok());
+    REQUIRE(append(*s, numbered_message(now, 1, "k1")).ok());
 
     // A message with a client_msg_id: old code answered it as a duplicate of itself.
     proxy.drop_next_commit_replies(1);
-    auto second = append(*s, message(2, "k2"));
+    auto second = append(*s, numbered_message(now, 2, "k2"));
     REQUIRE(proxy.commit_replies_dropped() == 1);
     REQUIRE(second.ok());
     CHECK(second->seq == 2);
@@ -122,7 +113,7 @@ TEST_CASE("PostgreSQL COMMIT reply lost: the retry finds its own rows, nothing s
 
     // Without a client_msg_id: old code answered conflict ("seq already taken").
     proxy.drop_next_commit_replies(1);
-    auto third = append(*s, message(3, std::nullopt));
+    auto third = append(*s, numbered_message(now, 3, std::nullopt));
     REQUIRE(proxy.commit_replies_dropped() == 2);
     INFO((third.ok() ? std::string() : third.failure().message));
     REQUIRE(third.ok());
@@ -157,7 +148,7 @@ TEST_CASE("PostgreSQL COMMIT reply lost: the retry finds its own rows, nothing s
     // back); it is answered once the outcome is known.
     proxy.drop_next_commit_replies(1, /*then_blackhole=*/true);
     std::promise<result<append_outcome>> fourth;
-    s->append_message(message(4, "k4"), [&](result<append_outcome> r) { fourth.set_value(std::move(r)); });
+    s->append_message(numbered_message(now, 4, "k4"), [&](result<append_outcome> r) { fourth.set_value(std::move(r)); });
     auto fourth_outcome = fourth.get_future();
     REQUIRE(eventually([&] { return proxy.commit_replies_dropped() == 5; }, 10s));
     CHECK(fourth_outcome.wait_for(4 * options.unavailable_after) == std::future_status::timeout);
@@ -196,7 +187,7 @@ TEST_CASE("PostgreSQL turned read-only (failover to a standby): unavailable, not
     REQUIRE(opened.ok());
     auto s = std::move(opened).value();
     REQUIRE(wait_for<void>([&](auto done) { s->save_conversation(conversation(conversation_state::active), done); }).ok());
-    REQUIRE(append(*s, message(1, "k1")).ok());
+    REQUIRE(append(*s, numbered_message(now, 1, "k1")).ok());
     REQUIRE(s->ready());
 
     // Every session of the cluster, the writer's open one included, becomes read-only.
@@ -205,7 +196,7 @@ TEST_CASE("PostgreSQL turned read-only (failover to a standby): unavailable, not
     std::this_thread::sleep_for(300ms);  // backends apply the reload before their next command
 
     // A message write is refused `unavailable` (retry), never `internal`.
-    auto refused = append(*s, message(2, "k2"));
+    auto refused = append(*s, numbered_message(now, 2, "k2"));
     REQUIRE_FALSE(refused.ok());
     INFO(refused.failure().message);
     CHECK(refused.kind() == error_kind::unavailable);
@@ -227,7 +218,7 @@ TEST_CASE("PostgreSQL turned read-only (failover to a standby): unavailable, not
     auto stored = wait_for<conversation_record>([&](auto done) { s->get_conversation("acme", "c1", done); });
     REQUIRE(stored.ok());
     CHECK(stored->state == conversation_state::ended);
-    auto resent = append(*s, message(2, "k2"));
+    auto resent = append(*s, numbered_message(now, 2, "k2"));
     REQUIRE(resent.ok());
     CHECK(resent->seq == 2);
     CHECK(s->stats().state_writes_waiting == 0);

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "parley/storage/memory_store.h"
@@ -32,6 +33,19 @@ test_database make_test_database(const std::string& name_hint);
 // A store on the test case's database, as open_store(db.url, options) opens one.
 result<std::unique_ptr<store>> open_test_store(const test_database& db, const store_options& options = {});
 const char* backend_name();
+
+// Message `seq` of conversation c1 of tenant acme, stamped base + seq (the fault and memory-store tests).
+inline message_record numbered_message(millis base, std::int64_t seq,
+                                       std::optional<std::string> client_msg_id = std::nullopt) {
+    message_record m;
+    m.tenant_id = "acme";
+    m.conversation_id = "c1";
+    m.seq = seq;
+    m.body = "message " + std::to_string(seq);
+    m.client_msg_id = std::move(client_msg_id);
+    m.at = base + seq;
+    return m;
+}
 
 // Runs an asynchronous store operation and waits for its callback.
 // Usage: auto r = wait_for<void>([&](auto done) { s.put_agent(agent, done); });
